@@ -1,0 +1,1 @@
+"""tap-mailgun: a Singer tap for Mailgun, built on the Meltano SDK."""

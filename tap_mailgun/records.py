@@ -1,0 +1,48 @@
+"""Turning Mailgun payloads into records: one place for key names and timestamps.
+
+Both the polled `events` stream and the webhook-captured `webhook_events` stream use
+`event_record`, so an event has exactly one shape whichever way it arrived.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+
+def snake_key(key: str) -> str:
+    """Mailgun's dashed keys in snake_case: `delivery-status` becomes `delivery_status`."""
+    return key.replace("-", "_")
+
+
+def snake_keys(value: Any) -> Any:
+    """Recursively rename dict keys to snake_case; nesting and values stay as they are."""
+    if isinstance(value, dict):
+        return {snake_key(k): snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake_keys(v) for v in value]
+    return value
+
+
+def epoch_to_iso(epoch: float) -> str:
+    """Epoch seconds as UTC ISO-8601 with microseconds, e.g. 2026-11-01T12:00:00.123456+00:00."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="microseconds")
+
+
+def rfc2822_to_iso(value: str) -> str:
+    """Mailgun's RFC 2822 dates (`Fri, 21 Oct 2011 11:02:55 UTC`) as UTC ISO-8601."""
+    parsed = parsedate_to_datetime(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def event_record(item: dict[str, Any], domain: str) -> dict[str, Any]:
+    """One Mailgun event as a record: snake_case keys, `domain`, ISO `timestamp`, raw epoch."""
+    record: dict[str, Any] = snake_keys(item)
+    epoch = float(item["timestamp"])
+    record["timestamp_epoch"] = epoch
+    record["timestamp"] = epoch_to_iso(epoch)
+    record["domain"] = domain
+    return record

@@ -1,0 +1,1 @@
+"""target-brevo: a Singer target that applies Mailgun activity to Brevo."""

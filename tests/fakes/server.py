@@ -1,0 +1,200 @@
+"""A small base for the fake vendor APIs: real HTTP on loopback, recorded and spec-checked.
+
+The fakes serve the tests, the sandbox and the benchmarks from one implementation. Each fake
+is a werkzeug WSGI app served by a threaded HTTP server on 127.0.0.1 in a background thread;
+the code under test reaches it over real sockets, exactly as it would reach the vendor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from tests.fakes.specs import SpecValidator
+
+Handler = Callable[..., Response]
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response, as both vendors send them."""
+    return Response(
+        json.dumps(payload), status=status, headers=headers, content_type="application/json"
+    )
+
+
+@dataclass
+class Recorded:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass
+class Fault:
+    """A canned answer for the next `times` requests whose "METHOD path" matches `pattern`."""
+
+    pattern: re.Pattern[str]
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int = 1
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: the fakes' traffic is inspected through `FakeAPI.requests`."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class FakeAPI:
+    """Base of a fake vendor API.
+
+    Subclasses declare `rules()` (werkzeug rules whose endpoints are method names) and
+    implement the handlers. Every request is recorded in `requests`; when a spec is given,
+    every request is validated against it and each rejection is kept in `violations` and
+    answered with 400, so the code under test cannot pass by accident.
+    """
+
+    spec_name: str | None = None
+
+    def __init__(self, *, validate: bool = True, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.url_map = Map(list(self.rules()))
+        self.validator = SpecValidator(self.spec_name) if (validate and self.spec_name) else None
+        self.requests: list[Recorded] = []
+        self.violations: list[str] = []
+        self.faults: list[Fault] = []
+        self.lock = threading.RLock()
+        self._server: BaseWSGIServer = make_server(
+            host, port, self._wsgi, threaded=True, request_handler=_QuietHandler
+        )
+        self._thread: threading.Thread | None = None
+
+    # --- to implement -------------------------------------------------------------------
+    def rules(self) -> Iterable[Rule]:
+        """The routes this fake serves."""
+        raise NotImplementedError
+
+    def authenticate(self, request: Request) -> Response | None:
+        """Return an error response when the request's credentials are refused."""
+        return None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """The root URL of the fake, e.g. http://127.0.0.1:40123."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeAPI:
+        """Serve in a daemon thread; returns self."""
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- fault injection ----------------------------------------------------------------
+    def fail_next(
+        self,
+        pattern: str,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next `times` requests matching `pattern` ("METHOD /path" regex) with `status`."""
+        with self.lock:
+            self.faults.append(Fault(re.compile(pattern), status, body, headers or {}, times))
+
+    def _take_fault(self, key: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.pattern.search(key):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    # --- inspection ---------------------------------------------------------------------
+    def calls(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
+        """Recorded requests, optionally filtered by method and a path regex."""
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method)
+                and (path is None or re.search(path, r.path))
+            ]
+
+    # --- WSGI ---------------------------------------------------------------------------
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        body = request.get_data(cache=True)
+        recorded = Recorded(
+            request.method,
+            request.path,
+            {k: request.args.getlist(k) for k in request.args},
+            dict(request.headers),
+            body,
+        )
+        with self.lock:
+            self.requests.append(recorded)
+        response = self._respond(request, recorded)
+        recorded.status = response.status_code
+        return response(environ, start_response)
+
+    def _respond(self, request: Request, recorded: Recorded) -> Response:
+        if self.validator is not None:
+            problem = self.validator.check(request)
+            if problem:
+                with self.lock:
+                    self.violations.append(problem)
+                return json_response({"message": f"spec violation: {problem}"}, status=400)
+        fault = self._take_fault(f"{request.method} {request.path}")
+        if fault is not None:
+            body = fault.body if fault.body is not None else {"message": "injected fault"}
+            return json_response(body, fault.status, fault.headers)
+        refused = self.authenticate(request)
+        if refused is not None:
+            return refused
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            endpoint, args = adapter.match()
+            handler: Handler = getattr(self, str(endpoint))
+            with self.lock:
+                return handler(request, **args)
+        except NotFound:
+            return json_response({"message": "Not Found"}, status=404)
+        except MethodNotAllowed:
+            return json_response({"message": "Method Not Allowed"}, status=405)
+        except HTTPException as exc:
+            return json_response({"message": exc.description}, status=exc.code or 500)
