@@ -1,0 +1,493 @@
+"""A fake Mailgun API: the endpoints tap-mailgun reads, with the real API's paging quirks.
+
+What it reproduces, because the tap has to cope with it:
+- events: `paging.next` is an opaque URL (`/v3/{domain}/events/{token}`) that is ALWAYS present;
+  the page after the last one is empty. The token carries the query's window and filters, and
+  a cursor (timestamp, id) past the last event served, so an event stored late with an older
+  timestamp is never seen by a traversal that already passed it (as in the real API).
+- suppressions, tags, lists and list members: alphabetical, `page=next&address=...` (or `tag=`)
+  cursors, `limit` capped at 1000 (400 above).
+- /v4/domains: skip/limit, at most 1000 per page.
+- POST /v1/analytics/metrics: counts computed from the stored events, offset pagination.
+- basic auth `api:<key>`; any other key gets 401 "Forbidden". Unknown domains get 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import FakeAPI, json_response
+from tests.fakes.specs import MAILGUN_SPEC
+
+SUPPRESSION_KINDS = ("bounces", "complaints", "unsubscribes")
+MAX_EVENTS_LIMIT = 300
+MAX_LIST_LIMIT = 1000
+
+# Which metric counter each event feeds; failed events also feed the severity-specific counter.
+_EVENT_COUNTERS = {
+    "accepted": "accepted_count",
+    "delivered": "delivered_count",
+    "failed": "failed_count",
+    "opened": "opened_count",
+    "clicked": "clicked_count",
+    "unsubscribed": "unsubscribed_count",
+    "complained": "complained_count",
+    "stored": "stored_count",
+}
+# Rates are percentages of delivered (engagement) or of accepted (delivery), as strings.
+_RATES = {
+    "delivered_rate": ("delivered_count", "accepted_count"),
+    "opened_rate": ("opened_count", "delivered_count"),
+    "clicked_rate": ("clicked_count", "delivered_count"),
+    "unsubscribed_rate": ("unsubscribed_count", "delivered_count"),
+    "complained_rate": ("complained_count", "delivered_count"),
+    "fail_rate": ("failed_count", "accepted_count"),
+    "permanent_fail_rate": ("permanent_failed_count", "accepted_count"),
+    "temporary_fail_rate": ("temporary_failed_count", "accepted_count"),
+}
+
+
+def _encode_token(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> dict[str, Any] | None:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
+    except ValueError:
+        return None
+    return decoded
+
+
+def _parse_time(value: str) -> float:
+    """Mailgun accepts epoch seconds or RFC 2822 dates wherever it takes a time."""
+    try:
+        return float(value)
+    except ValueError:
+        return parsedate_to_datetime(value).timestamp()
+
+
+def _rfc2822(epoch: float) -> str:
+    return format_datetime(datetime.fromtimestamp(epoch, tz=timezone.utc))
+
+
+def _bucket_start(epoch: float, resolution: str) -> datetime:
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    if resolution == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    if resolution == "month":
+        return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class FakeMailgun(FakeAPI):
+    """A Mailgun account in memory, served over real HTTP on loopback."""
+
+    spec_name = MAILGUN_SPEC
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "key-test",
+        validate: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.domains: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.suppressions: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.tags: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.lists: dict[str, dict[str, Any]] = {}
+        self.members: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        super().__init__(validate=validate, host=host, port=port)
+
+    # --- loading API (the contract others build on) -------------------------------------
+    def add_domain(self, name: str, *, state: str = "active") -> None:
+        """Register a sending domain; `state` is active, unverified or disabled."""
+        with self.lock:
+            self.domains[name] = {
+                "created_at": "Mon, 01 Jan 2024 00:00:00 GMT",
+                "id": f"id-{len(self.domains) + 1:06d}",
+                "is_disabled": state == "disabled",
+                "name": name,
+                "require_tls": False,
+                "skip_verification": False,
+                "smtp_login": f"postmaster@{name}",
+                "spam_action": "disabled",
+                "state": state,
+                "type": "custom",
+                "use_automatic_sender_security": True,
+                "web_prefix": "email",
+                "web_scheme": "https",
+                "wildcard": False,
+                "encrypt_incoming_message": False,
+                "message_ttl": 259200,
+            }
+
+    def add_events(self, domain: str, events: Iterable[dict[str, Any]]) -> None:
+        """Store raw Mailgun events (dashed keys, float `timestamp`) for a known domain."""
+        with self.lock:
+            self._require_domain(domain)
+            self.events[domain].extend(events)
+            self.events[domain].sort(key=lambda e: (float(e["timestamp"]), str(e["id"])))
+
+    def add_suppression(self, domain: str, kind: str, item: dict[str, Any]) -> None:
+        """Store a bounce, complaint or unsubscribe as the API lists it (RFC 2822 created_at)."""
+        if kind not in SUPPRESSION_KINDS:
+            raise ValueError(f"kind must be one of {SUPPRESSION_KINDS}, not {kind!r}")
+        with self.lock:
+            self._require_domain(domain)
+            self.suppressions[(domain, kind)][item["address"]] = dict(item)
+
+    def add_tag(self, domain: str, tag: str, description: str = "") -> None:
+        """Store a tag of a domain."""
+        with self.lock:
+            self._require_domain(domain)
+            self.tags[domain][tag] = {
+                "tag": tag,
+                "description": description,
+                "first-seen": "2024-01-01T00:00:00Z",
+                "last-seen": "2024-01-02T00:00:00Z",
+            }
+
+    def add_list(self, address: str, *, name: str = "", description: str = "") -> None:
+        """Create a mailing list."""
+        with self.lock:
+            self.lists[address] = {
+                "address": address,
+                "name": name,
+                "description": description,
+                "access_level": "readonly",
+                "reply_preference": "list",
+                "created_at": "Mon, 01 Jan 2024 00:00:00 -0000",
+                "members_count": 0,
+            }
+
+    def add_member(self, list_address: str, member: dict[str, Any]) -> None:
+        """Add a member (address, name, vars, subscribed) to an existing list."""
+        with self.lock:
+            if list_address not in self.lists:
+                raise KeyError(f"unknown list {list_address}; add_list it first")
+            stored = {"name": "", "vars": {}, "subscribed": True, **member}
+            self.members[list_address][member["address"]] = stored
+            self.lists[list_address]["members_count"] = len(self.members[list_address])
+
+    def _require_domain(self, domain: str) -> None:
+        if domain not in self.domains:
+            raise KeyError(f"unknown domain {domain}; add_domain it first")
+
+    # --- HTTP ---------------------------------------------------------------------------
+    def rules(self) -> Iterable[Rule]:
+        """Routes of the endpoints the tap reads."""
+        return [
+            Rule("/v4/domains", endpoint="list_domains", methods=["GET"]),
+            Rule("/v3/lists/pages", endpoint="list_lists", methods=["GET"]),
+            Rule("/v3/lists/<list_address>/members/pages", endpoint="list_members"),
+            Rule("/v3/<domain>/events", endpoint="list_events", methods=["GET"]),
+            Rule("/v3/<domain>/events/<token>", endpoint="events_page", methods=["GET"]),
+            Rule("/v3/<domain>/tags", endpoint="list_tags", methods=["GET"]),
+            Rule("/v3/<domain>/<any(bounces,complaints,unsubscribes):kind>", endpoint="list_supp"),
+            Rule("/v1/analytics/metrics", endpoint="metrics", methods=["POST"]),
+        ]
+
+    def authenticate(self, request: Request) -> Response | None:
+        """Mailgun's basic auth: user `api`, password the key; anything else is 401 Forbidden."""
+        auth = request.authorization
+        if auth is None or auth.username != "api" or auth.password != self.api_key:
+            return Response("Forbidden", status=401, content_type="text/plain")
+        return None
+
+    def list_domains(self, request: Request) -> Response:
+        """GET /v4/domains: skip/limit paging, optional state filter."""
+        limit = request.args.get("limit", 100, type=int)
+        skip = request.args.get("skip", 0, type=int)
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            return json_response({"message": "limit must be between 1 and 1000"}, 400)
+        state = request.args.get("state")
+        items = [d for d in self.domains.values() if state is None or d["state"] == state]
+        return json_response({"total_count": len(items), "items": items[skip : skip + limit]})
+
+    def _unknown_domain(self, domain: str) -> Response | None:
+        if domain in self.domains:
+            return None
+        return json_response({"message": f"Domain not found: {domain}"}, 404)
+
+    # events ---------------------------------------------------------------------------------
+    def list_events(self, request: Request, domain: str) -> Response:
+        """GET /v3/{domain}/events: the first page of a query."""
+        limit = request.args.get("limit", 100, type=int)
+        query = {
+            "begin": request.args.get("begin"),
+            "end": request.args.get("end"),
+            "ascending": request.args.get("ascending", "no"),
+            "limit": limit,
+            "event": request.args.get("event"),
+        }
+        return self._events_page(request, domain, query, after=None)
+
+    def events_page(self, request: Request, domain: str, token: str) -> Response:
+        """GET /v3/{domain}/events/{token}: a page after (or before) a cursor of a query."""
+        decoded = _decode_token(token)
+        if decoded is None:
+            return json_response({"message": "Invalid page token"}, 400)
+        return self._events_page(request, domain, decoded["q"], after=decoded.get("after"))
+
+    def _events_page(
+        self, request: Request, domain: str, query: dict[str, Any], after: list[Any] | None
+    ) -> Response:
+        missing = self._unknown_domain(domain)
+        if missing is not None:
+            return missing
+        selected = self._select_events(domain, query)
+        if after is not None:
+            cursor = (float(after[0]), str(after[1]))
+            if query["ascending"] == "yes":
+                selected = [e for e in selected if (float(e["timestamp"]), e["id"]) > cursor]
+            else:
+                selected = [e for e in selected if (float(e["timestamp"]), e["id"]) < cursor]
+        page = selected[: query["limit"]]
+        # An empty page keeps the cursor it was asked with, so its next link repeats.
+        last = [page[-1]["timestamp"], page[-1]["id"]] if page else after
+        base = f"{request.host_url.rstrip('/')}/v3/{domain}/events/"
+        first = _encode_token({"q": query, "after": None})
+        paging = {
+            "next": base + _encode_token({"q": query, "after": last}),
+            "previous": base + first,
+            "first": base + first,
+            "last": base + first,
+        }
+        return json_response({"items": page, "paging": paging})
+
+    def _select_events(self, domain: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        begin = _parse_time(query["begin"]) if query.get("begin") else -math.inf
+        end = _parse_time(query["end"]) if query.get("end") else math.inf
+        kinds = {k.strip() for k in query["event"].split(" OR ")} if query.get("event") else None
+        selected = [
+            e
+            for e in self.events[domain]
+            if begin <= float(e["timestamp"]) < end and (kinds is None or e["event"] in kinds)
+        ]
+        if query["ascending"] != "yes":
+            selected.reverse()
+        return selected
+
+    # alphabetical cursor listings -----------------------------------------------------------
+    def _cursor_page(
+        self,
+        request: Request,
+        items: dict[str, dict[str, Any]],
+        cursor_param: str,
+    ) -> Response:
+        """Alphabetical listing with `page=next&<cursor_param>=<last key>` cursors."""
+        limit = request.args.get("limit", 100, type=int)
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            return json_response({"message": "Limit must be between 1 and 1000"}, 400)
+        keys = sorted(items)
+        page_kind = request.args.get("page", "first") or "first"
+        pivot = request.args.get(cursor_param, "")
+        if page_kind == "next" and pivot:
+            keys = [k for k in keys if k > pivot]
+        elif page_kind == "previous" and pivot:
+            keys = [k for k in keys if k < pivot][-limit:]
+        elif page_kind == "last":
+            keys = keys[-limit:]
+        page_keys = keys[:limit]
+        base = request.base_url
+
+        def link(kind: str, key: str = "") -> str:
+            params = {"page": kind, cursor_param: key, "limit": limit}
+            return f"{base}?{urlencode(params)}"
+
+        return json_response(
+            {
+                "items": [items[k] for k in page_keys],
+                "paging": {
+                    "first": link("first"),
+                    "last": link("last"),
+                    "next": link("next", page_keys[-1] if page_keys else pivot),
+                    "previous": link("previous", page_keys[0] if page_keys else pivot),
+                },
+            }
+        )
+
+    def list_supp(self, request: Request, domain: str, kind: str) -> Response:
+        """GET /v3/{domain}/bounces|complaints|unsubscribes."""
+        missing = self._unknown_domain(domain)
+        if missing is not None:
+            return missing
+        return self._cursor_page(request, self.suppressions[(domain, kind)], "address")
+
+    def list_tags(self, request: Request, domain: str) -> Response:
+        """GET /v3/{domain}/tags."""
+        missing = self._unknown_domain(domain)
+        if missing is not None:
+            return missing
+        return self._cursor_page(request, self.tags[domain], "tag")
+
+    def list_lists(self, request: Request) -> Response:
+        """GET /v3/lists/pages."""
+        return self._cursor_page(request, self.lists, "address")
+
+    def list_members(self, request: Request, list_address: str) -> Response:
+        """GET /v3/lists/{address}/members/pages."""
+        if list_address not in self.lists:
+            return json_response({"message": "Mailing list not found"}, 404)
+        return self._cursor_page(request, self.members[list_address], "address")
+
+    # metrics ----------------------------------------------------------------------------
+    def metrics(self, request: Request) -> Response:
+        """POST /v1/analytics/metrics: counts and rates per requested dimensions."""
+        body = request.get_json(force=True)
+        resolution = body.get("resolution", "day")
+        if resolution not in ("hour", "day", "month"):
+            return json_response({"message": f"invalid resolution {resolution}"}, 400)
+        dims: list[str] = body.get("dimensions", [])
+        unsupported = set(dims) - {"time", "domain", "tag"}
+        if unsupported:
+            return json_response({"message": f"fake: dimensions {unsupported} unsupported"}, 400)
+        start = _parse_time(body["start"]) if body.get("start") else -math.inf
+        end = _parse_time(body["end"]) if body.get("end") else math.inf
+        wanted_domains = self._filter_values(body.get("filter"), "domain")
+        buckets: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for domain, events in self.events.items():
+            if wanted_domains is not None and domain not in wanted_domains:
+                continue
+            for event in events:
+                stamp = float(event["timestamp"])
+                if not start <= stamp < end:
+                    continue
+                for key in self._bucket_keys(event, domain, dims, resolution):
+                    self._count(buckets[key], event)
+        rows = [
+            self._metrics_row(key, dims, counts, body) for key, counts in sorted(buckets.items())
+        ]
+        paging = body.get("pagination") or {}
+        skip, limit = int(paging.get("skip", 0)), int(paging.get("limit", 1500))
+        return json_response(
+            {
+                "start": _rfc2822(start) if start != -math.inf else None,
+                "end": _rfc2822(end) if end != math.inf else None,
+                "resolution": resolution,
+                "dimensions": dims,
+                "pagination": {
+                    "sort": paging.get("sort", ""),
+                    "skip": skip,
+                    "limit": limit,
+                    "total": len(rows),
+                },
+                "items": rows[skip : skip + limit],
+            }
+        )
+
+    @staticmethod
+    def _filter_values(filter_: dict[str, Any] | None, attribute: str) -> set[str] | None:
+        if not filter_:
+            return None
+        values: set[str] = set()
+        for clause in filter_.get("AND", []):
+            if clause.get("attribute") == attribute and clause.get("comparator") == "=":
+                values.update(v["value"] for v in clause.get("values", []))
+        return values or None
+
+    @staticmethod
+    def _bucket_keys(
+        event: dict[str, Any], domain: str, dims: list[str], resolution: str
+    ) -> list[tuple[str, ...]]:
+        """One key per combination of dimension values the event belongs to (tags fan out)."""
+        keys: list[tuple[str, ...]] = [()]
+        for dim in dims:
+            if dim == "time":
+                bucket = _bucket_start(float(event["timestamp"]), resolution)
+                values = [bucket.strftime("%Y-%m-%dT%H:%M:%S")]
+            elif dim == "domain":
+                values = [domain]
+            else:
+                values = list(event.get("tags") or [])
+            keys = [(*k, v) for k in keys for v in values]
+        return keys
+
+    @staticmethod
+    def _count(counts: dict[str, int], event: dict[str, Any]) -> None:
+        counter = _EVENT_COUNTERS.get(event["event"])
+        if counter:
+            counts[counter] += 1
+        if event["event"] == "failed":
+            severity = event.get("severity", "permanent")
+            counts[f"{severity}_failed_count"] += 1
+
+    @staticmethod
+    def _metrics_row(
+        key: tuple[str, ...], dims: list[str], counts: dict[str, int], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        dimensions = []
+        for dim, value in zip(dims, key, strict=True):
+            if dim == "time":
+                moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+                value = format_datetime(moment)
+            dimensions.append({"dimension": dim, "value": value, "display_value": value})
+        metrics: dict[str, Any] = {}
+        for name in body.get("metrics", []):
+            if name in _RATES:
+                num, den = (counts.get(n, 0) for n in _RATES[name])
+                metrics[name] = f"{100 * num / den:.2f}" if den else "0.00"
+            else:
+                metrics[name] = counts.get(name, 0)
+        return {"dimensions": dimensions, "metrics": metrics}
+
+
+def mailgun_event(
+    event: str,
+    timestamp: float,
+    *,
+    recipient: str = "user@example.com",
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A raw Mailgun event as the API returns it, for loading into the fake."""
+    item: dict[str, Any] = {
+        "id": event_id or f"ev-{event}-{timestamp:.6f}-{recipient}",
+        "event": event,
+        "timestamp": timestamp,
+        "log-level": "info",
+        "recipient": recipient,
+        "recipient-domain": recipient.split("@")[-1],
+        "tags": [],
+        "user-variables": {},
+        "flags": {"is-authenticated": True, "is-test-mode": False},
+        "message": {
+            "headers": {
+                "message-id": f"{int(timestamp * 1e6)}@mg.example.com",
+                "from": "sender@mg.example.com",
+                "to": recipient,
+                "subject": "Hello",
+            },
+            "attachments": [],
+            "size": 1024,
+        },
+    }
+    if event == "failed":
+        item["severity"] = extra.pop("severity", "permanent")
+        item["reason"] = extra.pop("reason", "bounce")
+        item["delivery-status"] = extra.pop(
+            "delivery_status", {"code": 550, "message": "5.1.1 mailbox unavailable"}
+        )
+    item.update(extra)
+    return item
+
+
+def days_ago(days: float) -> datetime:
+    """A UTC moment `days` ago, handy for created_at values."""
+    return datetime.now(timezone.utc) - timedelta(days=days)
