@@ -1,0 +1,1 @@
+"""Benchmarks of tap-mailgun and target-brevo: throughput, API calls and memory, side by side."""

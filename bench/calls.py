@@ -1,0 +1,189 @@
+"""API calls by endpoint, against the least the vendors' batch limits allow.
+
+Pure functions over the requests a fake recorded: the harness hands them in, these rules
+say what the minimum would have been for the same work, so "within 1.1x of the minimum"
+is a number anyone can recompute from bench/results/*.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Brevo's documented limits (see /work/shared/specs/README.md and the spec's own text).
+EVENTS_PER_BATCH = 200
+EVENTS_BATCH_BYTES = 512 * 1024
+IMPORT_BYTES = 8 * 1024 * 1024  # the "safe limit" Brevo recommends for one /contacts/import
+LIST_EMAILS_PER_CALL = 150
+# Mailgun's page sizes: events at most 300, suppressions at most 1000 per page.
+EVENTS_PER_PAGE = 300
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded request, reduced to what the accounting needs."""
+
+    method: str
+    path: str
+    body: bytes = b""
+
+
+_NUMBER = re.compile(r"^\d+$")
+
+
+def endpoint(path: str) -> str:
+    """A path as its endpoint template: ids, e-mails, domains and page tokens become names."""
+    parts = path.strip("/").split("/")
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        before = parts[i - 1] if i else ""
+        if "@" in part or "%40" in part:
+            out.append("{address}")
+        elif _NUMBER.match(part):
+            out.append("{id}")
+        elif before == "attributes" and i + 1 < len(parts):
+            out.append("{category}")
+        elif i >= 2 and parts[i - 2] == "attributes":
+            out.append("{name}")
+        elif before == "events" and part != "batch":
+            out.append("{page}")
+        elif before == "processes":
+            out.append("{id}")
+        elif "." in part and before in {"v3", "domains"}:
+            out.append("{domain}")
+        else:
+            out.append(part)
+    return "/" + "/".join(out)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _events_batch_minimum(calls: list[Call]) -> int:
+    events = 0
+    payload = 0
+    for call in calls:
+        body = _json(call.body) or {}
+        items = body.get("events") or []
+        events += len(items)
+        payload += sum(len(json.dumps(item, separators=(",", ":"))) for item in items)
+    return max(math.ceil(events / EVENTS_PER_BATCH), math.ceil(payload / EVENTS_BATCH_BYTES))
+
+
+def _import_minimum(calls: list[Call]) -> int:
+    # Options such as listIds or emailBlacklist apply to a whole import, so contacts that
+    # need different options cannot share a request: one budget per option combination.
+    by_options: dict[str, int] = defaultdict(int)
+    for call in calls:
+        body = _json(call.body) or {}
+        options = {k: v for k, v in body.items() if k not in {"jsonBody", "fileBody"}}
+        contacts = body.get("jsonBody") or body.get("fileBody") or []
+        size = len(json.dumps(contacts, separators=(",", ":")))
+        by_options[json.dumps(options, sort_keys=True)] += size
+    return sum(math.ceil(size / IMPORT_BYTES) for size in by_options.values())
+
+
+def _list_change_minimum(calls: list[Call]) -> int:
+    emails: dict[str, set[str]] = defaultdict(set)
+    for call in calls:
+        body = _json(call.body) or {}
+        for key in ("emails", "ids", "extIds"):
+            emails[call.path].update(str(v) for v in body.get(key) or [])
+    return sum(math.ceil(len(v) / LIST_EMAILS_PER_CALL) for v in emails.values())
+
+
+def brevo_minimum(method: str, template: str, calls: list[Call]) -> int:
+    """The fewest calls that could carry what `calls` carried to one Brevo endpoint.
+
+    Batched endpoints are bounded by their documented limits; any other endpoint needs at
+    least one call per distinct resource it touched (one attribute, one process, one list).
+    """
+    if (method, template) == ("POST", "/v3/events/batch"):
+        return _events_batch_minimum(calls)
+    if (method, template) == ("POST", "/v3/contacts/import"):
+        return _import_minimum(calls)
+    if template.endswith(("/contacts/add", "/contacts/remove")):
+        return _list_change_minimum(calls)
+    return len({c.path for c in calls})
+
+
+def events_pages_minimum(events_by_domain: Mapping[str, int]) -> int:
+    """Pages needed to read the events of every domain, each domain ending on an empty page."""
+    return sum(math.ceil(n / EVENTS_PER_PAGE) + 1 for n in events_by_domain.values())
+
+
+def by_endpoint(calls: Iterable[Call]) -> dict[tuple[str, str], list[Call]]:
+    """Group calls by (method, endpoint template)."""
+    groups: dict[tuple[str, str], list[Call]] = defaultdict(list)
+    for call in calls:
+        groups[(call.method, endpoint(call.path))].append(call)
+    return dict(groups)
+
+
+def brevo_table(calls: Iterable[Call], baseline: int) -> dict[str, Any]:
+    """Brevo calls by endpoint with their minimum, the total ratio and the per-event baseline."""
+    rows: list[dict[str, Any]] = []
+    for (method, template), group in sorted(by_endpoint(calls).items(), key=lambda kv: kv[0][1]):
+        rows.append(
+            {
+                "endpoint": f"{method} {template}",
+                "calls": len(group),
+                "minimum": brevo_minimum(method, template, group),
+            }
+        )
+    total = sum(r["calls"] for r in rows)
+    minimum = sum(r["minimum"] for r in rows)
+    return {
+        "endpoints": rows,
+        "total": total,
+        "minimum": minimum,
+        "ratio_to_minimum": round(total / minimum, 3) if minimum else None,
+        "one_call_per_event_baseline": baseline,
+        "ratio_to_baseline": round(total / baseline, 5) if baseline else None,
+    }
+
+
+def mailgun_table(calls: Iterable[Call], events_by_domain: Mapping[str, int]) -> dict[str, Any]:
+    """Mailgun calls by endpoint; events pages are compared with full 300-event pages.
+
+    Every other endpoint needs at least one call per distinct path (domain, list, kind).
+    """
+    groups = by_endpoint(calls)
+    rows: list[dict[str, Any]] = []
+    events_calls = 0
+    for (method, template), group in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        if template.startswith("/v3/{domain}/events"):
+            events_calls += len(group)
+            continue
+        rows.append(
+            {
+                "endpoint": f"{method} {template}",
+                "calls": len(group),
+                "minimum": len({c.path for c in group}),
+            }
+        )
+    rows.insert(
+        0,
+        {
+            "endpoint": "GET /v3/{domain}/events (+ /events/{page})",
+            "calls": events_calls,
+            "minimum": events_pages_minimum(events_by_domain),
+        },
+    )
+    total = sum(r["calls"] for r in rows)
+    minimum = sum(r["minimum"] for r in rows)
+    return {
+        "endpoints": rows,
+        "total": total,
+        "minimum": minimum,
+        "ratio_to_minimum": round(total / minimum, 3) if minimum else None,
+    }

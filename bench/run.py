@@ -1,0 +1,319 @@
+"""`make bench`: tap-mailgun and target-brevo measured alone and piped, on a seeded workload.
+
+One run, per workload size:
+1. the seeded traffic generator (tests/fakes/traffic.py) fills a fake Mailgun;
+2. tap alone: the real `tap-mailgun` console script, stdout to a file;
+3. target alone: the real `target-brevo` reading that file, into a fresh fake Brevo;
+4. the two piped together, into another fresh fake Brevo;
+5. API calls by endpoint, from what the fakes recorded, against the minimum the batch limits
+   allow and against one call per event.
+Results go to bench/results/<name>.json and .md. Usage: `python -m bench.run --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import calls, report
+from bench.fakes import IndexedFakeMailgun
+from bench.measure import ProcessRun, console_script, machine, run_one, run_pipe
+from bench.profile import summary
+from bench.singer_output import StreamCounts, count
+from tests.fakes import traffic
+from tests.fakes.brevo import FakeBrevo
+
+if TYPE_CHECKING:
+    from tests.fakes.server import FakeAPI
+
+ROOT = Path(__file__).resolve().parents[1]
+MAILGUN_KEY = "key-bench"
+BREVO_KEY = "xkeysib-bench"
+# Streams whose records the target turns into Brevo work; the per-event baseline is one call
+# for each of their records (what a vendor sample doing one API call per event would make).
+TARGET_STREAMS = ("events", "bounces", "complaints", "unsubscribes", "list_members")
+
+
+def load_workload(
+    fake: IndexedFakeMailgun, events: int, recipients: int, domains: int, seed: int
+) -> dict[str, int]:
+    """Fill the fake Mailgun with the seeded traffic generator; returns what went in."""
+    names = traffic.DEFAULT_DOMAINS[:domains] + tuple(
+        f"mg{i}.example.com" for i in range(len(traffic.DEFAULT_DOMAINS), domains)
+    )
+    spec = traffic.TrafficSpec.for_events(events, recipients=recipients, domains=names, seed=seed)
+    # for_events guesses the events per message; one counting pass makes the size what was asked.
+    produced = sum(1 for _ in traffic.Traffic(spec).events())
+    spec = dataclasses.replace(spec, messages=max(1, round(spec.messages * events / produced)))
+    return traffic.load(fake, traffic.Traffic(spec))
+
+
+def _drain(fake: FakeAPI) -> list[calls.Call]:
+    """The requests a fake recorded since the last drain, as calls; the record is emptied."""
+    with fake.lock:
+        recorded, fake.requests = fake.requests, []
+    return [calls.Call(r.method, r.path, r.body) for r in recorded]
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    return path
+
+
+def _tap_config(work: Path, mailgun: IndexedFakeMailgun, start_date: str) -> Path:
+    return _write_json(
+        work / "tap-config.json",
+        {
+            "api_key": MAILGUN_KEY,
+            "base_url": mailgun.base_url,
+            "domains": sorted(mailgun.domains),
+            "start_date": start_date,
+        },
+    )
+
+
+def _target_config(work: Path, brevo: FakeBrevo, label: str) -> Path:
+    lists = {kind: brevo.add_list(f"bench {kind}") for kind in ("engaged", "bounced", "complained")}
+    store = work / f"engagement-{label}.sqlite"
+    store.unlink(missing_ok=True)
+    return _write_json(
+        work / f"target-config-{label}.json",
+        {
+            "api_key": BREVO_KEY,
+            "base_url": f"{brevo.base_url}/v3",
+            "lists": lists,
+            "engagement_store": str(store),
+        },
+    )
+
+
+def _brevo_summary(brevo: FakeBrevo) -> dict[str, Any]:
+    """What the target left in Brevo, after every pending import was allowed to complete."""
+    brevo.settle()
+    with brevo.lock:
+        members: Counter[str] = Counter()
+        for contact in brevo.contacts.values():
+            for list_id in contact["listIds"]:
+                members[brevo.lists[list_id]["name"]] += 1
+        return {
+            "contacts": len(brevo.contacts),
+            "blocklisted": sum(bool(c.get("emailBlacklisted")) for c in brevo.contacts.values()),
+            "list_members": dict(sorted(members.items())),
+            "events": len(brevo.events),
+            "events_by_name": dict(
+                sorted(Counter(e.get("event_name") for e in brevo.events).items())
+            ),
+        }
+
+
+def _rate(n: int, run: ProcessRun) -> float:
+    return round(n / run.wall_s, 1) if run.wall_s else 0.0
+
+
+def _profile(argv: list[str], stdin: Path | None, work: Path, name: str, results: Path) -> Path:
+    """Run one command under py-spy and write the folded summary next to the results."""
+    raw = work / f"{name}.pyspy.txt"
+    spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
+    spy += ["--rate", "100", "--output", str(raw), "--", *argv]
+    run_one(
+        spy,
+        stdin=stdin,
+        stdout=work / f"{name}.profiled.out",
+        stderr=work / f"{name}.profiled.log",
+        env=dict(os.environ),
+    )
+    out = results / f"profile-{name}.txt"
+    out.write_text(summary(raw, f"{name}: {' '.join(Path(a).name for a in argv[:1])}"))
+    return out
+
+
+def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) -> dict[str, Any]:
+    """Measure tap, target and pipeline on one workload size."""
+    work.mkdir(parents=True, exist_ok=True)
+    tap = console_script("tap-mailgun")
+    target = console_script("target-brevo")
+    env = dict(os.environ)
+    mailgun = IndexedFakeMailgun(api_key=MAILGUN_KEY, validate=False)
+    with mailgun:
+        started = time.perf_counter()
+        workload = load_workload(mailgun, size, args.recipients, args.domains, args.seed)
+        generated_s = round(time.perf_counter() - started, 2)
+        loaded = {d: len(e) for d, e in mailgun.events.items()}
+        oldest = min(float(e[0]["timestamp"]) for e in mailgun.events.values() if e)
+        start_date = datetime.fromtimestamp(oldest - 3600, tz=timezone.utc).isoformat()
+        tap_argv = [tap, "--config", str(_tap_config(work, mailgun, start_date))]
+        tap_out = work / "tap.singer"
+        print(f"[{size}] workload loaded in {generated_s}s; running the tap", flush=True)
+
+        tap_run = run_one(tap_argv, stdin=None, stdout=tap_out, stderr=work / "tap.log", env=env)
+        counts = count(tap_out)
+        mailgun_calls = _drain(mailgun)
+        print(f"[{size}] tap: {counts.events} events in {tap_run.wall_s}s", flush=True)
+
+        brevo = FakeBrevo(api_key=BREVO_KEY, validate=False)
+        with brevo:
+            target_argv = [target, "--config", str(_target_config(work, brevo, "alone"))]
+            target_run = run_one(
+                target_argv,
+                stdin=tap_out,
+                stdout=work / "target.state",
+                stderr=work / "target.log",
+                env=env,
+            )
+            brevo_calls = _drain(brevo)
+            alone = _brevo_summary(brevo)
+        print(f"[{size}] target: {target_run.wall_s}s", flush=True)
+
+        brevo = FakeBrevo(api_key=BREVO_KEY, validate=False)
+        with brevo:
+            piped_target = [target, "--config", str(_target_config(work, brevo, "piped"))]
+            left, right, pipe_wall = run_pipe(
+                tap_argv,
+                piped_target,
+                stdout=work / "pipeline.state",
+                stderr_left=work / "pipeline-tap.log",
+                stderr_right=work / "pipeline-target.log",
+                env=env,
+            )
+            _drain(mailgun)
+            _drain(brevo)
+            piped = _brevo_summary(brevo)
+        print(f"[{size}] pipeline: {pipe_wall}s", flush=True)
+
+        profiles: list[str] = []
+        if args.profile:
+            profiles.append(str(_profile(tap_argv, None, work, "tap", results)))
+            brevo = FakeBrevo(api_key=BREVO_KEY, validate=False)
+        with brevo:
+            argv = [target, "--config", str(_target_config(work, brevo, "profiled"))]
+            profiles.append(str(_profile(argv, tap_out, work, "target", results)))
+
+    baseline = sum(counts.records.get(s, 0) for s in TARGET_STREAMS)
+    return {
+        "events": size,
+        "recipients": args.recipients,
+        "domains": args.domains,
+        "seed": args.seed,
+        "workload": {"generated_s": generated_s, "events_loaded": loaded, **workload},
+        "tap": {
+            **tap_run.as_dict(),
+            "records": counts.records,
+            "events_per_s": _rate(counts.events, tap_run),
+            "output_mb": round(tap_out.stat().st_size / 1e6, 1),
+        },
+        "target": {**target_run.as_dict(), "events_per_s": _rate(counts.events, target_run)},
+        "pipeline": {
+            "wall_s": pipe_wall,
+            "events_per_s": round(counts.events / pipe_wall, 1) if pipe_wall else 0.0,
+            "tap": left.as_dict(),
+            "target": right.as_dict(),
+        },
+        "brevo_after_target_alone": alone,
+        "brevo_after_pipeline": piped,
+        "checks": _checks(loaded, counts, alone, piped),
+        "calls": {
+            "brevo": calls.brevo_table(brevo_calls, baseline),
+            "mailgun": calls.mailgun_table(mailgun_calls, counts.events_by_domain),
+        },
+        "profiles": profiles,
+    }
+
+
+def _checks(
+    loaded: dict[str, int], counts: StreamCounts, alone: dict[str, Any], piped: dict[str, Any]
+) -> dict[str, bool]:
+    """Sanity of the run: nothing lost on the way, and piping changes nothing."""
+    return {
+        "tap_emitted_every_loaded_event": counts.events == sum(loaded.values()),
+        "events_by_domain_match": counts.events_by_domain == {d: n for d, n in loaded.items() if n},
+        "pipeline_same_brevo_state_as_alone": alone == piped,
+        "brevo_received_events": alone["events"] > 0,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--events",
+        type=int,
+        nargs="+",
+        default=[100_000],
+        metavar="N",
+        help="workload sizes, measured in turn (default 100000; `--events 100000 1000000` "
+        "measures the scaling)",
+    )
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--domains", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile tap and target with py-spy"
+    )
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="scratch files")
+    parser.add_argument("--name", help="results file name (default from the sizes)")
+    return parser.parse_args(argv)
+
+
+def _name(sizes: list[int]) -> str:
+    def short(n: int) -> str:
+        return (
+            f"{n // 1_000_000}m"
+            if n % 1_000_000 == 0
+            else f"{n // 1000}k"
+            if n % 1000 == 0
+            else str(n)
+        )
+
+    return ("bench-" if len(sizes) == 1 else "scaling-") + "-".join(short(n) for n in sizes)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the results also written to disk."""
+    args = parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for size in args.events:
+        work = args.work / str(size)
+        shutil.rmtree(work, ignore_errors=True)
+        runs.append(bench_one(size, args, work, args.results))
+    result = {
+        "name": args.name or _name(args.events),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+        "machine": machine(),
+        "runs": runs,
+        "goals": report.goals(runs),
+    }
+    _write_json(args.results / f"{result['name']}.json", result)
+    (args.results / f"{result['name']}.md").write_text(report.markdown(result))
+    print(f"results: {args.results / result['name']}.json and .md", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
