@@ -1,0 +1,83 @@
+"""`tap-mailgun-webhooks` as users run it: a subprocess, killed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tap_mailgun.webhooks.spool import Spool
+from tests.webhooks.conftest import BIN, ReceiverProcess, post
+from tests.webhooks.payloads import SIGNING_KEY, mailgun_event, signature, signed_body
+
+
+def test_the_receiver_refuses_to_start_without_a_signing_key(spool_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MAILGUN_WEBHOOK_SIGNING_KEY"}
+    done = subprocess.run(
+        [str(BIN / "tap-mailgun-webhooks"), "--spool", str(spool_path), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "MAILGUN_WEBHOOK_SIGNING_KEY" in done.stderr
+    assert not spool_path.exists()
+
+
+def test_every_200_survives_a_kill_and_tokens_stay_spent(spool_path: Path) -> None:
+    first = ReceiverProcess(spool_path)
+    events = [mailgun_event("delivered", recipient=f"k{i}@example.org") for i in range(20)]
+    signatures = [signature() for _ in events]
+    for event, sig in zip(events, signatures, strict=True):
+        body = signed_body(event, timestamp=int(sig["timestamp"]), token=sig["token"])
+        assert post(first.url, body).status_code == 200
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no graceful shutdown
+
+    second = ReceiverProcess(spool_path)
+    try:
+        with Spool(spool_path) as spool:
+            assert spool.event_keys() == [(e["id"], e["timestamp"]) for e in events]
+        # The token store is in the spool: a replay after the restart is still refused.
+        replay = signed_body(mailgun_event(), token=signatures[0]["token"])
+        assert post(second.url, replay).status_code == 401
+        assert post(second.url, signed_body(events[0])).json() == {"message": "duplicate"}
+    finally:
+        # SIGTERM: uvicorn shuts the app down (the spool writer drains), then re-raises it.
+        assert second.stop() == -signal.SIGTERM
+    assert "Application shutdown complete" in second.output()
+    logs = first.output() + second.output()
+    assert "listening on" in logs
+    assert SIGNING_KEY not in logs
+
+
+def test_the_signing_key_can_come_from_a_file(spool_path: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "signing-key"
+    key_file.write_text("file-held-key\n")
+    env = {"MAILGUN_WEBHOOK_SIGNING_KEY": ""}
+    proc = subprocess.Popen(
+        [
+            str(BIN / "tap-mailgun-webhooks"),
+            "--spool",
+            str(spool_path),
+            "--port",
+            "0",
+            "--signing-key-file",
+            str(key_file),
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split("listening on ", 1)[1].split(",", 1)[0]
+        ok = post(url, signed_body(mailgun_event(), key="file-held-key"))
+        assert ok.status_code == 200
+        assert post(url, signed_body(mailgun_event())).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
