@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck unit sandbox demo bench clean
+.PHONY: test lint typecheck unit sandbox demo bench bench-scaling clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ unit: $(BIN)/.installed
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Benchmarks are not part of `make test`: see README "Benchmarks". BENCH_ARGS passes options.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# 100k and 1M events side by side (memory must stay flat), with py-spy profiles; ~10 minutes.
+bench-scaling: $(BIN)/.installed
+	$(BIN)/python -m bench.run --events 100000 1000000 --profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
