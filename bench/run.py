@@ -13,6 +13,7 @@ Results go to bench/results/<name>.json and .md. Usage: `python -m bench.run --h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,7 +122,7 @@ def _rate(n: int, run: ProcessRun) -> float:
     return round(n / run.wall_s, 1) if run.wall_s else 0.0
 
 
-def _profile(argv: list[str], stdin: Path | None, work: Path, name: str, results: Path) -> Path:
+def _profile(argv: list[str], stdin: Path | None, work: Path, name: str, results: Path) -> str:
     """Run one command under py-spy and write the folded summary next to the results."""
     raw = work / f"{name}.pyspy.txt"
     spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
@@ -133,17 +135,25 @@ def _profile(argv: list[str], stdin: Path | None, work: Path, name: str, results
         env=dict(os.environ),
     )
     out = results / f"profile-{name}.txt"
-    out.write_text(summary(raw, f"{name}: {' '.join(Path(a).name for a in argv[:1])}"))
-    return out
+    out.write_text(summary(raw, f"{name}: {Path(argv[0]).name}"))
+    return out.name
+
+
+@contextlib.contextmanager
+def _fresh_brevo(work: Path, label: str, validate: bool) -> Iterator[tuple[FakeBrevo, list[str]]]:
+    """A new, empty fake Brevo and the target command line that writes into it."""
+    brevo = FakeBrevo(api_key=BREVO_KEY, validate=validate)
+    with brevo:
+        config = _target_config(work, brevo, label)
+        yield brevo, [console_script("target-brevo"), "--config", str(config)]
 
 
 def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) -> dict[str, Any]:
     """Measure tap, target and pipeline on one workload size."""
     work.mkdir(parents=True, exist_ok=True)
-    tap = console_script("tap-mailgun")
-    target = console_script("target-brevo")
     env = dict(os.environ)
-    mailgun = IndexedFakeMailgun(api_key=MAILGUN_KEY, validate=False)
+    violations: list[str] = []
+    mailgun = IndexedFakeMailgun(api_key=MAILGUN_KEY, validate=args.validate)
     with mailgun:
         started = time.perf_counter()
         workload = load_workload(mailgun, size, args.recipients, args.domains, args.seed)
@@ -151,7 +161,8 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         loaded = {d: len(e) for d, e in mailgun.events.items()}
         oldest = min(float(e[0]["timestamp"]) for e in mailgun.events.values() if e)
         start_date = datetime.fromtimestamp(oldest - 3600, tz=timezone.utc).isoformat()
-        tap_argv = [tap, "--config", str(_tap_config(work, mailgun, start_date))]
+        config = _tap_config(work, mailgun, start_date)
+        tap_argv = [console_script("tap-mailgun"), "--config", str(config)]
         tap_out = work / "tap.singer"
         print(f"[{size}] workload loaded in {generated_s}s; running the tap", flush=True)
 
@@ -160,9 +171,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         mailgun_calls = _drain(mailgun)
         print(f"[{size}] tap: {counts.events} events in {tap_run.wall_s}s", flush=True)
 
-        brevo = FakeBrevo(api_key=BREVO_KEY, validate=False)
-        with brevo:
-            target_argv = [target, "--config", str(_target_config(work, brevo, "alone"))]
+        with _fresh_brevo(work, "alone", args.validate) as (brevo, target_argv):
             target_run = run_one(
                 target_argv,
                 stdin=tap_out,
@@ -172,35 +181,33 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
             )
             brevo_calls = _drain(brevo)
             alone = _brevo_summary(brevo)
+            violations += brevo.violations
         print(f"[{size}] target: {target_run.wall_s}s", flush=True)
 
-        brevo = FakeBrevo(api_key=BREVO_KEY, validate=False)
-        with brevo:
-            piped_target = [target, "--config", str(_target_config(work, brevo, "piped"))]
+        with _fresh_brevo(work, "piped", args.validate) as (brevo, target_argv):
             left, right, pipe_wall = run_pipe(
                 tap_argv,
-                piped_target,
+                target_argv,
                 stdout=work / "pipeline.state",
                 stderr_left=work / "pipeline-tap.log",
                 stderr_right=work / "pipeline-target.log",
                 env=env,
             )
-            _drain(mailgun)
-            _drain(brevo)
             piped = _brevo_summary(brevo)
+            violations += brevo.violations
         print(f"[{size}] pipeline: {pipe_wall}s", flush=True)
 
         profiles: list[str] = []
         if args.profile:
-            profiles.append(str(_profile(tap_argv, None, work, "tap", results)))
-            brevo = FakeBrevo(api_key=BREVO_KEY, validate=False)
-        with brevo:
-            argv = [target, "--config", str(_target_config(work, brevo, "profiled"))]
-            profiles.append(str(_profile(argv, tap_out, work, "target", results)))
+            profiles.append(_profile(tap_argv, None, work, f"tap-{size}", results))
+            with _fresh_brevo(work, "profiled", args.validate) as (brevo, target_argv):
+                profiles.append(_profile(target_argv, tap_out, work, f"target-{size}", results))
+        violations += mailgun.violations
 
     baseline = sum(counts.records.get(s, 0) for s in TARGET_STREAMS)
     return {
-        "events": size,
+        "events": sum(loaded.values()),
+        "events_asked": size,
         "recipients": args.recipients,
         "domains": args.domains,
         "seed": args.seed,
@@ -220,7 +227,9 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         },
         "brevo_after_target_alone": alone,
         "brevo_after_pipeline": piped,
-        "checks": _checks(loaded, counts, alone, piped),
+        "spec_validated": args.validate,
+        "spec_violations": violations[:20],
+        "checks": {**_checks(loaded, counts, alone, piped), "no_spec_violations": not violations},
         "calls": {
             "brevo": calls.brevo_table(brevo_calls, baseline),
             "mailgun": calls.mailgun_table(mailgun_calls, counts.events_by_domain),
@@ -258,6 +267,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument(
         "--profile", action="store_true", help="also profile tap and target with py-spy"
+    )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="check every request against the vendors' OpenAPI specs (slow; for the harness test)",
     )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="scratch files")
