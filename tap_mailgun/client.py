@@ -1,0 +1,254 @@
+"""The Mailgun REST client: regions, auth, paging, retries and errors, once for every stream.
+
+Every quirk of the API lives here:
+- regions: `us` is api.mailgun.net, `eu` is api.eu.mailgun.net; `base_url` overrides both.
+- auth: HTTP basic, user `api`, password the key (only ever in the Authorization header).
+- paging: listings answer `paging.next` URLs. Events' links are always present, even on the
+  last page, whose successor is empty; so paging stops on an empty page, and also on a
+  missing, empty or already-followed link. A next link is followed verbatim (it carries the
+  query's window and filters) and only on the host the tap was configured for.
+- retries: 429, 5xx and connection errors, with exponential backoff and full jitter, or the
+  wait the server asks for (`Retry-After` header, `retry-seconds` body); `max_retries` bounds it.
+- errors: 401 names the host and region and stops the run; 404 on a domain suggests the other
+  region and fails only that domain's partition; the tap exits non-zero at the end.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Generator, Iterable
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+from urllib.parse import ParseResult, urlsplit
+
+import msgspec
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.authenticators import BasicAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator
+
+if TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+    from singer_sdk.streams.rest import HTTPRequest, PageContext
+
+    from tap_mailgun.tap import TapMailgun
+
+REGION_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+DEFAULT_MAX_RETRIES = 5
+# Exponential backoff: 1 s, 2 s, 4 s ... capped; a server's own hint is capped the same way.
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 120.0
+
+
+class MailgunAuthError(FatalAPIError):
+    """Mailgun refused the API key: every request would fail, so the run stops."""
+
+
+class MailgunDomainError(FatalAPIError):
+    """A domain's request failed for good (unknown domain, retries exhausted, ...)."""
+
+
+def resolve_base_url(config: dict[str, Any]) -> str:
+    """The API root for the configured `base_url`, or else the `region` (us or eu)."""
+    if config.get("base_url"):
+        return str(config["base_url"]).rstrip("/")
+    region = config.get("region") or "us"
+    if region not in REGION_URLS:
+        raise ValueError(f"region must be 'us' or 'eu', not {region!r}")
+    return REGION_URLS[region]
+
+
+def where(config: dict[str, Any]) -> str:
+    """Where requests go, in words a person can check against their Mailgun account."""
+    region = config.get("region") or "us"
+    if config.get("base_url"):
+        return f"{resolve_base_url(config)} (base_url, which overrides region {region})"
+    return f"{resolve_base_url(config)} (region {region})"
+
+
+def retry_hint_seconds(response: requests.Response | None) -> float | None:
+    """The wait a 429/5xx response asks for: `Retry-After` (seconds or date) or `retry-seconds`."""
+    if response is None:
+        return None
+    header = response.headers.get("Retry-After")
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass
+        try:
+            moment = parsedate_to_datetime(header)
+            return max(0.0, moment.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(body, dict):
+        value = body.get("retry-seconds", body.get("retry_seconds"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return max(0.0, float(value))
+    return None
+
+
+class _Paging(msgspec.Struct):
+    """Only the `paging` part of a listing; msgspec skips the items without building them."""
+
+    paging: dict[str, Any] = {}
+
+
+class MailgunPaginator(BaseHATEOASPaginator):
+    """Follows `paging.next`; stops on a missing, empty or repeated link (empty pages stop the
+    SDK's loop before we are asked), and refuses links to another host."""
+
+    def __init__(self, origin: str) -> None:
+        """`origin` is the configured API root; links elsewhere would leak the credentials."""
+        super().__init__()
+        self._origin = urlsplit(origin)[:2]
+        self._followed: set[str] = set()
+
+    def get_next_url(self, response: requests.Response) -> str | None:
+        """The next link, or None when paging must stop."""
+        link = msgspec.json.decode(response.content, type=_Paging).paging.get("next")
+        if not isinstance(link, str) or not link or link in self._followed:
+            return None
+        if urlsplit(link)[:2] != self._origin:
+            raise FatalAPIError(
+                f"Mailgun answered a next-page link on another host ({urlsplit(link).netloc}); "
+                "refusing to send the API key there. Check base_url."
+            )
+        self._followed.add(link)
+        return link
+
+
+class MailgunStream(RESTStream[ParseResult]):
+    """Base of every Mailgun stream: one place for the API's conventions."""
+
+    records_key: ClassVar[str] = "items"
+    page_size: ClassVar[int | None] = None  # the `limit` query parameter, when the API takes one
+
+    @property
+    def url_base(self) -> str:
+        """The region's API root, or `base_url`."""
+        return resolve_base_url(dict(self.config))
+
+    @cached_property
+    def authenticator(self) -> BasicAuthenticator:
+        """Basic auth `api:<key>`."""
+        return BasicAuthenticator(username="api", password=self.config["api_key"])
+
+    @property
+    def http_headers(self) -> dict[str, str]:
+        """Ask for JSON explicitly: some error pages are HTML otherwise."""
+        return {"Accept": "application/json"}
+
+    def get_new_paginator(self) -> BaseAPIPaginator[Any]:
+        """Follow `paging.next` links on the configured host."""
+        return MailgunPaginator(self.url_base)
+
+    def get_url_params(
+        self, context: Context | None, next_page_token: ParseResult | None
+    ) -> dict[str, Any]:
+        """First page only: later pages follow the link as given (it keeps the query)."""
+        if isinstance(next_page_token, ParseResult):
+            return {}
+        return self.first_page_params(context)
+
+    def first_page_params(self, context: Context | None) -> dict[str, Any]:
+        """Query parameters of a listing's first request."""
+        return {"limit": self.page_size} if self.page_size else {}
+
+    def get_http_request(self, *, page: PageContext[ParseResult]) -> HTTPRequest:
+        """Pages after the first are the server's next link, verbatim."""
+        request = super().get_http_request(page=page)
+        if isinstance(page.next_page_token, ParseResult):
+            request.url = page.next_page_token.geturl()
+        return request
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
+        """The listing's items, decoded with msgspec (floats stay floats: full precision)."""
+        payload = msgspec.json.decode(response.content)
+        items = payload.get(self.records_key) if isinstance(payload, dict) else None
+        return items or []
+
+    # --- errors -------------------------------------------------------------------------
+    def validate_response(self, response: requests.Response) -> None:
+        """401 stops the run, 404 on a domain fails that domain, 429/5xx are retried."""
+        config = dict(self.config)
+        if response.status_code == HTTPStatus.UNAUTHORIZED:
+            raise MailgunAuthError(
+                f"Mailgun refused the API key (401) at {where(config)}. Check api_key "
+                "(MAILGUN_API_KEY) and that the key belongs to the account of this region; "
+                "EU accounts need region: eu."
+            )
+        domain = _domain_of(response)
+        if response.status_code == HTTPStatus.NOT_FOUND and domain:
+            other = "us" if (config.get("region") or "us") == "eu" else "eu"
+            raise MailgunDomainError(
+                f"Mailgun has no domain {domain!r} at {where(config)}. If the domain is in "
+                f"the other region, set region: {other}; otherwise check `domains` "
+                "(MAILGUN_DOMAIN)."
+            )
+        super().validate_response(response)
+
+    def response_error_message(self, response: requests.Response) -> str:
+        """Status, path and the start of the body: enough to act on, never the credentials."""
+        body = response.text[:300] if response.content else ""
+        return (
+            f"Mailgun answered {response.status_code} {response.reason} for "
+            f"{urlsplit(response.url).path} at {where(dict(self.config))}: {body}"
+        ).rstrip(": ")
+
+    def request_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The SDK's paged requests; a partition that fails for good is reported to the tap,
+        which syncs the other partitions and exits non-zero at the end."""
+        try:
+            yield from super().request_records(context)
+        except MailgunAuthError:
+            raise
+        except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
+            if not context:
+                raise
+            # An unsorted stream's progress covers only part of the partition: promoting it
+            # to a bookmark would skip the unread rest next run. Sorted bookmarks stay.
+            self.get_context_state(context).pop("progress_markers", None)
+            cast("TapMailgun", self._tap).report_failure(self.name, context, exc)
+
+    # --- retries ------------------------------------------------------------------------
+    def backoff_max_tries(self) -> int:
+        """The first try plus `max_retries` retries."""
+        return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)) + 1
+
+    def backoff_wait_generator(self) -> Generator[float, Any, None]:
+        """Waits between tries: the server's hint when it gives one, else exponential with
+        full jitter. backoff sends each failure's exception in (after a priming None)."""
+        attempt = 0
+        exception = yield 0.0
+        while True:
+            response = getattr(exception, "response", None)
+            hint = retry_hint_seconds(response if isinstance(response, requests.Response) else None)
+            if hint is not None:
+                wait = min(hint, BACKOFF_CAP_SECONDS)
+            else:
+                wait = random.uniform(
+                    0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                )
+            attempt += 1
+            exception = yield wait
+
+    def backoff_jitter(self, value: float) -> float:
+        """Jitter is applied by `backoff_wait_generator`, which knows whether a wait was asked."""
+        return value
+
+
+def _domain_of(response: requests.Response) -> str | None:
+    """The domain of a /v3/{domain}/... request (lists live under /v3/lists and are no domain)."""
+    parts = urlsplit(response.url).path.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "v3" and parts[1] != "lists":
+        return parts[1]
+    return None

@@ -1,0 +1,458 @@
+"""The Mailgun streams: what each endpoint is, and only what differs between them.
+
+Paging, auth, regions, retries and errors live in client.py; record shapes in records.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from functools import cached_property
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+import msgspec
+from singer_sdk import typing as th
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.pagination import OffsetPaginator
+
+from tap_mailgun.client import MailgunStream
+from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
+
+if TYPE_CHECKING:
+    import requests
+    from singer_sdk.helpers.types import Context, Record
+
+    from tap_mailgun.tap import TapMailgun
+
+EVENTS_PAGE_LIMIT = 300  # the API's maximum
+DEFAULT_EVENT_LAG_MINUTES = 30
+# Without start_date, reach back over Mailgun's longest event retention (paid plans).
+EVENT_RETENTION_DAYS = 30
+DEFAULT_METRICS_LOOKBACK_DAYS = 3
+# A bookmark keeps microseconds; an event's float may carry more digits and round up. Starting
+# a microsecond earlier re-reads boundary events (the target dedups) but never skips one.
+BOOKMARK_MARGIN = timedelta(microseconds=1)
+
+COUNT_METRICS = (
+    "accepted_count",
+    "delivered_count",
+    "failed_count",
+    "permanent_failed_count",
+    "temporary_failed_count",
+    "opened_count",
+    "unique_opened_count",
+    "clicked_count",
+    "unique_clicked_count",
+    "complained_count",
+    "unsubscribed_count",
+    "bounced_count",
+    "hard_bounces_count",
+    "soft_bounces_count",
+)
+# Mailgun sends rates as percentage strings ("12.34"); records carry them as numbers.
+RATE_METRICS = (
+    "delivered_rate",
+    "opened_rate",
+    "unique_opened_rate",
+    "clicked_rate",
+    "complained_rate",
+    "unsubscribed_rate",
+    "bounce_rate",
+    "permanent_fail_rate",
+    "temporary_fail_rate",
+)
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A JSON schema shipped in tap_mailgun/schemas/."""
+    text = (resources.files("tap_mailgun") / "schemas" / f"{name}.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+class DomainPartitionedStream(MailgunStream):
+    """A stream read once per sending domain: one partition, one bookmark, per domain."""
+
+    @property
+    def partitions(self) -> list[dict[str, Any]]:
+        """One partition per configured (or, when none are, per active) domain."""
+        return [{"domain": name} for name in cast("TapMailgun", self._tap).domain_names]
+
+    def bookmark(self, context: Context | None) -> datetime | None:
+        """This partition's bookmark from state, ignoring start_date."""
+        state = self.get_context_state(context)
+        value = state.get("replication_key_value")
+        if not value or state.get("replication_key") != self.replication_key:
+            return None
+        return datetime.fromisoformat(str(value))
+
+
+class DomainsStream(MailgunStream):
+    """Sending domains: GET /v4/domains, skip/limit paging."""
+
+    name = "domains"
+    path = "/v4/domains"
+    primary_keys = ("name",)
+    replication_key = None
+    page_size = 1000
+    schema = th.PropertiesList(
+        th.Property("name", th.StringType, required=True),
+        th.Property("id", th.StringType),
+        th.Property("state", th.StringType),
+        th.Property("type", th.StringType),
+        th.Property("created_at", th.DateTimeType),
+        th.Property("is_disabled", th.BooleanType),
+        th.Property("disabled", th.ObjectType(additional_properties=True)),
+        th.Property("spam_action", th.StringType),
+        th.Property("smtp_login", th.StringType),
+        th.Property("require_tls", th.BooleanType),
+        th.Property("skip_verification", th.BooleanType),
+        th.Property("wildcard", th.BooleanType),
+        th.Property("web_prefix", th.StringType),
+        th.Property("web_scheme", th.StringType),
+        th.Property("tracking_host", th.StringType),
+        th.Property("archive_to", th.StringType),
+        th.Property("subaccount_id", th.StringType),
+        th.Property("use_automatic_sender_security", th.BooleanType),
+        th.Property("encrypt_incoming_message", th.BooleanType),
+        th.Property("message_ttl", th.IntegerType),
+    ).to_dict()
+
+    def get_new_paginator(self) -> OffsetPaginator:
+        """skip/limit: the next skip is this one plus a page, until `total_count` is reached."""
+        return _TotalCountPaginator(start_value=0, page_size=self.page_size or 1000)
+
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        """limit and skip on every page."""
+        return {"limit": self.page_size, "skip": next_page_token or 0}
+
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        """The SMTP password is a credential: it never leaves the tap."""
+        row.pop("smtp_password", None)
+        if row.get("created_at"):
+            row["created_at"] = rfc2822_to_iso(row["created_at"])
+        return row
+
+
+class _TotalCountPaginator(OffsetPaginator):
+    """/v4/domains: stop once skip passes `total_count`."""
+
+    def has_more(self, response: requests.Response) -> bool:
+        """More pages while the next skip is below the total."""
+        total = msgspec.json.decode(response.content).get("total_count", 0)
+        return bool(self.current_value + self.page_size < int(total))
+
+
+class EventsStream(DomainPartitionedStream):
+    """Events per domain, ascending, in a window that ends `event_lag_minutes` ago.
+
+    Mailgun may store an event late, into a page already read; a page is final only once its
+    newest event is about 30 minutes old. So each run reads [bookmark, now - lag): every page
+    it reads is final, and the late events of the last half hour are read by the next run.
+    """
+
+    name = "events"
+    path = "/v3/{domain}/events"
+    primary_keys = ("id", "timestamp")  # Mailgun's id is unique only within a day
+    replication_key = "timestamp"
+    is_sorted = True  # ascending=yes: bookmarks advance with every record, resumable anywhere
+    # Records are built from JSON-native values and the schema accepts additional properties,
+    # so conforming types would change nothing; skipping it is most of the tap's speed.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        """tap_mailgun/schemas/events.json, shared with the webhook_events stream."""
+        return load_schema("events")
+
+    @cached_property
+    def window_end(self) -> datetime:
+        """The end of this run's window, the same for every domain."""
+        lag = self.config.get("event_lag_minutes", DEFAULT_EVENT_LAG_MINUTES)
+        return datetime.now(timezone.utc) - timedelta(minutes=float(lag))
+
+    def window_begin(self, context: Context | None) -> datetime:
+        """The partition's bookmark, else start_date, else the longest retention ago."""
+        start = self.get_starting_timestamp(context)
+        if start is None:
+            return self.window_end - timedelta(days=EVENT_RETENTION_DAYS)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        return start - BOOKMARK_MARGIN
+
+    def first_page_params(self, context: Context | None) -> dict[str, Any]:
+        """The window, ascending, 300 a page, and the optional event-type filter."""
+        params: dict[str, Any] = {
+            "begin": f"{self.window_begin(context).timestamp():.6f}",
+            "end": f"{self.window_end.timestamp():.6f}",
+            "ascending": "yes",
+            "limit": EVENTS_PAGE_LIMIT,
+        }
+        if self.config.get("event_types"):
+            params["event"] = " OR ".join(self.config["event_types"])
+        return params
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Events of one domain as records; nothing to read when the window is empty."""
+        assert context is not None
+        if self.window_begin(context) >= self.window_end:
+            self.logger.info("events of %s: up to date within the lag window", context["domain"])
+            return
+        domain = context["domain"]
+        for item in self.request_records(context):
+            yield event_record(item, domain)
+
+
+class SuppressionStream(DomainPartitionedStream):
+    """Bounces, complaints or unsubscribes of a domain, listed alphabetically by address.
+
+    The API has no time filter: every run lists all, and emits those created at or after the
+    bookmark (the first run emits all). Not sorted by time, so the bookmark moves only when a
+    domain's listing completes.
+    """
+
+    primary_keys = ("domain", "address")
+    replication_key = "created_at"
+    is_sorted = False
+    page_size = 1000  # the API's maximum
+    schema = th.PropertiesList(
+        th.Property("domain", th.StringType, required=True),
+        th.Property("address", th.StringType, required=True),
+        th.Property("created_at", th.DateTimeType),
+        th.Property("code", th.CustomType({"type": ["string", "integer", "null"]})),
+        th.Property("error", th.StringType),
+        th.Property("tags", th.ArrayType(th.StringType)),
+        th.Property("count", th.IntegerType),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Items created at or after the bookmark, with ISO `created_at`."""
+        since = self.bookmark(context)
+        for item in self.request_records(context):
+            record: dict[str, Any] = snake_keys(item)
+            if record.get("created_at"):
+                record["created_at"] = rfc2822_to_iso(record["created_at"])
+                if since and datetime.fromisoformat(record["created_at"]) < since:
+                    continue
+            yield record
+
+
+class BouncesStream(SuppressionStream):
+    """Addresses that bounced: GET /v3/{domain}/bounces."""
+
+    name = "bounces"
+    path = "/v3/{domain}/bounces"
+
+
+class ComplaintsStream(SuppressionStream):
+    """Addresses that complained: GET /v3/{domain}/complaints."""
+
+    name = "complaints"
+    path = "/v3/{domain}/complaints"
+
+
+class UnsubscribesStream(SuppressionStream):
+    """Addresses that unsubscribed: GET /v3/{domain}/unsubscribes."""
+
+    name = "unsubscribes"
+    path = "/v3/{domain}/unsubscribes"
+
+
+class TagsStream(DomainPartitionedStream):
+    """Tags of a domain: GET /v3/{domain}/tags."""
+
+    name = "tags"
+    path = "/v3/{domain}/tags"
+    primary_keys = ("domain", "tag")
+    replication_key = None
+    page_size = 100
+    schema = th.PropertiesList(
+        th.Property("domain", th.StringType, required=True),
+        th.Property("tag", th.StringType, required=True),
+        th.Property("description", th.StringType),
+        th.Property("first_seen", th.DateTimeType),
+        th.Property("last_seen", th.DateTimeType),
+    ).to_dict()
+
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        """snake_case keys (`first-seen` becomes `first_seen`)."""
+        return cast("Record", snake_keys(row))
+
+
+class MetricsStream(DomainPartitionedStream):
+    """Counts and rates from POST /v1/analytics/metrics, per time bucket of a domain.
+
+    Metrics settle for a while, so each run re-reads `metrics_lookback_days` before the
+    bookmark; rows come back with the same key and replace the earlier ones downstream.
+    """
+
+    http_method = "POST"
+    path = "/v1/analytics/metrics"
+    replication_key = "time"
+    is_sorted = False
+    page_size = None
+    metrics_page_limit: ClassVar[int] = 300
+    dimensions: ClassVar[tuple[str, ...]] = ("time", "domain")
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        """Key dimensions, the resolution, every count (integer) and rate (number)."""
+        keys = [th.Property(d, th.StringType, required=True) for d in self.dimensions]
+        keys[0] = th.Property("time", th.DateTimeType, required=True)
+        return th.PropertiesList(
+            *keys,
+            th.Property("resolution", th.StringType),
+            *(th.Property(m, th.IntegerType) for m in COUNT_METRICS),
+            *(th.Property(m, th.NumberType) for m in RATE_METRICS),
+        ).to_dict()
+
+    def get_new_paginator(self) -> OffsetPaginator:
+        """Offset paging in the body, until `pagination.total` is reached."""
+        return _MetricsPaginator(start_value=0, page_size=self.metrics_page_limit)
+
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        """Everything goes in the body."""
+        return {}
+
+    def prepare_request_payload(
+        self, context: Context | None, next_page_token: Any
+    ) -> dict[str, Any]:
+        """The query: window, resolution, dimensions, metrics, this domain, this page."""
+        assert context is not None
+        now = datetime.now(timezone.utc)
+        since = self.bookmark(context)
+        lookback = timedelta(
+            days=float(self.config.get("metrics_lookback_days", DEFAULT_METRICS_LOOKBACK_DAYS))
+        )
+        if since is not None:
+            start = since - lookback
+        elif self.config.get("start_date"):
+            start = datetime.fromisoformat(str(self.config["start_date"]).replace("Z", "+00:00"))
+        else:
+            start = now - timedelta(days=EVENT_RETENTION_DAYS)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=timezone.utc)
+        return {
+            "start": format_datetime(start.astimezone(timezone.utc)),
+            "end": format_datetime(now),
+            "resolution": self.config.get("metrics_resolution", "day"),
+            "dimensions": list(self.dimensions),
+            "metrics": [*COUNT_METRICS, *RATE_METRICS],
+            "filter": {
+                "AND": [
+                    {
+                        "attribute": "domain",
+                        "comparator": "=",
+                        "values": [{"label": context["domain"], "value": context["domain"]}],
+                    }
+                ]
+            },
+            "include_aggregates": False,
+            "pagination": {
+                "sort": "time:asc",
+                "skip": next_page_token or 0,
+                "limit": self.metrics_page_limit,
+            },
+        }
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """One record per item: its dimensions as columns, then its metrics."""
+        resolution = self.config.get("metrics_resolution", "day")
+        for item in self.request_records(context):
+            record: dict[str, Any] = {"resolution": resolution}
+            for dim in item.get("dimensions", []):
+                value = dim.get("value")
+                record[dim["dimension"]] = (
+                    rfc2822_to_iso(value) if dim["dimension"] == "time" else value
+                )
+            metrics = item.get("metrics") or {}
+            for name in COUNT_METRICS:
+                record[name] = metrics.get(name)
+            for name in RATE_METRICS:
+                record[name] = _rate(metrics.get(name))
+            yield record
+
+
+def _rate(value: Any) -> float | None:
+    """A percentage string as a number; None when Mailgun has none."""
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class _MetricsPaginator(OffsetPaginator):
+    """Stop once skip passes `pagination.total`."""
+
+    def has_more(self, response: requests.Response) -> bool:
+        """More pages while the next skip is below the total."""
+        paging = msgspec.json.decode(response.content).get("pagination") or {}
+        return bool(self.current_value + self.page_size < int(paging.get("total", 0)))
+
+
+class DomainMetricsStream(MetricsStream):
+    """Delivery and engagement counts and rates per domain and time bucket."""
+
+    name = "domain_metrics"
+    primary_keys = ("domain", "time")
+    dimensions = ("time", "domain")
+
+
+class TagMetricsStream(MetricsStream):
+    """The same per tag of a domain."""
+
+    name = "tag_metrics"
+    primary_keys = ("domain", "tag", "time")
+    dimensions = ("time", "domain", "tag")
+
+
+class MailingListsStream(MailgunStream):
+    """Mailing lists of the account: GET /v3/lists/pages."""
+
+    name = "mailing_lists"
+    path = "/v3/lists/pages"
+    primary_keys = ("address",)
+    replication_key = None
+    page_size = 100
+    schema = th.PropertiesList(
+        th.Property("address", th.StringType, required=True),
+        th.Property("name", th.StringType),
+        th.Property("description", th.StringType),
+        th.Property("access_level", th.StringType),
+        th.Property("reply_preference", th.StringType),
+        th.Property("created_at", th.DateTimeType),
+        th.Property("members_count", th.IntegerType),
+    ).to_dict()
+
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        """ISO `created_at`."""
+        if row.get("created_at"):
+            row["created_at"] = rfc2822_to_iso(row["created_at"])
+        return row
+
+    def get_child_context(self, record: Record, context: Context | None) -> Context:
+        """Members are read per list."""
+        return {"list_address": record["address"]}
+
+
+class ListMembersStream(MailgunStream):
+    """Members of each mailing list: GET /v3/lists/{list_address}/members/pages."""
+
+    name = "list_members"
+    path = "/v3/lists/{list_address}/members/pages"
+    parent_stream_type = MailingListsStream
+    primary_keys = ("list_address", "address")
+    replication_key = None
+    page_size = 100
+    schema = th.PropertiesList(
+        th.Property("list_address", th.StringType, required=True),
+        th.Property("address", th.StringType, required=True),
+        th.Property("name", th.StringType),
+        th.Property("vars", th.ObjectType(additional_properties=True)),
+        th.Property("subscribed", th.BooleanType),
+    ).to_dict()

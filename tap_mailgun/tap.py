@@ -1,0 +1,183 @@
+"""tap-mailgun: the Tap class, its settings and its streams."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import click
+from singer_sdk import Tap
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+
+from tap_mailgun import streams
+from tap_mailgun.client import DEFAULT_MAX_RETRIES
+
+if TYPE_CHECKING:
+    from singer_sdk import Stream
+    from singer_sdk.helpers.types import Context
+
+# Failures of the current CLI run, so `invoke` can exit non-zero once every stream has synced.
+_RUN_FAILURES: ContextVar[list[str] | None] = ContextVar("tap_mailgun_run_failures", default=None)
+
+
+def _split_domains(value: Any) -> list[str]:
+    """`domains` as a list; a comma-separated string (MAILGUN_DOMAIN=a.com,b.com) is accepted."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+class TapMailgun(Tap):
+    """Singer tap for Mailgun: domains, events, suppressions, tags, metrics, mailing lists."""
+
+    name = "tap-mailgun"
+    package_name = "mailgun-brevo-singer"  # the distribution that ships both plugins
+    # msgspec encodes Singer messages several times faster than the stdlib writer.
+    message_writer_class = MsgSpecWriter
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "api_key",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="Mailgun private API key (MAILGUN_API_KEY). Sent only as basic auth.",
+        ),
+        th.Property(
+            "region",
+            th.StringType,
+            default="us",
+            allowed_values=["us", "eu"],
+            description="us (api.mailgun.net) or eu (api.eu.mailgun.net): where the account is.",
+        ),
+        th.Property(
+            "base_url",
+            th.StringType,
+            description="API root overriding region, e.g. a local fake: http://127.0.0.1:8080.",
+        ),
+        th.Property(
+            "domains",
+            th.CustomType({"type": ["array", "string", "null"], "items": {"type": "string"}}),
+            description="Sending domains to read (MAILGUN_DOMAIN); a list or a comma-separated "
+            "string. Empty: every active domain of the account.",
+        ),
+        th.Property(
+            "start_date",
+            th.DateTimeType,
+            description="Earliest event and metrics time read on a first run. Default: 30 days "
+            "ago (Mailgun keeps events 1 to 30 days). Suppressions ignore it: a first run "
+            "reads them all.",
+        ),
+        th.Property(
+            "event_lag_minutes",
+            th.IntegerType,
+            default=30,
+            description="Read events only up to this many minutes ago: Mailgun may still "
+            "insert later-stored events into newer pages; older pages are final.",
+        ),
+        th.Property(
+            "event_types",
+            th.ArrayType(th.StringType),
+            description="Only these event types (server-side filter), e.g. [delivered, failed]. "
+            "Empty: all.",
+        ),
+        th.Property(
+            "metrics_resolution",
+            th.StringType,
+            default="day",
+            allowed_values=["hour", "day", "month"],
+            description="Time bucket of domain_metrics and tag_metrics.",
+        ),
+        th.Property(
+            "metrics_lookback_days",
+            th.IntegerType,
+            default=streams.DEFAULT_METRICS_LOOKBACK_DAYS,
+            description="Re-read metrics this many days before the bookmark: they settle late.",
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=DEFAULT_MAX_RETRIES,
+            description="Retries of a request after 429, 5xx or a connection error, with "
+            "exponential backoff and jitter (or the wait the server asks for).",
+        ),
+        th.Property(
+            "webhook_spool_path",
+            th.StringType,
+            description="SQLite spool written by tap-mailgun-webhooks; when set, the "
+            "webhook_events stream reads it.",
+        ),
+        th.Property(
+            "webhook_retention_days",
+            th.NumberType,
+            default=7,
+            description="Delete spooled webhook events read by a run at least this many days ago.",
+        ),
+    ).to_dict()
+
+    def discover_streams(self) -> list[Stream]:
+        """Every Mailgun stream, plus webhook_events when a spool is configured."""
+        found: list[Stream] = [
+            streams.DomainsStream(self),
+            streams.EventsStream(self),
+            streams.BouncesStream(self),
+            streams.ComplaintsStream(self),
+            streams.UnsubscribesStream(self),
+            streams.TagsStream(self),
+            streams.DomainMetricsStream(self),
+            streams.TagMetricsStream(self),
+            streams.MailingListsStream(self),
+            streams.ListMembersStream(self),
+        ]
+        if self.config.get("webhook_spool_path"):
+            from tap_mailgun.webhooks.stream import WebhookEventsStream
+
+            found.append(WebhookEventsStream(tap=self))
+        return found
+
+    @cached_property
+    def domain_names(self) -> list[str]:
+        """The configured domains, or else every active domain of the account (read once)."""
+        configured = _split_domains(self.config.get("domains"))
+        if configured:
+            return configured
+        listing = self.streams["domains"]
+        assert isinstance(listing, streams.DomainsStream)
+        names = [d["name"] for d in listing.request_records(None) if d.get("state") == "active"]
+        self.logger.info("No domains configured; reading the %d active ones", len(names))
+        return names
+
+    @cached_property
+    def failures(self) -> list[str]:
+        """Partitions that failed in this run (shared with `invoke` when run from the CLI)."""
+        shared = _RUN_FAILURES.get()
+        return shared if shared is not None else []
+
+    def report_failure(self, stream: str, context: Context, error: Exception) -> None:
+        """Log a failed partition (e.g. one domain) so the run carries on with the others."""
+        where = ", ".join(f"{k}={v}" for k, v in context.items())
+        message = f"{stream} ({where}): {error}"
+        self.failures.append(message)
+        self.logger.error("Skipping the rest of %s; other partitions still sync.", message)
+
+    @classmethod
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:
+        """Run as the SDK does, then exit non-zero when any partition failed."""
+        failures: list[str] = []
+        token = _RUN_FAILURES.set(failures)
+        try:
+            super().invoke(*args, **kwargs)
+        finally:
+            _RUN_FAILURES.reset(token)
+        if failures:
+            raise click.ClickException(
+                f"{len(failures)} part(s) of the sync failed; everything else was synced:\n- "
+                + "\n- ".join(failures)
+            )
+
+
+if __name__ == "__main__":
+    TapMailgun.cli()
