@@ -3,13 +3,37 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck unit sandbox demo bench bench-scaling clean
+.PHONY: test lint typecheck unit meltano sandbox demo bench bench-scaling clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# Meltano has its own venv: it pins SQLAlchemy < 2.1, which the plugins' dev install does not.
+MELTANO_VENV ?= .venv-meltano
+MELTANO := $(MELTANO_VENV)/bin/meltano
+MELTANO_VERSION ?= 4.4.1
+
+$(MELTANO):
+	$(PYTHON) -m venv $(MELTANO_VENV)
+	$(MELTANO_VENV)/bin/python -m pip install --quiet 'meltano==$(MELTANO_VERSION)'
+
+# One venv per plugin under .meltano/ (Meltano uses uv: seconds); redone when plugins change.
+.meltano/.installed: $(MELTANO) meltano.yml pyproject.toml
+	$(MELTANO) install --force
+	touch $@
+
+meltano: .meltano/.installed
+
+# The Quick start: the sandbox's fakes, one `meltano run tap-mailgun target-brevo`, a summary.
+demo: $(BIN)/.installed .meltano/.installed
+	$(BIN)/python -m tests.fakes.sandbox demo
+
+# The sandbox's fakes on their fixed ports until Ctrl-C, for running meltano by hand.
+sandbox: $(BIN)/.installed .meltano/.installed
+	$(BIN)/python -m tests.fakes.sandbox serve
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -33,3 +57,8 @@ bench-scaling: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(MELTANO_VENV) .meltano/extractors .meltano/loaders .meltano/utilities .meltano/.installed
+
+.PHONY: bench-webhooks
+bench-webhooks: $(BIN)/.installed  ## the webhook receiver under load, killed and restarted
+	$(BIN)/python -m bench.webhooks_load

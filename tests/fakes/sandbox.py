@@ -1,0 +1,409 @@
+"""The sandbox: the project's fake Mailgun and fake Brevo, seeded, on fixed loopback ports.
+
+    python -m tests.fakes.sandbox demo      # what `make demo` runs: one pipeline run + summary
+    python -m tests.fakes.sandbox serve     # keep both fakes up, for `meltano` by hand
+    python -m tests.fakes.sandbox summary   # print what a running sandbox's Brevo holds
+    python -m tests.fakes.sandbox reset     # forget everything (sandbox data and its Meltano state)
+
+How it keeps its data between runs, so a second run moves only what is new:
+- Mailgun is regenerated on every start from a persisted seed and clock (.sandbox/clock.json)
+  by `tests.fakes.traffic`, which gives the same traffic before a moment whatever comes after.
+  The first start covers the 29 days up to yesterday's midnight (UTC); every `demo` then moves
+  the clock a simulated day forward (never past an hour ago), so each run has new traffic.
+- Brevo's state (contacts, attributes, lists, events) is saved to .sandbox/brevo.json on stop
+  and loaded on start.
+- Meltano keeps the tap's state in its system database (.meltano/meltano.db), under the state
+  id of the `sandbox` environment, apart from `dev`.
+
+The fakes are the test fakes (tests/fakes/mailgun.py, tests/fakes/brevo.py), spec-checked: a
+request the real API would refuse is answered 400 and reported at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.brevo import FakeBrevo
+from tests.fakes.mailgun import FakeMailgun
+from tests.fakes.traffic import DEFAULT_DOMAINS, Traffic, TrafficSpec, load
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_DIR = ROOT / ".sandbox"
+MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
+# The ports and keys the `sandbox` environment of meltano.yml points at.
+MAILGUN_PORT = 18081
+BREVO_PORT = 18082
+MAILGUN_KEY = "key-sandbox"
+BREVO_KEY = "xkeysib-sandbox"
+# Created in this order on a fresh Brevo, so their ids (1, 2, 3) match meltano.yml's `lists`.
+BREVO_LISTS = ("Engaged", "Bounced", "Complained")
+STATE_ID = "sandbox:tap-mailgun-to-target-brevo"
+
+SEED = 2026
+WINDOW_DAYS = 60  # the simulated world; the clock reveals it a day per demo run
+FIRST_DAYS = 29
+MESSAGES_PER_DAY = 150
+RECIPIENTS = 400
+MIN_AGE = timedelta(hours=1)  # traffic stays older than the tap's event lag (30 min)
+
+
+# --- the clock --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Clock:
+    """The sandbox's simulated present: traffic exists from `start` up to `now`."""
+
+    seed: int
+    start: datetime
+    now: datetime
+
+    @classmethod
+    def first(cls, real_now: datetime, seed: int = SEED) -> Clock:
+        """The 29 days up to last midnight (UTC), at least an hour old."""
+        midnight = real_now.astimezone(timezone.utc).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        start = midnight - timedelta(days=FIRST_DAYS + 1)
+        return cls(seed, start, min(start + timedelta(days=FIRST_DAYS), real_now - MIN_AGE))
+
+    def advanced(self, real_now: datetime, by: timedelta = timedelta(days=1)) -> Clock:
+        """A simulated day later, but never later than an hour ago nor past the world's end."""
+        limit = min(real_now - MIN_AGE, self.start + timedelta(days=WINDOW_DAYS))
+        return Clock(self.seed, self.start, max(self.now, min(self.now + by, limit)))
+
+    def spec(self) -> TrafficSpec:
+        """The traffic this clock reveals."""
+        return TrafficSpec(
+            seed=self.seed,
+            start=self.start,
+            days=WINDOW_DAYS,
+            messages=WINDOW_DAYS * MESSAGES_PER_DAY,
+            recipients=RECIPIENTS,
+            domains=DEFAULT_DOMAINS,
+            until=self.now,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The persisted form."""
+        return {"seed": self.seed, "start": self.start.isoformat(), "now": self.now.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Clock:
+        """Read the persisted form back."""
+        return cls(
+            int(data["seed"]),
+            datetime.fromisoformat(data["start"]),
+            datetime.fromisoformat(data["now"]),
+        )
+
+
+# --- Brevo that survives restarts -------------------------------------------------------------
+class PersistentBrevo(FakeBrevo):
+    """The fake Brevo, plus loading and saving its state as the JSON of GET /_fake/state."""
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take over a saved state; new ids continue after the saved ones."""
+        with self.lock:
+            self.contacts = {
+                email: {**contact, "listIds": set(contact["listIds"])}
+                for email, contact in state["contacts"].items()
+            }
+            self.attributes = dict(state["attributes"])
+            self.lists = {int(k): v for k, v in state["lists"].items()}
+            self.events = list(state["events"])
+            self._next_id["list"] = max(self.lists, default=0) + 1
+            self._next_id["contact"] = (
+                max((c.get("id", 0) for c in self.contacts.values()), default=0) + 1
+            )
+            self._next_id["process"] = max(map(int, state.get("processes", {})), default=0) + 1
+
+    def save(self, path: Path) -> None:
+        """Write the state atomically (a crash leaves the previous file intact)."""
+        self.settle()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state()))
+        tmp.replace(path)
+
+
+# --- the sandbox ------------------------------------------------------------------------------
+class Sandbox:
+    """Both fakes, seeded from `directory` and saved back to it on stop.
+
+    Ports 0 pick free ports (tests); `env()` gives the variables that point Meltano's
+    `sandbox` environment at wherever the fakes listen.
+    """
+
+    def __init__(
+        self,
+        directory: Path = SANDBOX_DIR,
+        *,
+        mailgun_port: int = MAILGUN_PORT,
+        brevo_port: int = BREVO_PORT,
+        validate: bool = True,
+        advance: bool = False,
+        real_now: datetime | None = None,
+    ) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        real_now = real_now or datetime.now(timezone.utc)
+        clock_file = directory / "clock.json"
+        if clock_file.exists():
+            self.clock = Clock.from_json(json.loads(clock_file.read_text()))
+            if advance:
+                self.clock = self.clock.advanced(real_now)
+        else:
+            self.clock = Clock.first(real_now)
+        clock_file.write_text(json.dumps(self.clock.to_json()))
+        self.traffic = Traffic(self.clock.spec())
+        self.mailgun = FakeMailgun(api_key=MAILGUN_KEY, validate=validate, port=mailgun_port)
+        self.loaded = load(self.mailgun, self.traffic)
+        self.brevo = PersistentBrevo(api_key=BREVO_KEY, validate=validate, port=brevo_port)
+        brevo_file = directory / "brevo.json"
+        if brevo_file.exists():
+            self.brevo.restore(json.loads(brevo_file.read_text()))
+        else:
+            for name in BREVO_LISTS:
+                self.brevo.add_list(name)
+
+    def start(self) -> Sandbox:
+        """Serve both fakes."""
+        self.mailgun.start()
+        self.brevo.start()
+        return self
+
+    def stop(self) -> None:
+        """Save Brevo's state and stop serving."""
+        self.brevo.save(self.directory / "brevo.json")
+        self.mailgun.stop()
+        self.brevo.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def env(self) -> dict[str, str]:
+        """Settings for `meltano --environment=sandbox` that depend on this sandbox instance."""
+        return {
+            "TAP_MAILGUN_BASE_URL": self.mailgun.base_url,
+            "TAP_MAILGUN_API_KEY": MAILGUN_KEY,
+            "TAP_MAILGUN_START_DATE": self.clock.start.isoformat(),
+            "TARGET_BREVO_BASE_URL": f"{self.brevo.base_url}/v3",
+            "TARGET_BREVO_API_KEY": BREVO_KEY,
+            "TARGET_BREVO_ENGAGEMENT_STORE": str(self.directory / "engagement.sqlite"),
+        }
+
+    def violations(self) -> list[str]:
+        """Requests either fake refused as the real API would."""
+        return [*self.mailgun.violations, *self.brevo.violations]
+
+
+# --- the summary ------------------------------------------------------------------------------
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain-text table with aligned columns."""
+    body = [["" if v is None else str(v) for v in row] for row in rows]
+    if not body:
+        body = [["(none)", *[""] * (len(headers) - 1)]]
+    cells = [[str(h) for h in headers], *body]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def summarize(
+    state: dict[str, Any], before: dict[str, Any] | None = None, *, sample: int = 12
+) -> str:
+    """What Brevo holds, for people: contacts with MG_ attributes, lists, blocklist, events.
+
+    `before` (an earlier state) adds what this run changed.
+    """
+    contacts: dict[str, dict[str, Any]] = state["contacts"]
+    old_contacts = (before or {}).get("contacts", {})
+    old_events = len((before or {}).get("events", []))
+
+    def delta(now: int, then: int) -> str:
+        return f"{now} (+{now - then} this run)" if before is not None else str(now)
+
+    mg_names = Counter(
+        name for c in contacts.values() for name in c["attributes"] if name.startswith("MG_")
+    )
+    columns = [name for name, _ in mg_names.most_common(7)]
+    with_mg = [c for c in contacts.values() if any(n.startswith("MG_") for n in c["attributes"])]
+    blocked = sum(1 for c in contacts.values() if c["emailBlacklisted"])
+    old_blocked = sum(1 for c in old_contacts.values() if c["emailBlacklisted"])
+    lines = [
+        "Brevo now holds",
+        "",
+        table(
+            ["what", "count"],
+            [
+                ["contacts", delta(len(contacts), len(old_contacts))],
+                ["contacts with MG_ attributes", len(with_mg)],
+                ["blocklisted contacts", delta(blocked, old_blocked)],
+                ["events", delta(len(state["events"]), old_events)],
+            ],
+        ),
+        "",
+        table(
+            ["list id", "list", "members"],
+            [
+                [
+                    list_id,
+                    lst["name"],
+                    sum(1 for c in contacts.values() if int(list_id) in c["listIds"]),
+                ]
+                for list_id, lst in sorted(state["lists"].items(), key=lambda kv: int(kv[0]))
+            ],
+        ),
+        "",
+        table(
+            ["event name", "count"],
+            sorted(Counter(e.get("event_name", "?") for e in state["events"]).items()),
+        ),
+    ]
+    if with_mg:
+        shown = sorted(with_mg, key=lambda c: c["email"])[:sample]
+        lines += [
+            "",
+            f"Contacts with MG_ attributes (first {len(shown)} of {len(with_mg)}):",
+            table(
+                ["email", "blocklisted", "lists", *columns],
+                [
+                    [
+                        c["email"],
+                        "yes" if c["emailBlacklisted"] else "",
+                        ",".join(str(i) for i in c["listIds"]),
+                        *[c["attributes"].get(name) for name in columns],
+                    ]
+                    for c in shown
+                ],
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def fetch_state(brevo_url: str) -> dict[str, Any]:
+    """GET /_fake/state of a running fake Brevo."""
+    with urllib.request.urlopen(f"{brevo_url}/_fake/state", timeout=30) as response:  # noqa: S310 - loopback URL
+        state: dict[str, Any] = json.load(response)
+        return state
+
+
+# --- commands ---------------------------------------------------------------------------------
+def run_meltano(
+    meltano: Path, args: Sequence[str], env: dict[str, str], log: Path
+) -> subprocess.CompletedProcess[bytes]:
+    """Run Meltano from the project root with `env` added; its output goes to `log`."""
+    full_env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **env}
+    with log.open("wb") as out:
+        return subprocess.run(
+            [str(meltano), *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _require_meltano(meltano: Path) -> None:
+    if not meltano.exists():
+        raise SystemExit(f"{meltano} not found: run `make demo` (it installs Meltano) first")
+
+
+def demo(meltano: Path, directory: Path) -> int:
+    """One sandbox run: advance the clock, run the job through Meltano, print the summary."""
+    _require_meltano(meltano)
+    with Sandbox(directory, advance=True) as sandbox:
+        before = sandbox.brevo.state()
+        print(
+            f"Sandbox: fake Mailgun {sandbox.mailgun.base_url} holds "
+            f"{sandbox.loaded.get('events', 0)} events of {len(DEFAULT_DOMAINS)} domains "
+            f"from {sandbox.clock.start:%Y-%m-%d} to {sandbox.clock.now:%Y-%m-%d %H:%M} UTC; "
+            f"fake Brevo {sandbox.brevo.base_url}."
+        )
+        print("Running: meltano --environment=sandbox run tap-mailgun target-brevo ...", flush=True)
+        log = directory / "last-run.log"
+        args = ["--environment=sandbox", "run", "tap-mailgun", "target-brevo"]
+        result = run_meltano(meltano, args, sandbox.env(), log)
+        if result.returncode != 0:
+            tail = log.read_text(errors="replace").splitlines()[-25:]
+            print("\n".join(tail), file=sys.stderr)
+            print(f"\nThe run failed (exit {result.returncode}); full log: {log}", file=sys.stderr)
+            return result.returncode
+        print(f"Done (log: {log}).\n")
+        print(summarize(fetch_state(sandbox.brevo.base_url), before))
+        problems = sandbox.violations()
+    if problems:
+        print("\nRequests the real APIs would refuse:", *problems, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+def serve(directory: Path) -> int:
+    """Serve both fakes on the fixed ports until Ctrl-C; Brevo's state is saved on the way out."""
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with Sandbox(directory) as sandbox:
+        print(f"fake Mailgun: {sandbox.mailgun.base_url} ({sandbox.loaded})")
+        print(f"fake Brevo:   {sandbox.brevo.base_url}/v3")
+        print(f"Brevo state:  {sandbox.brevo.base_url}/_fake/state")
+        print("In another shell, from the project root:")
+        print(f"  export TAP_MAILGUN_START_DATE={sandbox.clock.start.isoformat()}")
+        print("  .venv-meltano/bin/meltano --environment=sandbox run tap-mailgun target-brevo")
+        print("  .venv/bin/python -m tests.fakes.sandbox summary")
+        print("Ctrl-C stops the sandbox.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stopped.wait()
+    return 0
+
+
+def reset(meltano: Path, directory: Path) -> int:
+    """Forget the sandbox: its data folder and the Meltano state of the sandbox environment."""
+    for name in ("clock.json", "brevo.json", "engagement.sqlite", "last-run.log"):
+        (directory / name).unlink(missing_ok=True)
+    if meltano.exists():
+        run_meltano(
+            meltano,
+            ["--environment=sandbox", "state", "clear", "--force", STATE_ID],
+            {},
+            directory / "reset.log",
+        )
+    print(f"Sandbox reset: {directory} emptied, Meltano state {STATE_ID} cleared.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; see the module's docstring."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.sandbox", description=__doc__)
+    parser.add_argument("command", choices=["demo", "serve", "summary", "reset"])
+    parser.add_argument(
+        "--dir", type=Path, default=SANDBOX_DIR, help="where the sandbox keeps data"
+    )
+    parser.add_argument("--meltano", type=Path, default=MELTANO, help="the meltano executable")
+    parser.add_argument(
+        "--brevo-url", default=f"http://127.0.0.1:{BREVO_PORT}", help="for `summary`"
+    )
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args.meltano, args.dir)
+    if args.command == "serve":
+        return serve(args.dir)
+    if args.command == "summary":
+        print(summarize(fetch_state(args.brevo_url)))
+        return 0
+    return reset(args.meltano, args.dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
