@@ -1,0 +1,221 @@
+"""The events stream against the fake Mailgun: window, paging, precision, resume, late events."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from tests.fakes.mailgun import FakeMailgun, mailgun_event
+from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
+
+
+def load(fake: FakeMailgun, domain: str, count: int, start_hours: float, step_s: float = 1.0):
+    """`count` delivered events of `domain`, one every `step_s` seconds from `start_hours` ago."""
+    events = [
+        mailgun_event("delivered", hours_ago(start_hours) + i * step_s, recipient=f"u{i}@{domain}")
+        for i in range(count)
+    ]
+    fake.add_events(domain, events)
+    return events
+
+
+def first_page_calls(fake: FakeMailgun, domain: str):
+    return fake.calls("GET", rf"^/v3/{domain}/events$")
+
+
+def test_window_ends_event_lag_minutes_ago(mailgun: FakeMailgun) -> None:
+    old = load(mailgun, DOMAIN, 3, start_hours=2)
+    recent = mailgun_event("delivered", time.time() - 10 * 60, recipient="late@x.com")
+    mailgun.add_events(DOMAIN, [recent])
+
+    before = time.time()
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
+
+    assert [r["id"] for r in run.records["events"]] == [e["id"] for e in old]
+    (call,) = first_page_calls(mailgun, DOMAIN)
+    end = float(call.query["end"][0])
+    assert before - 30 * 60 - 1 < end < time.time() - 30 * 60 + 1
+    assert call.query["ascending"] == ["yes"]
+    assert call.query["limit"] == ["300"]
+
+
+def test_follows_opaque_next_links_verbatim_until_an_empty_page(mailgun: FakeMailgun) -> None:
+    events = load(mailgun, DOMAIN, 700, start_hours=3)
+
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN], event_types=["delivered"]), "events")
+
+    assert [r["id"] for r in run.records["events"]] == [e["id"] for e in events]
+    pages = mailgun.calls("GET", rf"^/v3/{DOMAIN}/events/")
+    # 300 + 300 + 100, then the empty page that ends the traversal.
+    assert len(first_page_calls(mailgun, DOMAIN)) == 1
+    assert len(pages) == 3
+    assert all(p.query == {} for p in pages), "a next link is followed as given"
+    assert [p.status for p in pages] == [200, 200, 200]
+
+
+def test_later_pages_keep_the_filter(mailgun: FakeMailgun) -> None:
+    mixed = [
+        mailgun_event(kind, hours_ago(2) + i, recipient=f"u{i}@x.com")
+        for i, kind in enumerate(["delivered", "opened", "failed", "clicked"] * 200)
+    ]
+    mailgun.add_events(DOMAIN, mixed)
+
+    config = tap_config(mailgun, domains=[DOMAIN], event_types=["failed", "opened"])
+    run = run_tap(config, "events")
+
+    (call,) = first_page_calls(mailgun, DOMAIN)
+    assert call.query["event"] == ["failed OR opened"]
+    emitted = run.records["events"]
+    assert len(emitted) == 400
+    assert {r["event"] for r in emitted} == {"failed", "opened"}
+
+
+def test_records_keep_full_timestamp_precision_and_snake_case(mailgun: FakeMailgun) -> None:
+    stamp = hours_ago(2) // 1 + 0.123456
+    event = mailgun_event(
+        "failed",
+        stamp,
+        severity="permanent",
+        delivery_status={"code": "5.1.1", "message": "no such user", "attempt-no": 1},
+    )
+    mailgun.add_events(DOMAIN, [event])
+
+    (record,) = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events").records["events"]
+
+    assert record["timestamp_epoch"] == stamp
+    assert datetime.fromisoformat(record["timestamp"]).timestamp() == stamp
+    assert record["timestamp"].endswith(".123456+00:00")
+    assert record["domain"] == DOMAIN
+    assert record["delivery_status"] == {
+        "code": "5.1.1",
+        "message": "no such user",
+        "attempt_no": 1,
+    }
+    assert record["message"]["headers"]["message_id"] == event["message"]["headers"]["message-id"]
+    assert "log_level" in record and "log-level" not in record
+
+
+def test_resumes_each_domain_from_its_own_bookmark(mailgun: FakeMailgun) -> None:
+    first_a = load(mailgun, DOMAIN, 5, start_hours=5)
+    first_b = load(mailgun, OTHER_DOMAIN, 5, start_hours=4)
+    config = tap_config(mailgun)
+    run1 = run_tap(config, "events")
+    assert len(run1.records["events"]) == 10
+
+    new_a = load(mailgun, DOMAIN, 3, start_hours=3)
+    run2 = run_tap(config, "events", state=run1.state)
+
+    begins = {
+        domain: float(first_page_calls(mailgun, domain)[-1].query["begin"][0])
+        for domain in (DOMAIN, OTHER_DOMAIN)
+    }
+    assert abs(begins[DOMAIN] - first_a[-1]["timestamp"]) < 1e-5
+    assert abs(begins[OTHER_DOMAIN] - first_b[-1]["timestamp"]) < 1e-5
+    ids = [r["id"] for r in run2.records["events"]]
+    # The boundary event of each domain is read again (the target dedups on id + timestamp);
+    # nothing older is, and every new event is.
+    assert set(ids) == {first_a[-1]["id"], first_b[-1]["id"]} | {e["id"] for e in new_a}
+
+
+def test_an_interrupted_run_loses_no_event(mailgun: FakeMailgun) -> None:
+    events_a = load(mailgun, DOMAIN, 650, start_hours=6)
+    events_b = load(mailgun, OTHER_DOMAIN, 20, start_hours=6)
+    # Page 2 of the first domain fails for good: the run stops reading that domain there.
+    mailgun.fail_next(rf"GET /v3/{DOMAIN}/events/", 503, times=3)
+    config = tap_config(mailgun, max_retries=2)
+
+    run1 = run_tap(config, "events")
+
+    emitted = [r for r in run1.records["events"] if r["domain"] == DOMAIN]
+    assert [r["id"] for r in emitted] == [e["id"] for e in events_a[:300]]
+    assert len([r for r in run1.records["events"] if r["domain"] == OTHER_DOMAIN]) == 20
+    assert run1.tap.failures and DOMAIN in run1.tap.failures[0]
+    bookmark = next(
+        p
+        for p in run1.state["bookmarks"]["events"]["partitions"]
+        if p["context"] == {"domain": DOMAIN}
+    )
+    assert bookmark["replication_key_value"] == emitted[-1]["timestamp"]
+
+    run2 = run_tap(config, "events", state=run1.state)
+
+    seen = {r["id"] for r in run1.records["events"] + run2.records["events"]}
+    assert seen == {e["id"] for e in events_a + events_b}
+    assert not run2.tap.failures
+
+
+def test_every_state_message_covers_only_emitted_events(mailgun: FakeMailgun) -> None:
+    load(mailgun, DOMAIN, 40, start_hours=3)
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
+    newest = ""
+    for message in run.messages:
+        if message["type"] == "RECORD" and message["stream"] == "events":
+            newest = max(newest, message["record"]["timestamp"])
+        if message["type"] == "STATE":
+            for part in message["value"]["bookmarks"].get("events", {}).get("partitions", []):
+                assert part.get("replication_key_value", "") <= newest
+
+
+def test_late_events_are_read_by_the_next_run(mailgun: FakeMailgun) -> None:
+    load(mailgun, DOMAIN, 5, start_hours=2)
+    recent = load(mailgun, DOMAIN, 5, start_hours=0.1, step_s=60)  # 6 to 2 minutes ago
+    late = mailgun_event("opened", time.time() - 8 * 60, recipient="late@x.com")
+
+    run1 = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
+    assert len(run1.records["events"]) == 5  # the last half hour is left for later
+    mailgun.add_events(DOMAIN, [late])  # stored 8 minutes late, behind newer events
+
+    # Time passes: 25 minutes later, the lag window of 30 minutes sits 5 minutes ago.
+    run2 = run_tap(
+        tap_config(mailgun, domains=[DOMAIN], event_lag_minutes=1), "events", state=run1.state
+    )
+    ids = {r["id"] for r in run2.records["events"]}
+    assert late["id"] in ids
+    assert {e["id"] for e in recent} <= ids
+
+
+def test_without_the_lag_a_late_event_is_lost(mailgun: FakeMailgun) -> None:
+    """The fake is faithful: a traversal that passed a position never sees what is stored there
+    later. This is the behaviour event_lag_minutes exists for."""
+    load(mailgun, DOMAIN, 5, start_hours=0.1, step_s=60)
+    late = mailgun_event("opened", time.time() - 8 * 60, recipient="late@x.com")
+    config = tap_config(mailgun, domains=[DOMAIN], event_lag_minutes=0)
+
+    run1 = run_tap(config, "events")
+    mailgun.add_events(DOMAIN, [late])
+    run2 = run_tap(config, "events", state=run1.state)
+
+    assert late["id"] not in {r["id"] for r in run1.records["events"] + run2.records["events"]}
+
+
+def test_stops_on_a_missing_or_repeated_next_link(mailgun: FakeMailgun) -> None:
+    item = mailgun_event("delivered", hours_ago(2))
+    link = f"{mailgun.base_url}/v3/{DOMAIN}/events/c2FtZQ"
+    mailgun.fail_next(
+        rf"GET /v3/{DOMAIN}/events$", 200, body={"items": [item], "paging": {"next": link}}
+    )
+    mailgun.fail_next(
+        rf"GET /v3/{DOMAIN}/events/c2FtZQ$", 200, body={"items": [item], "paging": {"next": link}}
+    )
+    mailgun.fail_next(rf"GET /v3/{OTHER_DOMAIN}/events$", 200, body={"items": [item]})
+
+    run = run_tap(tap_config(mailgun), "events")
+
+    assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/events")) == 2
+    assert len(mailgun.calls("GET", rf"^/v3/{OTHER_DOMAIN}/events")) == 1
+    assert len(run.records["events"]) == 3
+    assert not run.tap.failures
+
+
+def test_never_follows_a_link_to_another_host(mailgun: FakeMailgun) -> None:
+    item = mailgun_event("delivered", hours_ago(2))
+    mailgun.fail_next(
+        rf"GET /v3/{DOMAIN}/events$",
+        200,
+        body={"items": [item], "paging": {"next": "http://attacker.invalid/v3/x/events/t"}},
+    )
+
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
+
+    assert len(run.records["events"]) == 1
+    assert "another host" in run.tap.failures[0]
