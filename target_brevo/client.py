@@ -1,0 +1,322 @@
+"""The Brevo HTTP client: the one owner of Brevo's batch limits, rate limits and retries.
+
+- 429: wait for `x-sib-ratelimit-reset` (capped, jittered), and pace calls when
+  `x-sib-ratelimit-remaining` runs low, before Brevo has to refuse anything;
+- 5xx, 425 and connection errors: retry with exponential backoff, a bounded number of times;
+- 401: stop at once with a message that says which setting to check;
+- batches: /contacts/import at most 8 MB, /events/batch at most 200 events and 512 KB;
+  207 and row-naming 400 answers are turned into per-row rejections, the rest is kept.
+The API key travels only in the `api-key` header and never appears in logs or errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+import requests
+
+K = TypeVar("K")
+
+MAX_EVENTS = 200
+MAX_EVENT_BYTES = 512 * 1024
+MAX_IMPORT_BYTES = 8 * 1024 * 1024  # Brevo's recommended safe size (hard limit 10 MB)
+RESET_CAP_SECONDS = 300.0  # never trust a reset header to park the run for longer
+LOW_REMAINING_FRACTION = 0.1
+_ENVELOPE = 64  # bytes of JSON around a batch's items, with room to spare
+
+
+class BrevoError(Exception):
+    """Brevo refused a request in a way the target cannot work around."""
+
+
+class BrevoAuthError(BrevoError):
+    """Brevo refused the API key."""
+
+
+@dataclass
+class CallStats:
+    """API calls made (or, in dry-run, planned) by endpoint, and retries."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    text = body.get("message") if isinstance(body, dict) else None
+    return str(text or body)[:300]
+
+
+def chunk_by_size(
+    items: Sequence[tuple[K, bytes]], max_items: int, max_bytes: int
+) -> Iterator[list[tuple[K, bytes]]]:
+    """Consecutive chunks of JSON-encoded items, each within both limits once joined in an array."""
+    chunk: list[tuple[K, bytes]] = []
+    size = _ENVELOPE
+    for item in items:
+        grow = len(item[1]) + 1
+        if chunk and (len(chunk) >= max_items or size + grow > max_bytes):
+            yield chunk
+            chunk, size = [], _ENVELOPE
+        if _ENVELOPE + grow > max_bytes:
+            raise BrevoError(f"one item is {grow} bytes, over Brevo's limit of {max_bytes}")
+        chunk.append(item)
+        size += grow
+    if chunk:
+        yield chunk
+
+
+def _json_array(items: Sequence[tuple[Any, bytes]]) -> bytes:
+    return b"[" + b",".join(item[1] for item in items) + b"]"
+
+
+class BrevoClient:
+    """Calls to Brevo's v3 API, with the limits and retry rules above."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        dry_run: bool = False,
+        max_tries: int = 6,
+        logger: logging.Logger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.dry_run = dry_run
+        self.max_tries = max_tries
+        self.logger = logger or logging.getLogger("target-brevo")
+        self.sleep = sleep
+        self.stats = CallStats()
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"api-key": api_key, "accept": "application/json", "content-type": "application/json"}
+        )
+
+    # --- the one request path -------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        label: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> requests.Response | None:
+        """Send one request with retries; None in dry-run for anything that would write."""
+        endpoint = f"{method} {label or path}"
+        self.stats.calls[endpoint] += 1
+        if self.dry_run and method != "GET":
+            preview = (body or b"")[:500].decode(errors="replace")
+            self.logger.info("dry-run: would %s %s%s %s", method, self.base_url, path, preview)
+            return None
+        url = self.base_url + path
+        for attempt in range(1, self.max_tries + 1):
+            try:
+                response = self.session.request(method, url, data=body, params=params, timeout=120)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == self.max_tries:
+                    raise BrevoError(
+                        f"could not reach Brevo at {self.base_url} ({type(exc).__name__}); "
+                        "check base_url and the network, then rerun: nothing was lost"
+                    ) from None
+                self._retry(endpoint, attempt, type(exc).__name__, self._backoff(attempt))
+                continue
+            self._pace(response)
+            status = response.status_code
+            if status == 401:
+                raise BrevoAuthError(
+                    f"Brevo refused the API key at {self.base_url} (401 {_message(response)}); "
+                    "check the api_key setting (BREVO_API_KEY)"
+                )
+            if status == 429 and attempt < self.max_tries:
+                self._retry(endpoint, attempt, "429", self._reset_wait(response))
+                continue
+            if (status == 425 or status >= 500) and attempt < self.max_tries:
+                self._retry(endpoint, attempt, str(status), self._backoff(attempt))
+                continue
+            if status == 429 or status == 425 or status >= 500:
+                raise BrevoError(
+                    f"{endpoint} still failing after {self.max_tries} tries "
+                    f"({status} {_message(response)}); rerun later: nothing was lost"
+                )
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry(self, endpoint: str, attempt: int, why: str, wait: float) -> None:
+        self.stats.retries += 1
+        self.logger.warning(
+            "%s answered %s; retry %d of %d in %.1fs",
+            endpoint,
+            why,
+            attempt,
+            self.max_tries - 1,
+            wait,
+        )
+        self.sleep(wait)
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        base: float = min(30.0, 0.5 * 2.0 ** (attempt - 1))
+        return base * random.uniform(0.8, 1.2)
+
+    @staticmethod
+    def _header(response: requests.Response, name: str) -> float | None:
+        try:
+            return float(str(response.headers[name]))
+        except (KeyError, ValueError):
+            return None
+
+    def _reset_wait(self, response: requests.Response) -> float:
+        reset = self._header(response, "x-sib-ratelimit-reset")
+        wait = 1.0 if reset is None else min(max(reset, 0.0), RESET_CAP_SECONDS)
+        return wait + random.uniform(0.0, 0.25)
+
+    def _pace(self, response: requests.Response) -> None:
+        """Spread the calls left in a rate-limit window over the time left in it."""
+        remaining = self._header(response, "x-sib-ratelimit-remaining")
+        limit = self._header(response, "x-sib-ratelimit-limit")
+        reset = self._header(response, "x-sib-ratelimit-reset")
+        if remaining is None or limit is None or reset is None:
+            return
+        if remaining <= max(1.0, limit * LOW_REMAINING_FRACTION):
+            self.sleep(min(reset, RESET_CAP_SECONDS) / (remaining + 1))
+
+    def _json(
+        self, method: str, path: str, payload: Any, **kwargs: Any
+    ) -> requests.Response | None:
+        return self.request(method, path, msgspec.json.encode(payload), **kwargs)
+
+    # --- attributes, folders, lists -------------------------------------------------------
+    def attributes(self) -> dict[str, str]:
+        """Contact attributes of the account: name -> type."""
+        response = self._expect(self.request("GET", "/contacts/attributes"), 200)
+        return {a["name"]: a.get("type", "") for a in response.json().get("attributes", [])}
+
+    def create_attribute(self, name: str, kind: str) -> None:
+        """Create a normal contact attribute of the given type (text, float, date, boolean)."""
+        response = self._json(
+            "POST",
+            f"/contacts/attributes/normal/{name}",
+            {"type": kind},
+            label="/contacts/attributes/normal/{name}",
+        )
+        self._expect(response, 201)
+
+    def list_ids(self) -> dict[int, str]:
+        """Every contact list of the account: id -> name."""
+        return self._paged("/contacts/lists", "lists")
+
+    def folder_ids(self) -> dict[int, str]:
+        """Every contact folder of the account: id -> name."""
+        return self._paged("/contacts/folders", "folders")
+
+    def _paged(self, path: str, key: str) -> dict[int, str]:
+        found: dict[int, str] = {}
+        offset = 0
+        while True:
+            params = {"limit": 50, "offset": offset}
+            page = self._expect(self.request("GET", path, params=params), 200).json()
+            items = page.get(key) or []
+            found.update({int(i["id"]): str(i.get("name", "")) for i in items})
+            offset += len(items)
+            if not items or offset >= int(page.get("count", 0)):
+                return found
+
+    def create(self, path: str, payload: dict[str, Any]) -> int | None:
+        """Create a folder or a list; its id (None in dry-run)."""
+        response = self._json("POST", path, payload)
+        if response is None:
+            return None
+        return int(self._expect(response, 201).json()["id"])
+
+    # --- contacts -------------------------------------------------------------------------
+    def import_contacts(
+        self, rows: Sequence[tuple[K, bytes]], list_ids: Sequence[int], blocklist: bool
+    ) -> Iterator[tuple[int | None, list[K]]]:
+        """Import JSON-encoded contact rows in <= 8 MB requests; yields (processId, keys)."""
+        head = msgspec.json.encode(
+            {
+                "listIds": sorted(list_ids),
+                "emailBlacklist": blocklist,
+                "updateExistingContacts": True,
+                "emptyContactsAttributes": False,
+                "disableNotification": True,
+            }
+        )
+        for chunk in chunk_by_size(rows, len(rows) or 1, MAX_IMPORT_BYTES - len(head)):
+            body = head[:-1] + b',"jsonBody":' + _json_array(chunk) + b"}"
+            response = self.request("POST", "/contacts/import", body)
+            keys = [key for key, _ in chunk]
+            if response is None:
+                yield None, keys
+                continue
+            yield int(self._expect(response, 202).json()["processId"]), keys
+
+    def process(self, process_id: int) -> dict[str, Any]:
+        """The state of a background process (GET /processes/{id})."""
+        response = self.request("GET", f"/processes/{process_id}", label="/processes/{id}")
+        result: dict[str, Any] = self._expect(response, 200).json()
+        return result
+
+    # --- events ---------------------------------------------------------------------------
+    def send_events(
+        self,
+        items: Sequence[tuple[K, bytes]],
+        on_batch: Callable[[list[K], list[tuple[K, str]]], None],
+    ) -> None:
+        """Send JSON-encoded events in batches within Brevo's limits.
+
+        After each batch Brevo answered, `on_batch(keys, rejected)` gets the keys of the batch
+        and the (key, reason) of the events Brevo refused (207, or a 400 naming rows).
+        """
+        for chunk in chunk_by_size(items, MAX_EVENTS, MAX_EVENT_BYTES):
+            keys = [key for key, _ in chunk]
+            body = b'{"events":' + _json_array(chunk) + b"}"
+            response = self.request("POST", "/events/batch", body)
+            if response is None or response.status_code == 202:
+                on_batch(keys, [])
+                continue
+            rejected = self._rejected_rows(response, keys)
+            if response.status_code not in (207, 400) or rejected is None:
+                raise BrevoError(
+                    f"POST /events/batch answered {response.status_code} "
+                    f"{_message(response)}; this is a bug or a new Brevo limit: please report it"
+                )
+            on_batch(keys, rejected)
+
+    @staticmethod
+    def _rejected_rows(response: requests.Response, keys: list[K]) -> list[tuple[K, str]] | None:
+        try:
+            errors = response.json().get("errors")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(errors, list) or not errors:
+            return None
+        rejected: list[tuple[K, str]] = []
+        for error in errors:
+            for index in error.get("eventIndex") or []:
+                if isinstance(index, int) and 0 <= index < len(keys):
+                    rejected.append((keys[index], str(error.get("message", "refused"))))
+        return rejected or None
+
+    def _expect(self, response: requests.Response | None, status: int) -> requests.Response:
+        if response is None:
+            raise BrevoError("internal: a read was skipped in dry-run")
+        if response.status_code != status:
+            raise BrevoError(
+                f"{response.request.method} {response.request.path_url} answered "
+                f"{response.status_code} {_message(response)}"
+            )
+        return response

@@ -1,0 +1,288 @@
+"""The rules that decide what Brevo gets, as plain functions over plain data.
+
+This module is the specification in code: which address is valid, what a contact's rates,
+score, bounce type and lists are, when a contact is blocklisted, and which Brevo event a
+Mailgun event becomes. No HTTP, no SQL, no Singer here; everything is tested without a server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+# Canonical contact fields -> Brevo attribute, as users of the Mailgun/Brevo pair know them.
+DEFAULT_FIELD_MAPPING: dict[str, str | None] = {
+    "email": "email",
+    "first_name": "FIRSTNAME",
+    "last_name": "LASTNAME",
+    "open_rate": "MG_OPEN_RATE",
+    "click_rate": "MG_CLICK_RATE",
+    "last_delivered": "MG_LAST_DELIVERED",
+    "bounce_type": "MG_BOUNCE_TYPE",
+    "engagement_score": "MG_ENGAGEMENT",
+    "unsubscribed": "MG_UNSUBSCRIBED",
+}
+# The Brevo attribute type each canonical field needs (Brevo drops values of the wrong type).
+FIELD_TYPES: dict[str, str] = {
+    "first_name": "text",
+    "last_name": "text",
+    "open_rate": "float",
+    "click_rate": "float",
+    "last_delivered": "date",
+    "bounce_type": "text",
+    "engagement_score": "float",
+    "unsubscribed": "boolean",
+}
+DEFAULT_EVENT_NAMES: dict[str, str] = {
+    "delivered": "email_delivered",
+    "opened": "email_opened",
+    "clicked": "email_clicked",
+    "hard_bounced": "email_hard_bounced",
+    "soft_bounced": "email_soft_bounced",
+    "complained": "email_complained",
+    "unsubscribed": "email_unsubscribed",
+}
+BLOCKLIST_REASONS = ("hard_bounce", "complaint", "unsubscribe")
+LIST_ROLES = ("engaged", "bounced", "complained")
+# Mailgun events that count towards D (a message reached the inbox).
+DELIVERY_EVENTS = frozenset({"delivered", "opened", "clicked"})
+
+_EMAIL = re.compile(
+    r"^[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+_RATE = Decimal("0.0001")
+_SCORE = Decimal("0.1")
+
+
+def normalize_email(value: Any) -> str | None:
+    """The address trimmed and lower-cased, or None when it is not a valid email address."""
+    if not isinstance(value, str):
+        return None
+    email = value.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        return None
+    return email
+
+
+def iso_timestamp(value: Any) -> str | None:
+    """A record's timestamp in one canonical form: UTC ISO-8601 with microseconds.
+
+    The SDK may hand over a datetime (when the schema says date-time) or the tap's string; both
+    become the same text, so an event's identity (id, timestamp) never depends on the path.
+    """
+    if isinstance(value, str) and value:
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What one Mailgun event contributes: to a contact's aggregates and to Brevo's events."""
+
+    key: tuple[str, str]  # (Mailgun event id, timestamp): the event's identity
+    email: str
+    event: str
+    message_id: str | None
+    day: str  # YYYY-MM-DD (UTC) of the event
+    hard_bounce: bool
+    soft_bounce: bool
+    complained: bool
+    unsubscribed: bool
+    brevo_event: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ContactFacts:
+    """Everything the engagement store knows about one contact; the input of every contact rule."""
+
+    email: str
+    delivered: int = 0  # |D|: messages with a delivered, opened or clicked event
+    opened: int = 0  # |O|
+    clicked: int = 0  # |C|
+    last_delivered: str | None = None
+    hard_bounce: bool = False
+    soft_bounce: bool = False
+    complained: bool = False
+    unsubscribed: bool = False
+    engaged: bool = False
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+def rate(part: int, whole: int) -> float | None:
+    """part / whole rounded half-up to 4 decimals; None while nothing was delivered."""
+    if whole <= 0:
+        return None
+    return float((Decimal(part) / Decimal(whole)).quantize(_RATE, rounding=ROUND_HALF_UP))
+
+
+def engagement_score(open_rate: float, click_rate: float) -> float:
+    """round(100 x (0.3 x open_rate + 0.7 x click_rate), 1), rounding half-up."""
+    raw = 100 * (
+        Decimal("0.3") * Decimal(str(open_rate)) + Decimal("0.7") * Decimal(str(click_rate))
+    )
+    return float(raw.quantize(_SCORE, rounding=ROUND_HALF_UP))
+
+
+def bounce_type(facts: ContactFacts) -> str | None:
+    """hard_bounce after a permanent failure or a bounces record; else soft_bounce if temporary."""
+    if facts.hard_bounce:
+        return "hard_bounce"
+    if facts.soft_bounce:
+        return "soft_bounce"
+    return None
+
+
+def contact_fields(facts: ContactFacts) -> dict[str, Any]:
+    """The canonical fields of a contact; a field with nothing to say is left out, never erased."""
+    fields: dict[str, Any] = {"email": facts.email}
+    open_rate = rate(facts.opened, facts.delivered)
+    click_rate = rate(facts.clicked, facts.delivered)
+    if open_rate is not None and click_rate is not None:
+        fields["open_rate"] = open_rate
+        fields["click_rate"] = click_rate
+        fields["engagement_score"] = engagement_score(open_rate, click_rate)
+    optional = {
+        "last_delivered": facts.last_delivered,
+        "bounce_type": bounce_type(facts),
+        "unsubscribed": True if facts.unsubscribed else None,
+        "first_name": facts.first_name,
+        "last_name": facts.last_name,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    return fields
+
+
+def brevo_attributes(
+    fields: Mapping[str, Any], mapping: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """Canonical fields renamed to Brevo attributes; fields mapped to null are not written."""
+    attributes: dict[str, Any] = {}
+    for name, value in fields.items():
+        target = mapping.get(name)
+        if target and target != "email":
+            attributes[target] = value
+    return attributes
+
+
+def blocklisted(facts: ContactFacts, blocklist_on: frozenset[str]) -> bool:
+    """emailBlacklisted is set after a hard bounce, a complaint or an unsubscribe (per setting).
+
+    Nothing here ever answers "un-blocklist": the target never re-subscribes anyone.
+    """
+    return (
+        (facts.hard_bounce and "hard_bounce" in blocklist_on)
+        or (facts.complained and "complaint" in blocklist_on)
+        or (facts.unsubscribed and "unsubscribe" in blocklist_on)
+    )
+
+
+def list_ids(facts: ContactFacts, lists: Mapping[str, int]) -> frozenset[int]:
+    """The configured lists a contact belongs in: engaged, bounced (hard), complained."""
+    wanted = {
+        "engaged": facts.engaged,
+        "bounced": facts.hard_bounce,
+        "complained": facts.complained,
+    }
+    return frozenset(lists[role] for role, member in wanted.items() if member and role in lists)
+
+
+def event_name_key(event: str, severity: Any) -> str | None:
+    """Which of the `event_names` a Mailgun event becomes; None for events Brevo does not get."""
+    if event == "failed":
+        return "hard_bounced" if severity == "permanent" else "soft_bounced"
+    if event in ("delivered", "opened", "clicked", "complained", "unsubscribed"):
+        return event
+    return None
+
+
+def _headers(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    message = record.get("message")
+    headers = message.get("headers") if isinstance(message, Mapping) else None
+    return headers if isinstance(headers, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def brevo_event(
+    record: Mapping[str, Any], email: str, timestamp: str, names: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The Brevo event for one Mailgun event record, or None when it has no Brevo counterpart."""
+    event = str(record.get("event"))
+    key = event_name_key(event, record.get("severity"))
+    if key is None:
+        return None
+    headers = _headers(record)
+    properties: dict[str, Any] = {
+        "mailgun_event_id": _text(record.get("id")),
+        "message_id": _text(headers.get("message_id")),
+        "subject": _text(headers.get("subject")),
+        "domain": _text(record.get("domain")),
+    }
+    tags = record.get("tags")
+    if isinstance(tags, list):
+        properties["tags"] = [str(t) for t in tags]
+    if event == "clicked":
+        properties["url"] = _text(record.get("url"))
+    if event == "failed":
+        properties["severity"] = _text(record.get("severity"))
+        properties["reason"] = _text(record.get("reason"))
+    return {
+        "event_name": names[key],
+        "event_date": timestamp,
+        "identifiers": {"email_id": email},
+        "event_properties": {k: v for k, v in properties.items() if v is not None},
+    }
+
+
+def event_facts(record: Mapping[str, Any], names: Mapping[str, str] | None) -> EventFacts | str:
+    """An events record as the facts it contributes, or the reason it is skipped.
+
+    `names` is None when events_enabled is false: the event still counts for the contact.
+    """
+    email = normalize_email(record.get("recipient"))
+    if email is None:
+        return "invalid email"
+    event_id = _text(record.get("id"))
+    timestamp = iso_timestamp(record.get("timestamp"))
+    event = _text(record.get("event"))
+    if event_id is None or timestamp is None or event is None:
+        return "invalid record (id, timestamp and event are required)"
+    severity = record.get("severity")
+    return EventFacts(
+        key=(event_id, timestamp),
+        email=email,
+        event=event,
+        message_id=_text(_headers(record).get("message_id")),
+        day=timestamp[:10],
+        hard_bounce=event == "failed" and severity == "permanent",
+        soft_bounce=event == "failed" and severity != "permanent",
+        complained=event == "complained",
+        unsubscribed=event == "unsubscribed",
+        brevo_event=brevo_event(record, email, timestamp, names) if names is not None else None,
+    )
+
+
+def split_name(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """first_name, last_name of a list member: from its vars if present, else its name split."""
+    variables = record.get("vars")
+    variables = variables if isinstance(variables, Mapping) else {}
+    name = _text(record.get("name"))
+    first, _, last = (name or "").strip().partition(" ")
+    return (
+        _text(variables.get("first_name")) or _text(first),
+        _text(variables.get("last_name")) or _text(last.strip()),
+    )

@@ -1,0 +1,108 @@
+"""target-brevo's settings: the JSON schema users see, and the typed view the code uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from singer_sdk import typing as th
+
+from target_brevo.rules import (
+    BLOCKLIST_REASONS,
+    DEFAULT_EVENT_NAMES,
+    DEFAULT_FIELD_MAPPING,
+    LIST_ROLES,
+)
+
+DEFAULT_BASE_URL = "https://api.brevo.com/v3"
+DEFAULT_ALL_LIST_NAME = "Mailgun contacts"
+
+CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
+    th.Property("api_key", th.StringType, required=True, secret=True, description="Brevo API key"),
+    th.Property(
+        "base_url",
+        th.StringType,
+        default=DEFAULT_BASE_URL,
+        description="Brevo API root; tests and the sandbox point it at a fake on loopback",
+    ),
+    th.Property(
+        "field_mapping",
+        th.ObjectType(additional_properties=th.CustomType({"type": ["string", "null"]})),
+        description="Contact field -> Brevo attribute (null: not written); merged over defaults",
+    ),
+    th.Property(
+        "lists",
+        th.ObjectType(
+            *(th.Property(role, th.IntegerType) for role in (*LIST_ROLES, "all")),
+            additional_properties=False,
+        ),
+        description=(
+            "Brevo list ids: engaged, bounced, complained (unset: skipped); all: the list every "
+            f"contact is imported into (default: a list named '{DEFAULT_ALL_LIST_NAME}')"
+        ),
+    ),
+    th.Property(
+        "blocklist_on",
+        th.ArrayType(th.StringType(allowed_values=list(BLOCKLIST_REASONS))),
+        default=list(BLOCKLIST_REASONS),
+        description="What sets emailBlacklisted: hard_bounce, complaint, unsubscribe",
+    ),
+    th.Property(
+        "event_names",
+        th.ObjectType(additional_properties=th.StringType),
+        description="Mailgun event kind -> Brevo event name; merged over the defaults",
+    ),
+    th.Property("events_enabled", th.BooleanType, default=True, description="Send Brevo events"),
+    th.Property(
+        "engagement_store",
+        th.StringType,
+        description="SQLite file path or SQLAlchemy URL of the engagement store",
+    ),
+    th.Property(
+        "dry_run",
+        th.BooleanType,
+        default=False,
+        description="Plan everything, send and commit nothing, log the requests it would make",
+    ),
+    th.Property(
+        "validate_records",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Full JSON-schema validation of every record (slow); off by default because each "
+            "record is checked for what the target uses and skipped with a reason when unfit"
+        ),
+    ),
+).to_dict()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings as the code uses them, defaults applied."""
+
+    field_mapping: Mapping[str, str | None]
+    lists: Mapping[str, int]
+    all_list: int | None
+    blocklist_on: frozenset[str]
+    event_names: Mapping[str, str] | None  # None when events_enabled is false
+    dry_run: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Apply the documented defaults to a validated config."""
+        lists = dict(config.get("lists") or {})
+        all_list = lists.pop("all", None)
+        events_enabled = config.get("events_enabled", True)
+        return cls(
+            field_mapping={**DEFAULT_FIELD_MAPPING, **(config.get("field_mapping") or {})},
+            lists={role: int(i) for role, i in lists.items() if i is not None},
+            all_list=int(all_list) if all_list is not None else None,
+            blocklist_on=frozenset(config.get("blocklist_on", BLOCKLIST_REASONS)),
+            event_names=(
+                {**DEFAULT_EVENT_NAMES, **(config.get("event_names") or {})}
+                if events_enabled
+                else None
+            ),
+            dry_run=bool(config.get("dry_run", False)),
+        )

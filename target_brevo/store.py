@@ -1,0 +1,339 @@
+"""The engagement store: per-contact aggregates and the outbox of what Brevo still has to get.
+
+One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared runs). It keeps:
+- `events`: the identity (Mailgun id, timestamp) of every event ever applied, so a replayed event
+  is never counted or sent twice, and the Brevo payload of events not yet accepted (`pending`);
+- `messages`: per contact, each message delivered/opened/clicked, which the rates are made of;
+- `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind.
+Commits are explicit (`commit`); in dry-run nothing is ever committed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from target_brevo.rules import DELIVERY_EVENTS, ContactFacts, EventFacts
+
+_CHUNK = 2000  # bound on bound parameters per statement (SQLite allows 32766)
+
+metadata = MetaData()
+events_table = Table(
+    "brevo_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("timestamp", String(40), primary_key=True),
+    Column("pending", Boolean, nullable=False),
+    Column("payload", Text),
+    Index("ix_brevo_events_pending", "pending"),
+)
+messages_table = Table(
+    "brevo_messages",
+    metadata,
+    Column("email", String(254), primary_key=True),
+    Column("message_id", String(998), primary_key=True),
+    Column("opened", Boolean, nullable=False),
+    Column("clicked", Boolean, nullable=False),
+)
+contacts_table = Table(
+    "brevo_contacts",
+    metadata,
+    Column("email", String(254), primary_key=True),
+    Column("last_delivered", String(10)),
+    Column("hard_bounce", Boolean, nullable=False),
+    Column("soft_bounce", Boolean, nullable=False),
+    Column("complained", Boolean, nullable=False),
+    Column("unsubscribed", Boolean, nullable=False),
+    Column("engaged", Boolean, nullable=False),
+    Column("first_name", Text),
+    Column("last_name", Text),
+    Column("dirty", Boolean, nullable=False),
+    Index("ix_brevo_contacts_dirty", "dirty"),
+)
+FLAGS = ("hard_bounce", "soft_bounce", "complained", "unsubscribed", "engaged")
+
+
+def default_store_path() -> Path:
+    """Where the SQLite store lives when `engagement_store` is not set."""
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "target-brevo" / "engagement.sqlite"
+
+
+def store_url(setting: str | None) -> str:
+    """`engagement_store` as an SQLAlchemy URL: a URL is used as is, a path means SQLite."""
+    if setting and "://" in setting:
+        return setting
+    path = Path(setting).expanduser() if setting else default_store_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class EngagementStore:
+    """Persistence for the target: aggregates, applied events and the outbox to Brevo."""
+
+    def __init__(self, url: str, *, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+        self.conn: Connection = self.engine.connect()
+        self._insert = (
+            postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        )
+
+    # --- transactions ---------------------------------------------------------------------
+    def commit(self) -> None:
+        """Make everything since the last commit durable (never in dry-run)."""
+        if not self.dry_run:
+            self.conn.commit()
+
+    def close(self) -> None:
+        """Roll back anything uncommitted and release the database."""
+        self.conn.rollback()
+        self.conn.close()
+        self.engine.dispose()
+
+    # --- applying input -------------------------------------------------------------------
+    def apply_events(self, facts: Iterable[EventFacts]) -> int:
+        """Record events not seen before and fold them into contacts; returns how many were new."""
+        batch = {f.key: f for f in facts}
+        for chunk in _chunks(list({k[0] for k in batch})):
+            seen = self.conn.execute(
+                select(events_table.c.id, events_table.c.timestamp).where(
+                    events_table.c.id.in_(chunk)
+                )
+            )
+            for key in seen:
+                batch.pop((key[0], key[1]), None)
+        new = list(batch.values())
+        if not new:
+            return 0
+        self._insert_events(new)
+        self._upsert_messages(new)
+        contacts: dict[str, dict[str, Any]] = {}
+        for f in new:
+            row = contacts.setdefault(f.email, _contact_row(f.email))
+            row["hard_bounce"] |= f.hard_bounce
+            row["soft_bounce"] |= f.soft_bounce
+            row["complained"] |= f.complained
+            row["unsubscribed"] |= f.unsubscribed
+            row["engaged"] |= f.event in ("opened", "clicked")
+            if f.event == "delivered" and (row["last_delivered"] or "") < f.day:
+                row["last_delivered"] = f.day
+        self.upsert_contacts(contacts.values())
+        return len(new)
+
+    def upsert_contacts(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Merge contact facts: flags only ever turn on, the latest delivery wins, names update."""
+        merged: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            full = {**_contact_row(row["email"]), **row}
+            if row["email"] in merged:  # two rows for one contact in one statement: merge first
+                full = _merge_rows(merged[row["email"]], full)
+            merged[row["email"]] = full
+        if not merged:
+            return
+        stmt = self._insert(contacts_table)
+        old, new = contacts_table.c, stmt.excluded
+        changes = {flag: or_(old[flag], new[flag]) for flag in FLAGS}
+        changes["last_delivered"] = case(
+            (old.last_delivered.is_(None), new.last_delivered),
+            (new.last_delivered > old.last_delivered, new.last_delivered),
+            else_=old.last_delivered,
+        )
+        changes["first_name"] = func.coalesce(new.first_name, old.first_name)
+        changes["last_name"] = func.coalesce(new.last_name, old.last_name)
+        changes["dirty"] = true()
+        stmt = stmt.on_conflict_do_update(index_elements=["email"], set_=changes)
+        for chunk in _chunks(list(merged.values())):
+            self.conn.execute(stmt, list(chunk))
+
+    def _insert_events(self, facts: Sequence[EventFacts]) -> None:
+        encode = msgspec.json.encode
+        rows = [
+            {
+                "id": f.key[0],
+                "timestamp": f.key[1],
+                "pending": f.brevo_event is not None,
+                "payload": encode(f.brevo_event).decode() if f.brevo_event is not None else None,
+            }
+            for f in facts
+        ]
+        for chunk in _chunks(rows):
+            self.conn.execute(events_table.insert(), list(chunk))
+
+    def _upsert_messages(self, facts: Sequence[EventFacts]) -> None:
+        messages: dict[tuple[str, str], dict[str, Any]] = {}
+        for f in facts:
+            if f.event in DELIVERY_EVENTS and f.message_id:
+                row = messages.setdefault(
+                    (f.email, f.message_id),
+                    {
+                        "email": f.email,
+                        "message_id": f.message_id,
+                        "opened": False,
+                        "clicked": False,
+                    },
+                )
+                row["opened"] |= f.event == "opened"
+                row["clicked"] |= f.event == "clicked"
+        if not messages:
+            return
+        stmt = self._insert(messages_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["email", "message_id"],
+            set_={
+                "opened": or_(messages_table.c.opened, stmt.excluded.opened),
+                "clicked": or_(messages_table.c.clicked, stmt.excluded.clicked),
+            },
+        )
+        for chunk in _chunks(list(messages.values())):
+            self.conn.execute(stmt, list(chunk))
+
+    # --- the outbox -----------------------------------------------------------------------
+    def dirty_contacts(self, after: str = "", limit: int = 5000) -> list[ContactFacts]:
+        """Contacts Brevo is behind on, in email order after `after`, with their aggregates."""
+        c, m = contacts_table.c, messages_table.c
+        query = (
+            select(
+                c.email,
+                func.count(m.message_id),
+                func.coalesce(func.sum(case((m.opened, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((m.clicked, 1), else_=0)), 0),
+                c.last_delivered,
+                *(c[flag] for flag in FLAGS),
+                c.first_name,
+                c.last_name,
+            )
+            .select_from(contacts_table.outerjoin(messages_table, m.email == c.email))
+            .where(c.dirty == true(), c.email > after)
+            .group_by(*contacts_table.c)
+            .order_by(c.email)
+            .limit(limit)
+        )
+        return [
+            ContactFacts(
+                email=row[0],
+                delivered=int(row[1]),
+                opened=int(row[2]),
+                clicked=int(row[3]),
+                last_delivered=row[4],
+                hard_bounce=bool(row[5]),
+                soft_bounce=bool(row[6]),
+                complained=bool(row[7]),
+                unsubscribed=bool(row[8]),
+                engaged=bool(row[9]),
+                first_name=row[10],
+                last_name=row[11],
+            )
+            for row in self.conn.execute(query)
+        ]
+
+    def mark_clean(self, emails: Sequence[str]) -> None:
+        """Brevo has these contacts as the store does."""
+        for chunk in _chunks(emails):
+            self.conn.execute(
+                update(contacts_table)
+                .where(contacts_table.c.email.in_(chunk))
+                .values(dirty=false())
+            )
+
+    def pending_events(self, limit: int = 5000) -> list[tuple[tuple[str, str], bytes]]:
+        """Events Brevo has not accepted yet: ((id, timestamp), JSON payload), oldest first."""
+        e = events_table.c
+        query = (
+            select(e.id, e.timestamp, e.payload)
+            .where(e.pending == true())
+            .order_by(e.timestamp, e.id)
+            .limit(limit)
+        )
+        return [((row[0], row[1]), row[2].encode()) for row in self.conn.execute(query)]
+
+    def mark_sent(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Brevo accepted (or definitively refused) these events: never send them again."""
+        e = events_table.c
+        rows = [{"k_id": k[0], "k_ts": k[1]} for k in keys]
+        stmt = (
+            update(events_table)
+            .where(e.id == bindparam("k_id"), e.timestamp == bindparam("k_ts"))
+            .values(pending=false(), payload=None)
+        )
+        for chunk in _chunks(rows):
+            self.conn.execute(stmt, list(chunk))
+
+    def has_outstanding(self) -> bool:
+        """Whether any contact or event is still waiting for Brevo."""
+        for table in (contacts_table, events_table):
+            flag = table.c.dirty if table is contacts_table else table.c.pending
+            if self.conn.execute(select(flag).where(flag == true()).limit(1)).first():
+                return True
+        return False
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table, for humans and tests."""
+        return {
+            table.name: int(self.conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (events_table, messages_table, contacts_table)
+        }
+
+
+def _contact_row(email: str) -> dict[str, Any]:
+    return {
+        "email": email,
+        "last_delivered": None,
+        **dict.fromkeys(FLAGS, False),
+        "first_name": None,
+        "last_name": None,
+        "dirty": True,
+    }
+
+
+def _merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(new)
+    for flag in FLAGS:
+        merged[flag] = old[flag] or new[flag]
+    merged["last_delivered"] = max(
+        (d for d in (old["last_delivered"], new["last_delivered"]) if d), default=None
+    )
+    merged["first_name"] = new["first_name"] or old["first_name"]
+    merged["last_name"] = new["last_name"] or old["last_name"]
+    return merged
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL + NORMAL: durable at each commit's checkpoint, far faster than the default journal.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,39 @@
+"""The end-of-run summary: what Brevo got, what was skipped and why, and what it cost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Summary:
+    """Counters filled during a run and logged once at its end."""
+
+    contacts_upserted: int = 0
+    blocklisted: int = 0
+    added_to_list: Counter[int] = field(default_factory=Counter)
+    events_sent: int = 0
+    duplicates_ignored: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    streams_skipped: set[str] = field(default_factory=set)
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        """Count rows left out, by reason."""
+        self.skipped[reason] += count
+
+    def as_dict(self, calls: Counter[str], retries: int, dry_run: bool) -> dict[str, Any]:
+        """The summary as plain data (logged as one JSON line)."""
+        return {
+            "dry_run": dry_run,
+            "contacts_upserted": self.contacts_upserted,
+            "blocklisted": self.blocklisted,
+            "added_to_list": {str(k): v for k, v in sorted(self.added_to_list.items())},
+            "events_sent": self.events_sent,
+            "duplicates_ignored": self.duplicates_ignored,
+            "rows_skipped": dict(sorted(self.skipped.items())),
+            "streams_skipped": sorted(self.streams_skipped),
+            "api_calls": dict(sorted(calls.items())),
+            "retries": retries,
+        }

@@ -1,0 +1,143 @@
+"""target-brevo: applies Mailgun engagement, suppressions and events to Brevo, in batches."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+from singer_sdk import Target
+from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_brevo.client import BrevoClient, BrevoError
+from target_brevo.publisher import Publisher
+from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings
+from target_brevo.sinks import sink_class
+from target_brevo.store import EngagementStore, store_url
+from target_brevo.summary import Summary
+
+if TYPE_CHECKING:
+    from singer_sdk.sinks import BatchSink
+
+
+class LineNumberReader(MsgSpecReader):
+    """msgspec Singer reader that names the line number of a malformed message."""
+
+    _decode = msgspec.json.Decoder().decode  # floats stay floats (the SDK's default is Decimal)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_number = 0
+        self.on_invalid_line: Callable[[InvalidInputLine], None] | None = None
+
+    def process_lines(
+        self, file_input: IO[str] | None, callbacks: dict[str, Callable[[dict[str, Any]], None]]
+    ) -> Counter[str]:
+        """Process every line; on a malformed one, let the target keep what came before."""
+        try:
+            return super().process_lines(file_input, callbacks)
+        except InvalidInputLine as exc:
+            if self.on_invalid_line is None:
+                raise
+            self.on_invalid_line(exc)
+            raise
+
+    def deserialize_json(self, line: str) -> dict[str, Any]:
+        """Parse one line; a line that is not a Singer message is reported with its number."""
+        self.line_number += 1
+        try:
+            message = self._decode(line)
+        except msgspec.DecodeError as exc:
+            raise InvalidInputLine(
+                f"input line {self.line_number} is not valid JSON ({exc}); "
+                "fix or drop that line of the tap's output and rerun"
+            ) from None
+        if not isinstance(message, dict) or "type" not in message:
+            raise InvalidInputLine(
+                f"input line {self.line_number} is not a Singer message (no 'type'); "
+                "fix or drop that line of the tap's output and rerun"
+            )
+        return message
+
+
+class TargetBrevo(Target):
+    """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity."""
+
+    name = "target-brevo"
+    config_jsonschema = CONFIG_SCHEMA
+    message_reader_class = LineNumberReader
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One sink drains at a time: the store is one connection and Brevo one rate budget.
+        self.max_parallelism = 1
+        self.settings = Settings.from_config(self.config)
+        self.summary = Summary()
+        self.store = EngagementStore(
+            store_url(self.config.get("engagement_store")), dry_run=self.settings.dry_run
+        )
+        self.client = BrevoClient(
+            self.config.get("base_url") or DEFAULT_BASE_URL,
+            self.config["api_key"],
+            dry_run=self.settings.dry_run,
+            logger=self.logger,
+        )
+        self.publisher = Publisher(
+            self.client, self.store, self.settings, self.summary, self.logger
+        )
+        self._closed = False
+        if isinstance(self.message_reader, LineNumberReader):
+            self.message_reader.on_invalid_line = self.keep_what_came_before
+
+    def get_sink_class(self, stream_name: str) -> type[BatchSink]:
+        """The sink that writes this stream (any other stream is accepted and skipped)."""
+        return sink_class(stream_name)
+
+    def _write_state_message(self, state: dict[str, Any]) -> None:
+        """Bring Brevo up to date first: state is emitted only once Brevo has what it covers."""
+        self.publisher.flush()
+        if self.settings.dry_run:
+            self.logger.info("dry-run: state not emitted, so a real run starts from the same place")
+            return
+        super()._write_state_message(state)
+
+    def process_endofpipe(self) -> None:
+        """After the last line: drain, flush, log the summary, release the store."""
+        super().process_endofpipe()
+        self._finish()
+
+    def keep_what_came_before(self, error: InvalidInputLine) -> None:
+        """A malformed line: write what came before it, emit its state, then stop with code 2."""
+        self.logger.error("%s", error)
+        self.drain_all(is_endofpipe=True)
+        self._finish()
+        raise SystemExit(2)
+
+    @classmethod
+    def invoke(cls, **kwargs: Any) -> None:
+        """The CLI: a Brevo refusal ends the run with its message and code 1, no traceback."""
+        try:
+            super().invoke(**kwargs)
+        except BrevoError as exc:
+            cls.logger.error("%s", exc)
+            raise SystemExit(1) from None
+
+    def _finish(self) -> None:
+        self.publisher.flush()
+        summary = self.summary.as_dict(
+            self.client.stats.calls, self.client.stats.retries, self.settings.dry_run
+        )
+        self.logger.info("target-brevo summary: %s", json.dumps(summary, sort_keys=True))
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.store.close()
+
+
+if __name__ == "__main__":
+    TargetBrevo.cli()
