@@ -74,16 +74,19 @@ def iso_timestamp(value: Any) -> str | None:
     The SDK may hand over a datetime (when the schema says date-time) or the tap's string; both
     become the same text, so an event's identity (id, timestamp) never depends on the path.
     """
-    if isinstance(value, str) and value:
+    moment: datetime
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-    if not isinstance(value, datetime):
+    else:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
