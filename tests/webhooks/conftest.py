@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +17,6 @@ from tap_mailgun.webhooks.receiver import WEBHOOK_PATH, ReceiverSettings, create
 from tap_mailgun.webhooks.spool import SpoolWriter
 from tests.webhooks.payloads import SIGNING_KEY
 
-BIN = Path(sys.executable).parent
-
 
 class RunningReceiver:
     """The receiver's ASGI app served by uvicorn on 127.0.0.1 in a thread (real HTTP)."""
@@ -33,7 +27,7 @@ class RunningReceiver:
         self.writer = SpoolWriter(
             spool, token_ttl_s=self.settings.max_age_s + 60, busy_timeout_s=busy_timeout_s
         )
-        self._sock = socket.socket()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(128)
         config = uvicorn.Config(
@@ -92,51 +86,3 @@ def receiver(start_receiver: Callable[..., RunningReceiver]) -> RunningReceiver:
 def post(url: str, body: bytes, content_type: str = "application/json") -> requests.Response:
     """POST a webhook body as Mailgun does."""
     return requests.post(url, data=body, headers={"Content-Type": content_type}, timeout=30)
-
-
-class ReceiverProcess:
-    """`tap-mailgun-webhooks` run as a subprocess, the way users run it."""
-
-    def __init__(self, spool: Path, *, env: dict[str, str] | None = None, port: int = 0) -> None:
-        self.spool = spool
-        self.log = spool.parent / f"receiver-{time.monotonic_ns()}.log"
-        spool.parent.mkdir(parents=True, exist_ok=True)
-        environ = {**os.environ, "MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY, **(env or {})}
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "tap-mailgun-webhooks"), "--spool", str(spool), "--port", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environ,
-            )
-        self.base_url = self._wait_listening()
-        self.url = self.base_url + WEBHOOK_PATH
-
-    def output(self) -> str:
-        """Everything the process logged so far."""
-        return self.log.read_text()
-
-    def _wait_listening(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = re.search(r"listening on (http://[\d.]+:\d+)", self.output())
-            if found:
-                url = found.group(1)
-                try:
-                    if requests.get(url + "/healthz", timeout=5).status_code == 200:
-                        return url
-                except requests.ConnectionError:
-                    pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tap-mailgun-webhooks exited:\n{self.output()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"tap-mailgun-webhooks did not start:\n{self.output()}")
-
-    def stop(self, sig: int | None = None) -> int:
-        """Stop with `sig` (default SIGTERM) and return the exit code."""
-        if self.proc.poll() is None:
-            if sig is None:
-                self.proc.terminate()
-            else:
-                self.proc.send_signal(sig)
-        return self.proc.wait(timeout=30)
