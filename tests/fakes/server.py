@@ -24,7 +24,9 @@ from tests.fakes.specs import SpecValidator
 Handler = Callable[..., Response]
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """A JSON response, as both vendors send them."""
     return Response(
         json.dumps(payload), status=status, headers=headers, content_type="application/json"
@@ -106,7 +108,10 @@ class FakeAPI:
 
     def start(self) -> FakeAPI:
         """Serve in a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: stop() waits for it, and every test stops a fake.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -130,7 +135,7 @@ class FakeAPI:
         headers: dict[str, str] | None = None,
         times: int = 1,
     ) -> None:
-        """Answer the next `times` requests matching `pattern` ("METHOD /path" regex) with `status`."""
+        """Answer the next `times` requests matching `pattern` ("METHOD /path" regex): `status`."""
         with self.lock:
             self.faults.append(Fault(re.compile(pattern), status, body, headers or {}, times))
 
