@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -321,10 +322,10 @@ def _require_meltano(meltano: Path) -> None:
         raise SystemExit(f"{meltano} not found: run `make demo` (it installs Meltano) first")
 
 
-def demo(meltano: Path, directory: Path) -> int:
+def demo(meltano: Path, directory: Path, ports: tuple[int, int]) -> int:
     """One sandbox run: advance the clock, run the job through Meltano, print the summary."""
     _require_meltano(meltano)
-    with Sandbox(directory, advance=True) as sandbox:
+    with Sandbox(directory, mailgun_port=ports[0], brevo_port=ports[1], advance=True) as sandbox:
         before = sandbox.brevo.state()
         print(
             f"Sandbox: fake Mailgun {sandbox.mailgun.base_url} holds "
@@ -350,18 +351,22 @@ def demo(meltano: Path, directory: Path) -> int:
     return 0
 
 
-def serve(directory: Path) -> int:
-    """Serve both fakes on the fixed ports until Ctrl-C; Brevo's state is saved on the way out."""
+def serve(directory: Path, ports: tuple[int, int]) -> int:
+    """Serve both fakes until Ctrl-C or SIGTERM; Brevo's state is saved on the way out."""
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with Sandbox(directory) as sandbox:
+    with Sandbox(directory, mailgun_port=ports[0], brevo_port=ports[1]) as sandbox:
         print(f"fake Mailgun: {sandbox.mailgun.base_url} ({sandbox.loaded})")
         print(f"fake Brevo:   {sandbox.brevo.base_url}/v3")
         print(f"Brevo state:  {sandbox.brevo.base_url}/_fake/state")
         print("In another shell, from the project root:")
-        print(f"  export TAP_MAILGUN_START_DATE={sandbox.clock.start.isoformat()}")
+        for name, value in sandbox.env().items():
+            print(f"  export {name}={shlex.quote(value)}")
         print("  .venv-meltano/bin/meltano --environment=sandbox run tap-mailgun target-brevo")
-        print("  .venv/bin/python -m tests.fakes.sandbox summary")
+        print(
+            "  .venv/bin/python -m tests.fakes.sandbox summary --brevo-url",
+            sandbox.brevo.base_url,
+        )
         print("Ctrl-C stops the sandbox.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stopped.wait()
@@ -392,13 +397,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--meltano", type=Path, default=MELTANO, help="the meltano executable")
     parser.add_argument(
+        "--mailgun-port",
+        type=int,
+        default=MAILGUN_PORT,
+        help="0: any free port (demo passes it on)",
+    )
+    parser.add_argument("--brevo-port", type=int, default=BREVO_PORT, help="0: any free port")
+    parser.add_argument(
         "--brevo-url", default=f"http://127.0.0.1:{BREVO_PORT}", help="for `summary`"
     )
     args = parser.parse_args(argv)
+    ports = (args.mailgun_port, args.brevo_port)
     if args.command == "demo":
-        return demo(args.meltano, args.dir)
+        return demo(args.meltano, args.dir, ports)
     if args.command == "serve":
-        return serve(args.dir)
+        return serve(args.dir, ports)
     if args.command == "summary":
         print(summarize(fetch_state(args.brevo_url)))
         return 0
