@@ -1,0 +1,103 @@
+"""The `webhook_events` stream: events captured by `tap-mailgun-webhooks`, read from its spool.
+
+Records have the `events` stream's shape (built by the same `event_record`) plus `received_at`
+and `webhook_sequence`, the spool's row sequence. The sequence is the bookmark: rows are read
+in sequence order past it, so a run neither skips nor repeats a row, whatever the event
+timestamps. An event that also arrives by polling has the same `id` and `timestamp`; the target
+applies it once.
+
+It carries every event the receiver accepted: which domains and event types reach it is
+chosen where the webhooks are registered in Mailgun (the `domains` and `event_types` settings
+apply to polling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk import Stream
+from singer_sdk.helpers.conform import TypeConformanceLevel
+
+from tap_mailgun.records import event_record
+from tap_mailgun.streams import load_schema
+from tap_mailgun.webhooks.spool import Spool, SpooledEvent
+
+if TYPE_CHECKING:
+    from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context
+
+DEFAULT_RETENTION_DAYS = 7
+SEQUENCE = "webhook_sequence"
+
+
+def webhook_events_schema() -> dict[str, Any]:
+    """The `events` schema plus `received_at` and the spool sequence."""
+    schema = load_schema("events")
+    schema.setdefault("properties", {}).update(
+        {
+            "received_at": {"type": ["string", "null"], "format": "date-time"},
+            SEQUENCE: {"type": "integer"},
+        }
+    )
+    return schema
+
+
+def webhook_record(event: SpooledEvent) -> dict[str, Any]:
+    """One spooled event as a record: the `events` shape plus `received_at` and the sequence."""
+    record = event_record(event.event_data, event.domain)
+    record["received_at"] = event.received_at
+    record[SEQUENCE] = event.seq
+    return record
+
+
+class WebhookEventsStream(Stream):
+    """Mailgun events pushed to the webhook receiver, read incrementally from its spool."""
+
+    name = "webhook_events"
+    primary_keys = ("id", "timestamp")
+    replication_key = SEQUENCE
+    # As for `events`: records hold JSON-native values and the schema is open, so conforming
+    # types would change nothing.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    def __init__(self, tap: Tap) -> None:
+        """Build the stream for `tap`, whose config has `webhook_spool_path`."""
+        super().__init__(tap, schema=webhook_events_schema())
+
+    @property
+    def is_sorted(self) -> bool:
+        """Rows come in sequence order, so an interrupted run resumes from its bookmark."""
+        return True
+
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Spooled events past the bookmark; rows read by an earlier run may be pruned first."""
+        path = Path(self.config["webhook_spool_path"]).expanduser()
+        if not path.exists():
+            self.logger.warning(
+                "No webhook spool at %s yet: start `tap-mailgun-webhooks --spool %s` and "
+                "register its URL in Mailgun; reading nothing this run.",
+                path,
+                path,
+            )
+            return
+        start = int(self.get_starting_replication_key_value(context) or 0)
+        with Spool(path) as spool:
+            self._prune(spool, start)
+            for event in spool.read_after(start):
+                yield webhook_record(event)
+
+    def _prune(self, spool: Spool, read_through: int) -> None:
+        # Only rows at or below the starting bookmark are certainly delivered: the state that
+        # holds it was emitted by the target after writing them.
+        days = self.config.get("webhook_retention_days", DEFAULT_RETENTION_DAYS)
+        if read_through <= 0 or days is None:
+            return
+        cutoff = datetime.now(timezone.utc) - timedelta(days=float(days))
+        pruned = spool.prune(
+            read_through=read_through, received_before=cutoff.isoformat(timespec="microseconds")
+        )
+        if pruned:
+            self.logger.info("Pruned %d webhook events read more than %s days ago", pruned, days)
