@@ -1,0 +1,227 @@
+"""Domains, suppressions, tags, metrics and mailing lists against the fake Mailgun."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime, parsedate_to_datetime
+
+from tests.fakes.mailgun import FakeMailgun, days_ago, mailgun_event
+from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
+
+
+def bounce(address: str, days: float, code: object = "550") -> dict[str, object]:
+    return {
+        "address": address,
+        "code": code,
+        "error": "mailbox unavailable",
+        "created_at": format_datetime(days_ago(days)).replace("+0000", "UTC"),
+    }
+
+
+def test_suppressions_page_through_cursors_and_convert_dates(mailgun: FakeMailgun) -> None:
+    for i in range(2300):
+        mailgun.add_suppression(DOMAIN, "bounces", bounce(f"user{i:05d}@x.com", 3, code=550))
+    mailgun.add_suppression(
+        DOMAIN,
+        "unsubscribes",
+        {"address": "u@x.com", "tags": ["news"], "created_at": "Mon, 01 Jan 2024 10:00:00 UTC"},
+    )
+    mailgun.add_suppression(
+        OTHER_DOMAIN,
+        "complaints",
+        {"address": "c@x.com", "created_at": "Tue, 02 Jan 2024 10:00:00 UTC"},
+    )
+
+    run = run_tap(tap_config(mailgun), "bounces", "complaints", "unsubscribes")
+
+    bounces = run.records["bounces"]
+    assert len(bounces) == 2300
+    assert len({r["address"] for r in bounces}) == 2300
+    assert bounces[0]["domain"] == DOMAIN and bounces[0]["code"] == 550
+    calls = mailgun.calls("GET", rf"^/v3/{DOMAIN}/bounces$")
+    assert [c.query.get("page") for c in calls] == [None, ["next"], ["next"]]
+    assert all(c.query["limit"] == ["1000"] for c in calls)
+    assert calls[1].query["address"] == ["user00999@x.com"]
+    assert run.records["unsubscribes"] == [
+        {
+            "address": "u@x.com",
+            "tags": ["news"],
+            "created_at": "2024-01-01T10:00:00.000000+00:00",
+            "domain": DOMAIN,
+        }
+    ]
+    assert run.records["complaints"][0]["domain"] == OTHER_DOMAIN
+
+
+def test_suppressions_first_run_emits_all_later_runs_only_new(mailgun: FakeMailgun) -> None:
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("old@x.com", 400))
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("mid@x.com", 2))
+    config = tap_config(mailgun, domains=[DOMAIN], start_date="2026-01-01T00:00:00Z")
+
+    run1 = run_tap(config, "bounces")
+    assert {r["address"] for r in run1.records["bounces"]} == {"old@x.com", "mid@x.com"}
+
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("new@x.com", 1))
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("aaa-new@x.com", 0.5))
+    run2 = run_tap(config, "bounces", state=run1.state)
+
+    # The boundary row (created exactly at the bookmark) comes again; older rows do not.
+    assert {r["address"] for r in run2.records["bounces"]} == {
+        "mid@x.com",
+        "new@x.com",
+        "aaa-new@x.com",
+    }
+
+
+def test_a_failed_suppression_listing_does_not_move_the_bookmark(mailgun: FakeMailgun) -> None:
+    """Listings are alphabetical, not by time: a partial read must not become a bookmark, or
+    the unread (older) rest would be skipped for good."""
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("zed-old@x.com", 30))
+    recent = [bounce(f"a{i:04d}@x.com", 1) for i in range(1000)]
+    link = f"{mailgun.base_url}/v3/{DOMAIN}/bounces?page=next&address=a0999%40x.com&limit=1000"
+    mailgun.fail_next(
+        rf"GET /v3/{DOMAIN}/bounces$", 200, {"items": recent, "paging": {"next": link}}
+    )
+    mailgun.fail_next(rf"GET /v3/{DOMAIN}/bounces$", 503, times=1)
+    config = tap_config(mailgun, domains=[DOMAIN], max_retries=0)
+
+    first = run_tap(config, "bounces")
+
+    assert len(first.records["bounces"]) == 1000 and first.tap.failures
+    (part,) = first.state["bookmarks"]["bounces"]["partitions"]
+    assert "replication_key_value" not in part and "progress_markers" not in part
+    second = run_tap(config, "bounces", state=first.state)
+    assert [r["address"] for r in second.records["bounces"]] == ["zed-old@x.com"]
+
+
+def test_domains_page_with_skip_and_never_emit_the_smtp_password(mailgun: FakeMailgun) -> None:
+    for i in range(1200):
+        mailgun.add_domain(f"d{i:04d}.example.com", state="unverified" if i % 2 else "active")
+
+    run = run_tap(tap_config(mailgun), "domains")
+
+    names = [r["name"] for r in run.records["domains"]]
+    assert len(names) == 1202
+    skips = [c.query["skip"] for c in mailgun.calls("GET", "^/v4/domains$")]
+    assert skips == [["0"], ["1000"]]
+    assert all("smtp_password" not in r for r in run.records["domains"])
+    assert run.records["domains"][0]["created_at"] == "2024-01-01T00:00:00.000000+00:00"
+
+
+def test_without_configured_domains_every_active_domain_is_read(mailgun: FakeMailgun) -> None:
+    mailgun.add_domain("mg.paused.com", state="disabled")
+    for domain in (DOMAIN, OTHER_DOMAIN, "mg.paused.com"):
+        mailgun.add_tag(domain, f"tag-of-{domain}")
+
+    run = run_tap(tap_config(mailgun, domains=[]), "tags")
+
+    assert {r["domain"] for r in run.records["tags"]} == {DOMAIN, OTHER_DOMAIN}
+    assert mailgun.calls("GET", "^/v3/mg.paused.com/") == []
+
+
+def test_a_comma_separated_domains_string_is_accepted(mailgun: FakeMailgun) -> None:
+    mailgun.add_tag(OTHER_DOMAIN, "x")
+    run = run_tap(tap_config(mailgun, domains=f" {OTHER_DOMAIN} , "), "tags")
+    assert [r["domain"] for r in run.records["tags"]] == [OTHER_DOMAIN]
+
+
+def test_tags_have_snake_case_keys(mailgun: FakeMailgun) -> None:
+    for i in range(150):
+        mailgun.add_tag(DOMAIN, f"tag{i:03d}", description="campaign")
+
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "tags")
+
+    assert len(run.records["tags"]) == 150
+    assert run.records["tags"][0] == {
+        "tag": "tag000",
+        "description": "campaign",
+        "first_seen": "2024-01-01T00:00:00Z",
+        "last_seen": "2024-01-02T00:00:00Z",
+        "domain": DOMAIN,
+    }
+
+
+def test_domain_and_tag_metrics_count_events_per_day(mailgun: FakeMailgun) -> None:
+    base = days_ago(2).replace(hour=12).timestamp()
+    events = [
+        mailgun_event("accepted", base, tags=["welcome"]),
+        mailgun_event("delivered", base + 1, tags=["welcome"]),
+        mailgun_event("accepted", base + 2, tags=["welcome"]),
+        mailgun_event("failed", base + 3, severity="permanent", tags=["welcome"]),
+        mailgun_event("opened", base + 4, tags=["welcome"]),
+    ]
+    mailgun.add_events(DOMAIN, events)
+    config = tap_config(mailgun, domains=[DOMAIN], metrics_lookback_days=2)
+
+    run = run_tap(config, "domain_metrics", "tag_metrics")
+
+    (day,) = run.records["domain_metrics"]
+    assert day["domain"] == DOMAIN and day["resolution"] == "day"
+    assert day["time"] == days_ago(2).strftime("%Y-%m-%dT00:00:00.000000+00:00")
+    assert (day["accepted_count"], day["delivered_count"], day["permanent_failed_count"]) == (
+        2,
+        1,
+        1,
+    )
+    assert day["delivered_rate"] == 50.0 and day["opened_rate"] == 100.0
+    (tagged,) = run.records["tag_metrics"]
+    assert tagged["tag"] == "welcome" and tagged["opened_count"] == 1
+    body = mailgun.calls("POST", "^/v1/analytics/metrics$")[0].json()
+    assert body["dimensions"] == ["time", "domain"]
+    assert body["filter"]["AND"][0]["values"][0]["value"] == DOMAIN
+
+    run2 = run_tap(config, "domain_metrics", state=run.state)
+    body2 = mailgun.calls("POST", "^/v1/analytics/metrics$")[-1].json()
+    bookmark = parsedate_to_datetime(body2["start"])
+    assert bookmark == parsedate_to_datetime(format_datetime(days_ago(4))).replace(
+        hour=0, minute=0, second=0
+    )
+    assert len(run2.records["domain_metrics"]) == 1  # the settled day is read again
+
+
+def test_metrics_page_by_offset(mailgun: FakeMailgun) -> None:
+    start = hours_ago(24 * 20)
+    mailgun.add_events(
+        DOMAIN, [mailgun_event("delivered", start + h * 3600) for h in range(24 * 19)]
+    )
+    config = tap_config(mailgun, domains=[DOMAIN], metrics_resolution="hour")
+
+    run = run_tap(config, "domain_metrics")
+
+    assert len(run.records["domain_metrics"]) == 24 * 19
+    skips = [c.json()["pagination"]["skip"] for c in mailgun.calls("POST", "metrics")]
+    assert skips == [0, 300]
+    assert {r["resolution"] for r in run.records["domain_metrics"]} == {"hour"}
+
+
+def test_mailing_lists_and_their_members(mailgun: FakeMailgun) -> None:
+    mailgun.add_list("news@mg.example.com", name="News")
+    mailgun.add_list("vip@mg.example.com", name="VIP")
+    for i in range(130):
+        mailgun.add_member(
+            "news@mg.example.com",
+            {
+                "address": f"m{i:03d}@x.com",
+                "name": "M",
+                "vars": {"first_name": "Ann"},
+                "subscribed": i % 2 == 0,
+            },
+        )
+    mailgun.add_member("vip@mg.example.com", {"address": "boss@x.com"})
+
+    run = run_tap(tap_config(mailgun), "mailing_lists", "list_members")
+
+    assert [r["address"] for r in run.records["mailing_lists"]] == [
+        "news@mg.example.com",
+        "vip@mg.example.com",
+    ]
+    members = run.records["list_members"]
+    assert len(members) == 131
+    assert members[0] == {
+        "address": "m000@x.com",
+        "name": "M",
+        "vars": {"first_name": "Ann"},
+        "subscribed": True,
+        "list_address": "news@mg.example.com",
+    }
+    assert members[-1]["list_address"] == "vip@mg.example.com"
+    assert len(mailgun.calls("GET", "^/v3/lists/news@mg.example.com/members/pages$")) == 2
