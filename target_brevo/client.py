@@ -212,7 +212,8 @@ class BrevoClient:
             {"type": kind},
             label="/contacts/attributes/normal/{name}",
         )
-        self._expect(response, 201)
+        if response is not None:  # None: dry-run
+            self._expect(response, 201)
 
     def list_ids(self) -> dict[int, str]:
         """Every contact list of the account: id -> name."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -91,6 +92,9 @@ class FakeBrevo(FakeAPI):
         self.rate_limits = dict(rate_limits or {})
         self._windows: dict[str, tuple[float, int]] = {}
         self._next_id = {"list": 1, "process": 1, "folder": 2, "contact": 1}
+        self._hold: tuple[re.Pattern[str], int] | None = None
+        self.held = threading.Event()  # set while a held request waits for `release`
+        self._released = threading.Event()
 
     # --- loading API ----------------------------------------------------------------------
     def add_list(self, name: str) -> int:
@@ -106,6 +110,18 @@ class FakeBrevo(FakeAPI):
             for process in self.processes.values():
                 while process["status"] not in ("completed", "failed"):
                     self._advance(process)
+
+    def hold(self, pattern: str, after: int) -> None:
+        """Hold the request matching `pattern` that comes after `after` matching ones.
+
+        It waits (setting `held`) until `release()`, then is answered 503 without effect: the
+        way to kill a client while its request is in flight, e.g. between two batches.
+        """
+        self._hold = (re.compile(pattern), after)
+
+    def release(self) -> None:
+        """Let a held request finish (with a 503)."""
+        self._released.set()
 
     def state(self) -> dict[str, Any]:
         """The whole state as plain JSON data (what GET /_fake/state answers)."""
@@ -168,6 +184,14 @@ class FakeBrevo(FakeAPI):
     def _respond(self, request: Request, recorded: Recorded) -> Response:
         if request.path == "/_fake/state":  # the fake's own window: not Brevo, not validated
             return json_response(self.state())
+        if self._hold is not None and self._hold[0].search(f"{request.method} {request.path}"):
+            pattern, after = self._hold
+            if after <= 0:
+                self._hold = None
+                self.held.set()
+                self._released.wait(timeout=60)
+                return _error("unavailable", "held by the test", 503)
+            self._hold = (pattern, after - 1)
         response = super()._respond(request, recorded)
         bucket = self._bucket(request.path)
         if bucket in self.rate_limits and "x-sib-ratelimit-limit" not in response.headers:

@@ -1,18 +1,167 @@
-"""Fixtures for target-brevo: a fake Brevo per test, checked against Brevo's spec at teardown."""
+"""Fixtures for target-brevo: a fake Brevo per test, the real console script, tap-shaped input."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tap_mailgun.records import event_record
 from tests.fakes.brevo import FakeBrevo
+
+API_KEY = "xkeysib-test"
+TARGET = str(Path(sys.executable).with_name("target-brevo"))
+DOMAIN = "mg.example.com"
+BASE_EPOCH = 1_793_534_400.0  # 2026-11-01T12:00:00Z
 
 
 @pytest.fixture
 def brevo() -> Iterator[FakeBrevo]:
     """A fresh fake Brevo on loopback; every request it got must have matched the spec."""
-    fake = FakeBrevo()
+    fake = FakeBrevo(api_key=API_KEY)
     with fake:
         yield fake
     assert fake.violations == []
+
+
+def mailgun_event(
+    event_id: str,
+    event: str,
+    recipient: str,
+    *,
+    at: float = 0.0,
+    message_id: str = "m1@mg.example.com",
+    **extra: Any,
+) -> dict[str, Any]:
+    """One events record exactly as tap-mailgun emits it (through its own event_record)."""
+    raw = {
+        "id": event_id,
+        "event": event,
+        "timestamp": BASE_EPOCH + at,
+        "recipient": recipient,
+        "message": {"headers": {"message-id": message_id, "subject": "Hello"}},
+        "tags": ["newsletter"],
+        **extra,
+    }
+    return event_record(raw, DOMAIN)
+
+
+SCHEMAS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "events": (
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "event": {"type": "string"},
+                "recipient": {"type": ["string", "null"]},
+            },
+            "additionalProperties": True,
+        },
+        ["id", "timestamp"],
+    ),
+    "bounces": (
+        {"type": "object", "properties": {"domain": {}, "address": {}}, "additionalProperties": True},
+        ["domain", "address"],
+    ),
+    "list_members": (
+        {
+            "type": "object",
+            "properties": {"list_address": {}, "address": {}},
+            "additionalProperties": True,
+        },
+        ["list_address", "address"],
+    ),
+}
+SCHEMAS["webhook_events"] = SCHEMAS["events"]
+SCHEMAS["complaints"] = SCHEMAS["bounces"]
+SCHEMAS["unsubscribes"] = SCHEMAS["bounces"]
+
+
+def singer_lines(
+    streams: dict[str, Iterable[dict[str, Any]]], state: dict[str, Any] | None = None
+) -> list[str]:
+    """SCHEMA + RECORD lines per stream, then one STATE line (what a tap run looks like)."""
+    lines: list[str] = []
+    for stream, records in streams.items():
+        schema, keys = SCHEMAS.get(stream, ({"type": "object", "properties": {}}, []))
+        lines.append(json.dumps({"type": "SCHEMA", "stream": stream, "schema": schema,
+                                 "key_properties": keys}))  # fmt: skip
+        lines.extend(
+            json.dumps({"type": "RECORD", "stream": stream, "record": r}) for r in records
+        )
+    lines.append(json.dumps({"type": "STATE", "value": state or {"bookmarks": {"run": 1}}}))
+    return lines
+
+
+@dataclass
+class Run:
+    """One run of the real `target-brevo` console script."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def states(self) -> list[dict[str, Any]]:
+        """The STATE values the target emitted on stdout."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The end-of-run summary the target logged."""
+        marker = "target-brevo summary: "
+        line = next(x for x in self.stderr.splitlines() if marker in x)
+        return dict(json.loads(line.split(marker, 1)[1]))
+
+
+@dataclass
+class TargetRunner:
+    """Runs the console script against a fake Brevo with a per-test engagement store."""
+
+    fake: FakeBrevo
+    tmp: Path
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """A config pointing at the fake and the test's store; overrides win."""
+        return {
+            "api_key": API_KEY,
+            "base_url": self.fake.base_url + "/v3",
+            "engagement_store": str(self.tmp / "engagement.sqlite"),
+            **overrides,
+        }
+
+    def run(self, lines: list[str], **overrides: Any) -> Run:
+        """Feed `lines` to `target-brevo --config ... --input ...` as a subprocess."""
+        config = self.tmp / "config.json"
+        config.write_text(json.dumps(self.config(**overrides)))
+        data = self.tmp / "input.singer"
+        data.write_text("\n".join(lines) + "\n")
+        return self.finish(self.start(config, data))
+
+    def start(self, config: Path, data: Path) -> subprocess.Popen[str]:
+        """Start the console script without waiting for it."""
+        return subprocess.Popen(
+            [TARGET, "--config", str(config), "--input", str(data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @staticmethod
+    def finish(process: subprocess.Popen[str]) -> Run:
+        """Wait for the script and collect its output."""
+        stdout, stderr = process.communicate(timeout=120)
+        return Run(process.returncode, stdout, stderr)
+
+
+@pytest.fixture
+def target(brevo: FakeBrevo, tmp_path: Path) -> TargetRunner:
+    """The console script wired to this test's fake Brevo."""
+    return TargetRunner(brevo, tmp_path)

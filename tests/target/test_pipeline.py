@@ -1,0 +1,232 @@
+"""target-brevo end to end: the real console script, tap-shaped input, the fake Brevo over HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.fakes.brevo import FakeBrevo
+from tests.target.conftest import API_KEY, TargetRunner, mailgun_event, singer_lines
+
+DAY = 86_400.0
+
+
+def scenario() -> dict[str, list[dict[str, Any]]]:
+    """One of everything the rules speak about."""
+    ann = "Ann@Example.com"
+    events = [
+        mailgun_event("a1", "delivered", ann, at=0, message_id="m1"),
+        mailgun_event("a2", "opened", ann, at=60, message_id="m1"),
+        mailgun_event("a3", "opened", ann, at=120, message_id="m1"),  # same message, opened again
+        mailgun_event("a4", "delivered", ann, at=180, message_id="m2"),
+        mailgun_event("a5", "clicked", ann, at=240, message_id="m2", url="https://x.test/p"),
+        mailgun_event("a6", "delivered", ann, at=DAY, message_id="m3"),
+        mailgun_event("a7", "accepted", "ivy@example.com", at=10, message_id="m4"),
+        mailgun_event("b1", "failed", "bob@example.com", at=20, severity="permanent",
+                      reason="bounce"),
+        mailgun_event("c1", "failed", "cat@example.com", at=30, severity="temporary",
+                      reason="mailbox full"),
+        mailgun_event("d1", "complained", "dan@example.com", at=40),
+        mailgun_event("x1", "delivered", "not-an-email", at=50),
+    ]  # fmt: skip
+    return {
+        "events": events,
+        "webhook_events": [{**events[0], "received_at": "2026-11-01T12:00:05+00:00"}],
+        "bounces": [{"domain": "mg.example.com", "address": "gus@example.com", "code": "550",
+                     "error": "no such user", "created_at": "2026-11-01T10:00:00+00:00"}],
+        "complaints": [{"domain": "mg.example.com", "address": "eve@example.com",
+                        "created_at": "2026-11-01T10:00:00+00:00"}],
+        "unsubscribes": [{"domain": "mg.example.com", "address": "fay@example.com",
+                          "tags": ["*"], "created_at": "2026-11-01T10:00:00+00:00"}],
+        "list_members": [
+            {"list_address": "news@mg.example.com", "address": "ann@example.com",
+             "name": "Ann Lee", "vars": {}, "subscribed": True},
+            {"list_address": "news@mg.example.com", "address": "hal@example.com",
+             "name": "H J", "vars": {"first_name": "Hal", "last_name": "Jordan"},
+             "subscribed": True},
+        ],
+        "domains": [{"name": "mg.example.com"}],
+    }  # fmt: skip
+
+
+def contacts(fake: FakeBrevo) -> dict[str, Any]:
+    """email -> (attributes, blocklisted, lists) as Brevo holds them."""
+    return {
+        email: (c["attributes"], c["emailBlacklisted"], c["listIds"])
+        for email, c in fake.state()["contacts"].items()
+    }
+
+
+def test_a_run_leaves_brevo_exactly_as_the_rules_say(brevo: FakeBrevo, target: TargetRunner) -> None:
+    engaged, bounced, complained = (brevo.add_list(n) for n in ("engaged", "bounced", "complained"))
+    lists = {"engaged": engaged, "bounced": bounced, "complained": complained}
+    run = target.run(singer_lines(scenario()), lists=lists)
+    assert run.returncode == 0, run.stderr
+    assert run.states == [{"bookmarks": {"run": 1}}]
+    everyone = 4  # the "Mailgun contacts" list the target created for its imports
+    assert brevo.lists[everyone]["name"] == "Mailgun contacts"
+    assert contacts(brevo) == {
+        "ann@example.com": (
+            {"MG_OPEN_RATE": 0.3333, "MG_CLICK_RATE": 0.3333, "MG_ENGAGEMENT": 33.3,
+             "MG_LAST_DELIVERED": "2026-11-02", "FIRSTNAME": "Ann", "LASTNAME": "Lee"},
+            False, [engaged, everyone],
+        ),
+        "bob@example.com": ({"MG_BOUNCE_TYPE": "hard_bounce"}, True, [bounced, everyone]),
+        "cat@example.com": ({"MG_BOUNCE_TYPE": "soft_bounce"}, False, [everyone]),
+        "dan@example.com": ({}, True, [complained, everyone]),
+        "eve@example.com": ({}, True, [complained, everyone]),
+        "fay@example.com": ({"MG_UNSUBSCRIBED": True}, True, [everyone]),
+        "gus@example.com": ({"MG_BOUNCE_TYPE": "hard_bounce"}, True, [bounced, everyone]),
+        "hal@example.com": ({"FIRSTNAME": "Hal", "LASTNAME": "Jordan"}, False, [everyone]),
+        "ivy@example.com": ({}, False, [everyone]),
+    }  # fmt: skip
+    names = sorted((e["properties_id"], e["event_name"]) for e in _events(brevo))
+    assert names == [
+        ("a1", "email_delivered"), ("a2", "email_opened"), ("a3", "email_opened"),
+        ("a4", "email_delivered"), ("a5", "email_clicked"), ("a6", "email_delivered"),
+        ("b1", "email_hard_bounced"), ("c1", "email_soft_bounced"), ("d1", "email_complained"),
+    ]  # fmt: skip
+    summary = run.summary
+    assert summary["events_sent"] == 9
+    assert summary["duplicates_ignored"] == 1  # the webhook copy of a1
+    assert summary["rows_skipped"] == {"events: invalid email": 1}
+    assert summary["streams_skipped"] == ["domains"]
+    assert summary["contacts_upserted"] == 9
+    assert summary["blocklisted"] == 5
+    assert summary["added_to_list"] == {str(engaged): 1, str(bounced): 2, str(complained): 2,
+                                        str(everyone): 9}  # fmt: skip
+    # attributes were created before any contact was written
+    first_import = next(i for i, r in enumerate(brevo.requests) if r.path.endswith("/import"))
+    created = [i for i, r in enumerate(brevo.requests) if "/contacts/attributes/" in r.path]
+    assert len(created) == 6 and max(created) < first_import
+    # batches, not one call per record
+    assert len(brevo.calls("POST", "/events/batch$")) == 1
+    assert API_KEY not in run.stderr + run.stdout
+
+
+def _events(fake: FakeBrevo) -> list[dict[str, Any]]:
+    return [{**e, "properties_id": e["event_properties"]["mailgun_event_id"]} for e in fake.events]
+
+
+def test_replaying_the_same_input_changes_nothing_and_sends_no_event_twice(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    lines = singer_lines(scenario())
+    assert target.run(lines).returncode == 0
+    before = brevo.state()
+    calls_before = len(brevo.calls("POST", "/events/batch$"))
+    second = target.run(lines)
+    assert second.returncode == 0, second.stderr
+    after = brevo.state()
+    assert after["contacts"] == before["contacts"]
+    assert after["events"] == before["events"]
+    assert len(brevo.calls("POST", "/events/batch$")) == calls_before
+    assert second.summary["duplicates_ignored"] == 11  # ten events and the webhook copy
+    assert second.states == [{"bookmarks": {"run": 1}}]
+
+
+def test_webhook_and_polled_copies_of_an_event_count_once(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    opened = mailgun_event("w1", "opened", "ann@example.com", message_id="m1")
+    delivered = mailgun_event("w0", "delivered", "ann@example.com", message_id="m1")
+    hook = {**opened, "received_at": "2026-11-01T12:00:03+00:00"}
+    run = target.run(singer_lines({"webhook_events": [hook], "events": [delivered, opened]}))
+    assert run.returncode == 0, run.stderr
+    assert [e["event_name"] for e in brevo.events] == ["email_delivered", "email_opened"]
+    assert brevo.contacts["ann@example.com"]["attributes"]["MG_OPEN_RATE"] == 1.0
+
+
+def test_events_disabled_sends_none_but_keeps_the_rates(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    run = target.run(singer_lines(scenario()), events_enabled=False)
+    assert run.returncode == 0, run.stderr
+    assert brevo.events == []
+    assert brevo.calls("POST", "/events/batch$") == []
+    assert brevo.contacts["ann@example.com"]["attributes"]["MG_ENGAGEMENT"] == 33.3
+
+
+def test_field_mapping_and_blocklist_on_are_honoured(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    run = target.run(
+        singer_lines(scenario()),
+        field_mapping={"engagement_score": "SCORE", "first_name": None},
+        blocklist_on=["hard_bounce"],
+    )
+    assert run.returncode == 0, run.stderr
+    state = contacts(brevo)
+    assert state["ann@example.com"][0]["SCORE"] == 33.3
+    assert "MG_ENGAGEMENT" not in state["ann@example.com"][0]
+    assert "FIRSTNAME" not in state["hal@example.com"][0]
+    assert brevo.attributes["SCORE"] == "float"
+    assert state["fay@example.com"][1] is False  # unsubscribe no longer blocklists
+    assert state["bob@example.com"][1] is True
+
+
+def test_never_unblocklists_anyone(brevo: FakeBrevo, target: TargetRunner) -> None:
+    brevo.add_list("Mailgun contacts")
+    assert target.run(singer_lines({"bounces": scenario()["bounces"]})).returncode == 0
+    assert brevo.contacts["gus@example.com"]["emailBlacklisted"] is True
+    delivered = mailgun_event("g1", "delivered", "gus@example.com", at=DAY)
+    assert target.run(singer_lines({"events": [delivered]})).returncode == 0
+    assert brevo.contacts["gus@example.com"]["emailBlacklisted"] is True
+    bodies = [r.json() for r in brevo.calls("POST", "/contacts/import$")]
+    assert all(b["emailBlacklist"] in (True, False) for b in bodies)
+    assert not any("emailBlacklisted" in row for b in bodies for row in b["jsonBody"])
+
+
+def test_dry_run_sends_nothing_commits_nothing_and_emits_no_state(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    lines = singer_lines(scenario())
+    dry = target.run(lines, dry_run=True)
+    assert dry.returncode == 0, dry.stderr
+    assert {r.method for r in brevo.requests} == {"GET"}
+    assert brevo.contacts == {}
+    assert dry.states == []
+    assert "dry-run: would POST" in dry.stderr
+    assert "/events/batch" in dry.stderr
+    assert dry.summary["dry_run"] is True
+    real = target.run(lines)  # nothing was committed: the real run does everything
+    assert real.returncode == 0, real.stderr
+    assert real.summary["events_sent"] == 9
+    assert len(brevo.contacts) == 9
+
+
+def test_state_is_emitted_only_after_brevo_accepted(brevo: FakeBrevo, target: TargetRunner) -> None:
+    brevo.fail_next("POST /v3/events/batch", 401, {"message": "Key not found"})
+    run = target.run(singer_lines(scenario()))
+    assert run.returncode == 1
+    assert run.states == []
+    assert "check the api_key setting (BREVO_API_KEY)" in run.stderr
+    assert "Traceback" not in run.stderr
+    rerun = target.run(singer_lines(scenario()))
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(brevo.events) == 9
+    assert rerun.states == [{"bookmarks": {"run": 1}}]
+
+
+def test_a_refused_key_stops_with_a_clear_message_and_is_never_logged(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    secret = "xkeysib-0123456789abcdef-SECRET"
+    run = target.run(singer_lines(scenario()), api_key=secret)
+    assert run.returncode == 1
+    assert "Brevo refused the API key" in run.stderr
+    assert secret not in run.stderr + run.stdout
+    assert brevo.contacts == {}
+
+
+def test_a_malformed_line_is_reported_with_its_number_and_loses_nothing_before_it(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    good = singer_lines({"events": [mailgun_event("e1", "delivered", "ann@example.com")]})
+    lines = [*good, '{"type": "RECORD", "stream": "events", "record": {"id": ', good[-1]]
+    run = target.run(lines)
+    assert run.returncode == 2
+    assert f"input line {len(good) + 1} is not valid JSON" in run.stderr
+    assert run.states == [json.loads(good[-1])["value"]]
+    assert [e["event_name"] for e in brevo.events] == ["email_delivered"]
+    assert "ann@example.com" in brevo.contacts

@@ -1,0 +1,222 @@
+"""Every rule of issue #3 with exact expected values: no server, no store, plain data."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from target_brevo import rules
+from target_brevo.rules import ContactFacts
+from target_brevo.settings import Settings
+from tests.target.conftest import mailgun_event
+
+ALL_REASONS = frozenset(rules.BLOCKLIST_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Ann.Lee+news@Example.COM ", "ann.lee+news@example.com"),
+        ("bob@mg.example.co.uk", "bob@mg.example.co.uk"),
+        ("no-at-sign.example.com", None),
+        ("two@@example.com", None),
+        ("spaces in@example.com", None),
+        ("ann@localhost", None),
+        ("ann@-bad.example.com", None),
+        ("", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_emails_are_trimmed_lowercased_and_checked(raw: object, expected: str | None) -> None:
+    assert rules.normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("part", "whole", "expected"),
+    [(1, 3, 0.3333), (2, 3, 0.6667), (1, 32, 0.0313), (0, 5, 0.0), (5, 5, 1.0), (1, 0, None)],
+)
+def test_rates_round_half_up_to_4_decimals_and_need_deliveries(
+    part: int, whole: int, expected: float | None
+) -> None:
+    assert rules.rate(part, whole) == expected
+
+
+@pytest.mark.parametrize(
+    ("open_rate", "click_rate", "expected"),
+    [(0.5, 0.25, 32.5), (1.0, 1.0, 100.0), (0.3333, 0.0, 10.0), (0.6667, 0.3333, 43.3),
+     (0.0005, 0.0005, 0.1), (0.0, 0.0, 0.0)],
+)  # fmt: skip
+def test_engagement_score(open_rate: float, click_rate: float, expected: float) -> None:
+    assert rules.engagement_score(open_rate, click_rate) == expected
+
+
+def test_contact_fields_with_deliveries() -> None:
+    facts = ContactFacts(
+        "ann@example.com", delivered=3, opened=2, clicked=1, last_delivered="2026-11-02",
+        soft_bounce=True, first_name="Ann", last_name="Lee",
+    )  # fmt: skip
+    assert rules.contact_fields(facts) == {
+        "email": "ann@example.com",
+        "open_rate": 0.6667,
+        "click_rate": 0.3333,
+        "engagement_score": 43.3,
+        "last_delivered": "2026-11-02",
+        "bounce_type": "soft_bounce",
+        "first_name": "Ann",
+        "last_name": "Lee",
+    }
+
+
+def test_contact_fields_leave_out_what_is_unknown() -> None:
+    facts = ContactFacts("bob@example.com", hard_bounce=True, soft_bounce=True, unsubscribed=True)
+    # no delivery: no rates, no score; hard wins over soft; unsubscribed only ever true
+    assert rules.contact_fields(facts) == {
+        "email": "bob@example.com",
+        "bounce_type": "hard_bounce",
+        "unsubscribed": True,
+    }
+
+
+def test_field_mapping_renames_and_null_drops() -> None:
+    fields = {"email": "a@x.com", "open_rate": 0.5, "first_name": "Ann", "bounce_type": "soft_bounce"}
+    mapping = {**rules.DEFAULT_FIELD_MAPPING, "first_name": None, "open_rate": "OPENS"}
+    assert rules.brevo_attributes(fields, mapping) == {
+        "OPENS": 0.5,
+        "MG_BOUNCE_TYPE": "soft_bounce",
+    }
+
+
+@pytest.mark.parametrize(
+    ("facts", "blocklist_on", "expected"),
+    [
+        (ContactFacts("a@x.com", hard_bounce=True), ALL_REASONS, True),
+        (ContactFacts("a@x.com", complained=True), ALL_REASONS, True),
+        (ContactFacts("a@x.com", unsubscribed=True), ALL_REASONS, True),
+        (ContactFacts("a@x.com", soft_bounce=True), ALL_REASONS, False),
+        (ContactFacts("a@x.com", unsubscribed=True), frozenset({"hard_bounce"}), False),
+        (ContactFacts("a@x.com", hard_bounce=True), frozenset(), False),
+        (ContactFacts("a@x.com", delivered=4, opened=4), ALL_REASONS, False),
+    ],
+)
+def test_blocklist(facts: ContactFacts, blocklist_on: frozenset[str], expected: bool) -> None:
+    assert rules.blocklisted(facts, blocklist_on) is expected
+
+
+def test_lists_engaged_bounced_complained_and_unset_roles_skipped() -> None:
+    lists = {"engaged": 10, "bounced": 11, "complained": 12}
+    facts = ContactFacts("a@x.com", engaged=True, hard_bounce=True, complained=True)
+    assert rules.list_ids(facts, lists) == frozenset({10, 11, 12})
+    assert rules.list_ids(ContactFacts("a@x.com", soft_bounce=True), lists) == frozenset()
+    assert rules.list_ids(facts, {"bounced": 11}) == frozenset({11})
+
+
+@pytest.mark.parametrize(
+    ("event", "severity", "expected"),
+    [
+        ("delivered", None, "delivered"),
+        ("opened", None, "opened"),
+        ("clicked", None, "clicked"),
+        ("failed", "permanent", "hard_bounced"),
+        ("failed", "temporary", "soft_bounced"),
+        ("complained", None, "complained"),
+        ("unsubscribed", None, "unsubscribed"),
+        ("accepted", None, None),
+        ("stored", None, None),
+    ],
+)
+def test_which_events_brevo_gets(event: str, severity: str | None, expected: str | None) -> None:
+    assert rules.event_name_key(event, severity) == expected
+
+
+def test_clicked_event_becomes_brevo_event_with_url() -> None:
+    record = mailgun_event("ev1", "clicked", " Ann@Example.com", at=1.5, url="https://x.test/a")
+    facts = rules.event_facts(record, rules.DEFAULT_EVENT_NAMES)
+    assert not isinstance(facts, str)
+    assert facts.key == ("ev1", "2026-11-01T12:00:01.500000+00:00")
+    assert facts.brevo_event == {
+        "event_name": "email_clicked",
+        "event_date": "2026-11-01T12:00:01.500000+00:00",
+        "identifiers": {"email_id": "ann@example.com"},
+        "event_properties": {
+            "mailgun_event_id": "ev1",
+            "message_id": "m1@mg.example.com",
+            "subject": "Hello",
+            "domain": "mg.example.com",
+            "tags": ["newsletter"],
+            "url": "https://x.test/a",
+        },
+    }
+
+
+def test_failed_event_carries_severity_and_reason_and_custom_name() -> None:
+    record = mailgun_event("ev2", "failed", "bob@example.com", severity="temporary", reason="full")
+    names = {**rules.DEFAULT_EVENT_NAMES, "soft_bounced": "mg_soft"}
+    facts = rules.event_facts(record, names)
+    assert not isinstance(facts, str)
+    assert (facts.soft_bounce, facts.hard_bounce) == (True, False)
+    assert facts.brevo_event is not None
+    assert facts.brevo_event["event_name"] == "mg_soft"
+    assert facts.brevo_event["event_properties"]["severity"] == "temporary"
+    assert facts.brevo_event["event_properties"]["reason"] == "full"
+    assert "url" not in facts.brevo_event["event_properties"]
+
+
+def test_events_disabled_still_count_for_the_contact() -> None:
+    facts = rules.event_facts(mailgun_event("ev3", "opened", "a@x.com"), None)
+    assert not isinstance(facts, str)
+    assert facts.brevo_event is None
+    assert facts.event == "opened"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"recipient": "nope"}, "invalid email"),
+        ({"id": None}, "invalid record (id, timestamp and event are required)"),
+        ({"timestamp": "yesterday"}, "invalid record (id, timestamp and event are required)"),
+        ({"event": 7}, "invalid record (id, timestamp and event are required)"),
+    ],
+)
+def test_unusable_event_records_are_skipped_with_a_reason(
+    change: dict[str, object], reason: str
+) -> None:
+    record = {**mailgun_event("ev4", "delivered", "a@x.com"), **change}
+    assert rules.event_facts(record, rules.DEFAULT_EVENT_NAMES) == reason
+
+
+def test_timestamps_are_canonical_whatever_their_form() -> None:
+    expected = "2026-11-01T12:00:00.000000+00:00"
+    assert rules.iso_timestamp("2026-11-01T12:00:00Z") == expected
+    assert rules.iso_timestamp("2026-11-01T13:00:00+01:00") == expected
+    assert rules.iso_timestamp(datetime(2026, 11, 1, 12, tzinfo=timezone.utc)) == expected
+    assert rules.iso_timestamp(datetime(2026, 11, 1, 12)) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ({"name": "Ann Marie Lee", "vars": {}}, ("Ann", "Marie Lee")),
+        ({"name": "Ann", "vars": None}, ("Ann", None)),
+        ({"name": "Ann Lee", "vars": {"first_name": "Annie", "last_name": "L."}}, ("Annie", "L.")),
+        ({"name": "Ann Lee", "vars": {"first_name": "Annie"}}, ("Annie", "Lee")),
+        ({"name": "", "vars": {"age": 3}}, (None, None)),
+    ],
+)
+def test_list_member_names(record: dict[str, object], expected: tuple[str | None, ...]) -> None:
+    assert rules.split_name(record) == expected
+
+
+def test_settings_defaults_and_merges() -> None:
+    settings = Settings.from_config(
+        {"api_key": "k", "lists": {"engaged": 3, "all": 9}, "event_names": {"opened": "o"}}
+    )
+    assert settings.lists == {"engaged": 3}
+    assert settings.all_list == 9
+    assert settings.blocklist_on == ALL_REASONS
+    assert settings.event_names is not None
+    assert settings.event_names["opened"] == "o"
+    assert settings.event_names["clicked"] == "email_clicked"
+    assert settings.field_mapping["open_rate"] == "MG_OPEN_RATE"
+    assert Settings.from_config({"events_enabled": False}).event_names is None
