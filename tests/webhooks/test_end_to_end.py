@@ -1,0 +1,159 @@
+"""Receiver -> spool -> tap-mailgun -> target-brevo -> Brevo, every part its real console script.
+
+A hard bounce pushed by Mailgun's webhook ends blocklisted in Brevo; a forged one changes
+nothing; the same bounce read again by polling is applied once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.brevo import FakeBrevo
+from tests.fakes.mailgun import FakeMailgun
+from tests.fakes.mailgun import mailgun_event as polled_event
+from tests.tap.conftest import API_KEY, TAP, hours_ago
+from tests.target.conftest import API_KEY as BREVO_KEY
+from tests.target.conftest import TARGET
+from tests.webhooks.conftest import post
+from tests.webhooks.payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
+from tests.webhooks.process import ReceiverProcess
+
+
+@pytest.fixture
+def mailgun() -> Iterator[FakeMailgun]:
+    """A fake Mailgun with the test's sending domain."""
+    fake = FakeMailgun(api_key=API_KEY)
+    fake.add_domain(DOMAIN)
+    with fake:
+        yield fake
+    assert fake.violations == []
+
+
+@pytest.fixture
+def brevo() -> Iterator[FakeBrevo]:
+    """A fresh fake Brevo."""
+    fake = FakeBrevo(api_key=BREVO_KEY)
+    with fake:
+        yield fake
+    assert fake.violations == []
+
+
+@pytest.fixture
+def receiver(spool_path: Path) -> Iterator[ReceiverProcess]:
+    """`tap-mailgun-webhooks` as a subprocess."""
+    process = ReceiverProcess(spool_path)
+    yield process
+    process.stop()
+
+
+def _write(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(value))
+    return path
+
+
+def _catalog(tap_config: Path, tmp: Path, *streams: str) -> Path:
+    found = subprocess.run(
+        [str(TAP), "--config", str(tap_config), "--discover"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    catalog = json.loads(found.stdout)
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if item["breadcrumb"] == []:
+                item["metadata"]["selected"] = entry["tap_stream_id"] in streams
+    tmp.mkdir(parents=True, exist_ok=True)
+    return _write(tmp / "catalog.json", catalog)
+
+
+def run_pipeline(tap_args: list[str], target_config: Path) -> list[dict[str, Any]]:
+    """`tap-mailgun ... | target-brevo ...`, a real pipe; returns the target's STATE values."""
+    tap = subprocess.Popen([str(TAP), *tap_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    target = subprocess.Popen(
+        [TARGET, "--config", str(target_config)],
+        stdin=tap.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert tap.stdout is not None
+    tap.stdout.close()  # the target owns the read end now
+    out, err = target.communicate(timeout=120)
+    tap_err = tap.stderr.read().decode() if tap.stderr else ""
+    assert tap.wait(timeout=60) == 0, tap_err
+    assert target.returncode == 0, err
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_a_webhook_hard_bounce_is_blocklisted_in_brevo_once(
+    receiver: ReceiverProcess,
+    mailgun: FakeMailgun,
+    brevo: FakeBrevo,
+    tmp_path: Path,
+) -> None:
+    when = hours_ago(2)
+    bounce = hard_bounce("gone@example.org", timestamp=when, id="bounce-1")
+    assert post(receiver.url, signed_body(bounce)).status_code == 200
+    delivered = mailgun_event("delivered", recipient="ok@example.org", timestamp=when + 1)
+    assert post(receiver.url, signed_body(delivered)).status_code == 200
+    forged = hard_bounce("victim@example.org", timestamp=when + 2)
+    assert post(receiver.url, signed_body(forged, key="stolen-guess")).status_code == 401
+    # Polling finds the same bounce later: same id, same timestamp.
+    mailgun.add_events(
+        DOMAIN, [polled_event("failed", when, recipient="gone@example.org", event_id="bounce-1")]
+    )
+
+    tap_config = _write(
+        tmp_path / "tap.json",
+        {
+            "api_key": API_KEY,
+            "base_url": mailgun.base_url,
+            "domains": [DOMAIN],
+            "webhook_spool_path": str(receiver.spool),
+        },
+    )
+    target_config = _write(
+        tmp_path / "target.json",
+        {
+            "api_key": BREVO_KEY,
+            "base_url": brevo.base_url + "/v3",
+            "engagement_store": str(tmp_path / "engagement.sqlite"),
+        },
+    )
+
+    # 1. The webhook path alone: the bounce is blocklisted within one scheduled run.
+    pushed_only = _catalog(tap_config, tmp_path / "webhooks", "webhook_events")
+    states = run_pipeline(["--config", str(tap_config), "--catalog", str(pushed_only)],
+                          target_config)  # fmt: skip
+    assert brevo.contacts["gone@example.org"]["emailBlacklisted"] is True
+    assert brevo.contacts["ok@example.org"]["emailBlacklisted"] is False
+    assert "victim@example.org" not in brevo.contacts
+    assert bounce_events(brevo) == 1
+    assert states[-1]["bookmarks"]["webhook_events"]["replication_key_value"] == 2
+    sent_events = list(brevo.events)
+
+    # 2. The next run also polls, and finds the same bounce there: it is applied once.
+    both = _catalog(tap_config, tmp_path / "both", "webhook_events", "events")
+    state = _write(tmp_path / "state.json", states[-1])
+    later = run_pipeline(
+        ["--config", str(tap_config), "--catalog", str(both), "--state", str(state)],
+        target_config,
+    )
+    assert mailgun.calls("GET", f"/v3/{DOMAIN}/events")  # it did poll
+    assert later[-1]["bookmarks"]["webhook_events"]["replication_key_value"] == 2
+    assert bounce_events(brevo) == 1
+    assert brevo.events == sent_events
+    assert brevo.contacts["gone@example.org"]["emailBlacklisted"] is True
+
+
+def bounce_events(brevo: FakeBrevo) -> int:
+    """How many events Brevo holds for the Mailgun event `bounce-1`."""
+    return sum(e["event_properties"].get("mailgun_event_id") == "bounce-1" for e in brevo.events)
