@@ -67,7 +67,11 @@ SCHEMAS: dict[str, tuple[dict[str, Any], list[str]]] = {
         ["id", "timestamp"],
     ),
     "bounces": (
-        {"type": "object", "properties": {"domain": {}, "address": {}}, "additionalProperties": True},
+        {
+            "type": "object",
+            "properties": {"domain": {}, "address": {}},
+            "additionalProperties": True,
+        },
         ["domain", "address"],
     ),
     "list_members": (
@@ -93,9 +97,7 @@ def singer_lines(
         schema, keys = SCHEMAS.get(stream, ({"type": "object", "properties": {}}, []))
         lines.append(json.dumps({"type": "SCHEMA", "stream": stream, "schema": schema,
                                  "key_properties": keys}))  # fmt: skip
-        lines.extend(
-            json.dumps({"type": "RECORD", "stream": stream, "record": r}) for r in records
-        )
+        lines.extend(json.dumps({"type": "RECORD", "stream": stream, "record": r}) for r in records)
     lines.append(json.dumps({"type": "STATE", "value": state or {"bookmarks": {"run": 1}}}))
     return lines
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.fakes.brevo import FakeBrevo
 from tests.target.conftest import API_KEY, TargetRunner, mailgun_event, singer_lines
+
+if TYPE_CHECKING:
+    from tests.fakes.brevo import FakeBrevo
 
 DAY = 86_400.0
 
@@ -57,7 +59,9 @@ def contacts(fake: FakeBrevo) -> dict[str, Any]:
     }
 
 
-def test_a_run_leaves_brevo_exactly_as_the_rules_say(brevo: FakeBrevo, target: TargetRunner) -> None:
+def test_a_run_leaves_brevo_exactly_as_the_rules_say(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
     engaged, bounced, complained = (brevo.add_list(n) for n in ("engaged", "bounced", "complained"))
     lists = {"engaged": engaged, "bounced": bounced, "complained": complained}
     run = target.run(singer_lines(scenario()), lists=lists)

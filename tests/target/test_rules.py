@@ -80,11 +80,11 @@ def test_contact_fields_leave_out_what_is_unknown() -> None:
 
 
 def test_field_mapping_renames_and_null_drops() -> None:
-    fields = {"email": "a@x.com", "open_rate": 0.5, "first_name": "Ann", "bounce_type": "soft_bounce"}
+    fields = {"email": "a@x.com", "open_rate": 0.5, "first_name": "Ann", "bounce_type": "hard"}
     mapping = {**rules.DEFAULT_FIELD_MAPPING, "first_name": None, "open_rate": "OPENS"}
     assert rules.brevo_attributes(fields, mapping) == {
         "OPENS": 0.5,
-        "MG_BOUNCE_TYPE": "soft_bounce",
+        "MG_BOUNCE_TYPE": "hard",
     }
 
 

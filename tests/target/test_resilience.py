@@ -1,0 +1,142 @@
+"""How target-brevo behaves when Brevo pushes back: 429, 5xx, 425, 207, 400, and a crash."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from tests.fakes.brevo import FakeBrevo
+from tests.target.conftest import TargetRunner, mailgun_event, singer_lines
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def opened_events(count: int) -> list[dict[str, object]]:
+    """`count` opened events of distinct contacts (so every one is a Brevo event)."""
+    return [
+        mailgun_event(f"o{i}", "opened", f"user{i}@example.com", at=i, message_id=f"m{i}")
+        for i in range(count)
+    ]
+
+
+def sent_ids(fake: FakeBrevo) -> Counter[str]:
+    """How many times each Mailgun event reached Brevo."""
+    return Counter(e["event_properties"]["mailgun_event_id"] for e in fake.events)
+
+
+def test_429_waits_for_the_reset_and_retries(brevo: FakeBrevo, target: TargetRunner) -> None:
+    limit = {"x-sib-ratelimit-limit": "10", "x-sib-ratelimit-remaining": "0"}
+    brevo.fail_next("POST /v3/events/batch", 429, headers={**limit, "x-sib-ratelimit-reset": "1"})
+    run = target.run(singer_lines({"events": opened_events(5)}))
+    assert run.returncode == 0, run.stderr
+    assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [429, 202]
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(5)})
+    assert run.summary["retries"] == 1
+
+
+def test_pacing_keeps_within_the_rate_limit(tmp_path: Path) -> None:
+    with FakeBrevo(rate_limits={"contacts": (4, 1.0)}) as fake:
+        runner = TargetRunner(fake, tmp_path)
+        run = runner.run(singer_lines({"events": opened_events(3)}))
+        assert run.returncode == 0, run.stderr
+        contacts_calls = [r for r in fake.requests if not r.path.startswith("/v3/events")]
+        assert len(contacts_calls) > 8  # more calls than one window allows...
+        assert 429 not in {r.status for r in fake.requests}  # ...yet never refused
+        assert len(fake.contacts) == 3
+        assert fake.violations == []
+
+
+def test_5xx_and_425_are_retried_with_backoff(brevo: FakeBrevo, target: TargetRunner) -> None:
+    brevo.fail_next("POST /v3/contacts/import", 502)
+    brevo.fail_next("POST /v3/events/batch", 425)
+    brevo.fail_next("GET /v3/processes/", 503)
+    run = target.run(singer_lines({"events": opened_events(3)}))
+    assert run.returncode == 0, run.stderr
+    assert run.summary["retries"] == 3
+    assert len(brevo.contacts) == 3
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+
+
+def test_207_skips_the_refused_events_and_keeps_the_rest(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    events = [
+        mailgun_event("d1", "delivered", "ann@example.com", message_id="m1"),
+        mailgun_event("o1", "opened", "ann@example.com", at=1, message_id="m1"),
+    ]
+    run = target.run(singer_lines({"events": events}), event_names={"opened": "email opened!"})
+    assert run.returncode == 0, run.stderr
+    assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [207]
+    assert sent_ids(brevo) == Counter({"d1": 1})
+    skipped = run.summary["rows_skipped"]
+    assert list(skipped.values()) == [1]
+    assert "event refused by Brevo" in next(iter(skipped))
+    assert "Brevo refused event o1" in run.stderr
+    # refused rows are not retried forever: the next run has nothing to resend
+    again = target.run(singer_lines({"events": events}), event_names={"opened": "email opened!"})
+    assert again.returncode == 0
+    assert len(brevo.calls("POST", "/events/batch$")) == 1
+
+
+def test_400_naming_rows_skips_them_and_the_run_goes_on(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    run = target.run(singer_lines({"events": opened_events(3)}), event_names={"opened": "bad name"})
+    assert run.returncode == 0, run.stderr
+    assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [400]
+    assert brevo.events == []
+    assert sum(run.summary["rows_skipped"].values()) == 3
+    assert len(brevo.contacts) == 3  # contacts were written all the same
+    assert run.states == [{"bookmarks": {"run": 1}}]
+
+
+def test_a_400_without_rows_stops_the_run_with_its_message(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    brevo.fail_next("POST /v3/contacts/import", 400, {"code": "invalid_parameter",
+                                                      "message": "List ids not found"})  # fmt: skip
+    run = target.run(singer_lines({"events": opened_events(2)}))
+    assert run.returncode == 1
+    assert "List ids not found" in run.stderr
+    assert run.states == []
+    assert "Traceback" not in run.stderr
+
+
+def test_invalid_emails_are_skipped_and_counted(brevo: FakeBrevo, target: TargetRunner) -> None:
+    streams = {
+        "events": [*opened_events(2), mailgun_event("x", "opened", "bad@", message_id="m")],
+        "bounces": [{"domain": "d", "address": "nobody", "created_at": "2026-11-01T00:00:00Z"}],
+        "list_members": [{"list_address": "l@d.com", "address": None, "name": "X"}],
+    }
+    run = target.run(singer_lines(streams))
+    assert run.returncode == 0, run.stderr
+    assert run.summary["rows_skipped"] == {
+        "bounces: invalid email": 1,
+        "events: invalid email": 1,
+        "list_members: invalid email": 1,
+    }
+    assert sorted(brevo.contacts) == ["user0@example.com", "user1@example.com"]
+
+
+def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
+    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+) -> None:
+    lines = singer_lines({"events": opened_events(450)})  # batches of 200, 200 and 50
+    config, data = tmp_path / "config.json", tmp_path / "input.singer"
+    config.write_text(json.dumps(target.config()))
+    data.write_text("\n".join(lines) + "\n")
+    brevo.hold("POST /v3/events/batch", after=1)
+    process = target.start(config, data)
+    assert brevo.held.wait(timeout=60), "the second batch never came"
+    process.kill()  # the target dies while Brevo holds its second batch
+    crashed = target.finish(process)
+    brevo.release()
+    assert crashed.states == []
+    assert len(brevo.events) == 200
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
+    assert rerun.summary["events_sent"] == 250
+    assert rerun.states == [{"bookmarks": {"run": 1}}]
