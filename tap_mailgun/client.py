@@ -48,8 +48,13 @@ class MailgunAuthError(FatalAPIError):
     """Mailgun refused the API key: every request would fail, so the run stops."""
 
 
-class MailgunDomainError(FatalAPIError):
-    """A domain's request failed for good (unknown domain, retries exhausted, ...)."""
+class MailgunUnknownDomainError(FatalAPIError):
+    """Mailgun has no such domain (in this region): its other streams are skipped this run."""
+
+    def __init__(self, message: str, domain: str) -> None:
+        """`domain` is the name Mailgun did not know."""
+        super().__init__(message)
+        self.domain = domain
 
 
 def resolve_base_url(config: dict[str, Any]) -> str:
@@ -198,10 +203,11 @@ class MailgunStream(RESTStream[ParseResult]):
         domain = _domain_of(response)
         if response.status_code == HTTPStatus.NOT_FOUND and domain:
             other = "us" if (config.get("region") or "us") == "eu" else "eu"
-            raise MailgunDomainError(
+            raise MailgunUnknownDomainError(
                 f"Mailgun has no domain {domain!r} at {where(config)}. If the domain is in "
                 f"the other region, set region: {other}; otherwise check `domains` "
-                "(MAILGUN_DOMAIN)."
+                "(MAILGUN_DOMAIN).",
+                domain,
             )
         super().validate_response(response)
 

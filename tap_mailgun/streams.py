@@ -78,8 +78,10 @@ class DomainPartitionedStream(MailgunStream):
 
     @property
     def partitions(self) -> list[dict[str, Any]]:
-        """One partition per configured (or, when none are, per active) domain."""
-        return [{"domain": name} for name in cast("TapMailgun", self._tap).domain_names]
+        """One partition per configured (or, when none are, per active) domain, except those
+        Mailgun already said it does not know in this run."""
+        tap = cast("TapMailgun", self._tap)
+        return [{"domain": d} for d in tap.domain_names if d not in tap.unknown_domains]
 
     def bookmark(self, context: Context | None) -> datetime | None:
         """This partition's bookmark from state, ignoring start_date."""
@@ -456,3 +458,18 @@ class ListMembersStream(MailgunStream):
         th.Property("vars", th.ObjectType(additional_properties=True)),
         th.Property("subscribed", th.BooleanType),
     ).to_dict()
+
+
+# Every stream of the tap (webhook_events, optional, is added by the tap itself).
+STREAM_TYPES: tuple[type[MailgunStream], ...] = (
+    DomainsStream,
+    EventsStream,
+    BouncesStream,
+    ComplaintsStream,
+    UnsubscribesStream,
+    TagsStream,
+    DomainMetricsStream,
+    TagMetricsStream,
+    MailingListsStream,
+    ListMembersStream,
+)

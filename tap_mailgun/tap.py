@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
-from singer_sdk import Tap
+from singer_sdk import Tap, about
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
 from tap_mailgun import streams
-from tap_mailgun.client import DEFAULT_MAX_RETRIES
+from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunAuthError, MailgunUnknownDomainError
 
 if TYPE_CHECKING:
     from singer_sdk import Stream
@@ -30,8 +31,22 @@ def _split_domains(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+def _describe(stream_type: type[Stream]) -> dict[str, Any]:
+    """A stream class's name, key and replication, for --about."""
+    # Streams declare these as class attributes; the SDK types them as instance properties.
+    declared: Any = stream_type
+    return {
+        "name": declared.name,
+        "key_properties": list(declared.primary_keys or []),
+        "replication_key": declared.replication_key,
+        "replication_method": "INCREMENTAL" if declared.replication_key else "FULL_TABLE",
+    }
+
+
 class TapMailgun(Tap):
-    """Singer tap for Mailgun: domains, events, suppressions, tags, metrics, mailing lists."""
+    """Singer tap for Mailgun. Streams: domains, events, bounces, complaints, unsubscribes,
+    tags, domain_metrics, tag_metrics, mailing_lists, list_members, and webhook_events when
+    webhook_spool_path is set."""
 
     name = "tap-mailgun"
     package_name = "mailgun-brevo-singer"  # the distribution that ships both plugins
@@ -120,23 +135,32 @@ class TapMailgun(Tap):
 
     def discover_streams(self) -> list[Stream]:
         """Every Mailgun stream, plus webhook_events when a spool is configured."""
-        found: list[Stream] = [
-            streams.DomainsStream(self),
-            streams.EventsStream(self),
-            streams.BouncesStream(self),
-            streams.ComplaintsStream(self),
-            streams.UnsubscribesStream(self),
-            streams.TagsStream(self),
-            streams.DomainMetricsStream(self),
-            streams.TagMetricsStream(self),
-            streams.MailingListsStream(self),
-            streams.ListMembersStream(self),
-        ]
+        found: list[Stream] = [stream_type(self) for stream_type in streams.STREAM_TYPES]
         if self.config.get("webhook_spool_path"):
             from tap_mailgun.webhooks.stream import WebhookEventsStream
 
             found.append(WebhookEventsStream(tap=self))
         return found
+
+    @classmethod
+    def print_about(cls, output_format: str | None = None) -> None:
+        """The SDK's --about; the JSON form also lists the streams with keys and replication."""
+        if output_format != "json":
+            super().print_about(output_format)
+            return
+        info = about.AboutFormatter.get_formatter("json").format_about(cls._get_about_info())
+        data = json.loads(info)
+        data["streams"] = [_describe(stream_type) for stream_type in streams.STREAM_TYPES]
+        data["streams"].append(
+            {
+                "name": "webhook_events",
+                "key_properties": ["id", "timestamp"],
+                "replication_key": "webhook_sequence",
+                "replication_method": "INCREMENTAL",
+                "when": "webhook_spool_path is set",
+            }
+        )
+        print(json.dumps(data, indent=2))
 
     @cached_property
     def domain_names(self) -> list[str]:
@@ -156,12 +180,21 @@ class TapMailgun(Tap):
         shared = _RUN_FAILURES.get()
         return shared if shared is not None else []
 
+    @cached_property
+    def unknown_domains(self) -> set[str]:
+        """Domains Mailgun answered 404 for in this run: later streams skip them."""
+        return set()
+
     def report_failure(self, stream: str, context: Context, error: Exception) -> None:
         """Log a failed partition (e.g. one domain) so the run carries on with the others."""
-        where = ", ".join(f"{k}={v}" for k, v in context.items())
-        message = f"{stream} ({where}): {error}"
+        if isinstance(error, MailgunUnknownDomainError):
+            self.unknown_domains.add(error.domain)
+            message = f"{error} (every stream of {error.domain} is skipped)"
+        else:
+            where = ", ".join(f"{k}={v}" for k, v in context.items())
+            message = f"{stream} ({where}): {error}"
         self.failures.append(message)
-        self.logger.error("Skipping the rest of %s; other partitions still sync.", message)
+        self.logger.error("%s; the rest of the sync goes on.", message)
 
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
@@ -170,6 +203,9 @@ class TapMailgun(Tap):
         token = _RUN_FAILURES.set(failures)
         try:
             super().invoke(*args, **kwargs)
+        except MailgunAuthError as refused:
+            # Nothing can sync with a refused key: say so plainly, without a traceback.
+            raise click.ClickException(str(refused)) from None
         finally:
             _RUN_FAILURES.reset(token)
         if failures:

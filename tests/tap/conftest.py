@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tap_mailgun.tap import TapMailgun
-from tests.fakes.mailgun import FakeMailgun, mailgun_event
+from tests.fakes.mailgun import FakeMailgun
 
 API_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 DOMAIN = "mg.example.com"
@@ -109,6 +109,3 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 def hours_ago(hours: float) -> float:
     """An epoch timestamp `hours` ago, with sub-microsecond digits like Mailgun's."""
     return time.time() - hours * 3600 + 0.0000004
-
-
-__all__ = ["mailgun_event"]
