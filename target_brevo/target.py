@@ -40,10 +40,12 @@ class LineNumberReader(MsgSpecReader):
         try:
             return super().process_lines(file_input, callbacks)
         except InvalidInputLine as exc:
-            if self.on_invalid_line is None:
-                raise
-            self.on_invalid_line(exc)
-            raise
+            error = exc
+            if not str(exc).startswith("input line"):
+                error = InvalidInputLine(f"input line {self.line_number}: {exc}")
+            if self.on_invalid_line is not None:
+                self.on_invalid_line(error)
+            raise error from None
 
     def deserialize_json(self, line: str) -> dict[str, Any]:
         """Parse one line; a line that is not a Singer message is reported with its number."""
@@ -110,20 +112,24 @@ class TargetBrevo(Target):
         self._finish()
 
     def keep_what_came_before(self, error: InvalidInputLine) -> None:
-        """A malformed line: write what came before it, emit its state, then stop with code 2."""
+        """A malformed line: write what came before it and emit its state; the error stands."""
         self.logger.error("%s", error)
         self.drain_all(is_endofpipe=True)
         self._finish()
-        raise SystemExit(2)
 
     @classmethod
     def invoke(cls, **kwargs: Any) -> None:
-        """The CLI: a Brevo refusal ends the run with its message and code 1, no traceback."""
+        """The CLI: errors end the run with their message, no traceback.
+
+        Code 1: Brevo refused something (message says what to check); code 2: bad input line.
+        """
         try:
             super().invoke(**kwargs)
         except BrevoError as exc:
             cls.logger.error("%s", exc)
             raise SystemExit(1) from None
+        except InvalidInputLine:
+            raise SystemExit(2) from None  # already logged, with its line number
 
     def _finish(self) -> None:
         self.publisher.flush()
