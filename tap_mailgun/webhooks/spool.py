@@ -264,7 +264,12 @@ class SpoolWriter:
             if stopping:
                 return
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, pending: list[_Pending]) -> None:
+        # A caller that gave up (its future cancelled, e.g. after a timeout) answered 503, and
+        # Mailgun will retry: its delivery is dropped. The others can no longer be cancelled.
+        batch = [(d, f) for d, f in pending if f.set_running_or_notify_cancel()]
+        if not batch:
+            return
         try:
             with _Transaction(self._conn) as conn:
                 outcomes = [self._write(conn, delivery) for delivery, _ in batch]

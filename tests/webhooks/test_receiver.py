@@ -151,3 +151,13 @@ def test_rejected_bodies_and_the_key_stay_out_of_the_logs(
     assert "refused a webhook call" in logged  # the refusals are logged...
     assert secret_recipient not in logged  # ...without their bodies
     assert SIGNING_KEY not in logged
+
+
+def test_a_stopped_spool_writer_shows_in_healthz_and_answers_503(
+    receiver: RunningReceiver, spool_path: Path
+) -> None:
+    receiver.writer.stop()
+    health = requests.get(receiver.base_url + "/healthz", timeout=10)
+    assert health.status_code == 503
+    assert post(receiver.url, signed_body(mailgun_event())).status_code == 503
+    assert spooled(spool_path) == []
