@@ -1,0 +1,132 @@
+"""The engagement store (SQLite, real SQL) and the client's batching, without the CLI."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from target_brevo import rules
+from target_brevo.client import MAX_EVENT_BYTES, BrevoClient, BrevoError, chunk_by_size
+from target_brevo.store import EngagementStore, store_url
+from tests.target.conftest import API_KEY, mailgun_event
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.fakes.brevo import FakeBrevo
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EngagementStore]:
+    """A fresh SQLite engagement store."""
+    opened = EngagementStore(store_url(str(tmp_path / "store.sqlite")))
+    yield opened
+    opened.close()
+
+
+def facts(*records: dict[str, object]) -> list[rules.EventFacts]:
+    """Records as facts, failing the test on any skip."""
+    out = [rules.event_facts(r, rules.DEFAULT_EVENT_NAMES) for r in records]
+    assert all(isinstance(f, rules.EventFacts) for f in out)
+    return out  # type: ignore[return-value]
+
+
+def test_aggregates_count_messages_not_events(store: EngagementStore) -> None:
+    ann = "ann@example.com"
+    batch = facts(
+        mailgun_event("1", "delivered", ann, message_id="m1"),
+        mailgun_event("2", "opened", ann, at=1, message_id="m1"),
+        mailgun_event("3", "opened", ann, at=2, message_id="m1"),
+        mailgun_event("4", "clicked", ann, at=3, message_id="m2"),  # a click implies delivery
+        mailgun_event("5", "failed", ann, at=4, message_id="m3", severity="temporary"),
+    )
+    assert store.apply_events(batch) == 5
+    (contact,) = store.dirty_contacts()
+    assert (contact.delivered, contact.opened, contact.clicked) == (2, 1, 1)
+    assert (contact.engaged, contact.soft_bounce, contact.hard_bounce) == (True, True, False)
+    assert contact.last_delivered == "2026-11-01"
+
+
+def test_an_event_is_applied_once_across_batches_and_runs(tmp_path: Path) -> None:
+    url = store_url(str(tmp_path / "s.sqlite"))
+    first = EngagementStore(url)
+    event = facts(mailgun_event("1", "opened", "a@x.com", message_id="m"))
+    assert first.apply_events(event + event) == 1  # twice in one batch
+    first.commit()
+    first.close()
+    second = EngagementStore(url)
+    assert second.apply_events(event) == 0  # and again in a later run
+    assert second.counts() == {"brevo_events": 1, "brevo_messages": 1, "brevo_contacts": 1}
+    second.close()
+
+
+def test_outbox_dirty_and_pending_until_marked(store: EngagementStore) -> None:
+    store.apply_events(facts(mailgun_event("1", "delivered", "a@x.com", message_id="m")))
+    store.upsert_contacts([{"email": "b@x.com", "complained": True}])
+    assert [c.email for c in store.dirty_contacts()] == ["a@x.com", "b@x.com"]
+    assert [c.email for c in store.dirty_contacts(after="a@x.com")] == ["b@x.com"]
+    (pending,) = store.pending_events()
+    assert json.loads(pending[1])["event_name"] == "email_delivered"
+    store.mark_clean(["a@x.com", "b@x.com"])
+    store.mark_sent([pending[0]])
+    assert store.dirty_contacts() == []
+    assert store.pending_events() == []
+    assert not store.has_outstanding()
+
+
+def test_flags_only_turn_on_and_latest_delivery_and_names_win(store: EngagementStore) -> None:
+    store.upsert_contacts([{"email": "a@x.com", "hard_bounce": True, "first_name": "Ann"}])
+    store.upsert_contacts([{"email": "a@x.com", "first_name": None, "last_name": "Lee"}])
+    late = mailgun_event("2", "delivered", "a@x.com", at=86_400.0, message_id="m2")
+    early = mailgun_event("1", "delivered", "a@x.com", message_id="m1")
+    store.apply_events(facts(late))
+    store.apply_events(facts(early))
+    (contact,) = store.dirty_contacts()
+    assert contact.hard_bounce is True
+    assert (contact.first_name, contact.last_name) == ("Ann", "Lee")
+    assert contact.last_delivered == "2026-11-02"
+
+
+def test_dry_run_store_commits_nothing(tmp_path: Path) -> None:
+    url = store_url(str(tmp_path / "s.sqlite"))
+    dry = EngagementStore(url, dry_run=True)
+    dry.apply_events(facts(mailgun_event("1", "opened", "a@x.com", message_id="m")))
+    dry.commit()
+    dry.close()
+    real = EngagementStore(url)
+    assert real.counts() == {"brevo_events": 0, "brevo_messages": 0, "brevo_contacts": 0}
+    real.close()
+
+
+def test_store_url_accepts_paths_and_urls(tmp_path: Path) -> None:
+    assert store_url("postgresql://u@db/x") == "postgresql://u@db/x"
+    assert store_url(str(tmp_path / "a" / "b.sqlite")) == f"sqlite:///{tmp_path}/a/b.sqlite"
+    assert (tmp_path / "a").is_dir()
+
+
+def test_chunks_respect_count_and_size_limits() -> None:
+    small = [(i, b'{"e":1}') for i in range(450)]
+    assert [len(c) for c in chunk_by_size(small, 200, MAX_EVENT_BYTES)] == [200, 200, 50]
+    big = [(i, b'"' + b"x" * 200_000 + b'"') for i in range(5)]
+    chunks = list(chunk_by_size(big, 200, MAX_EVENT_BYTES))
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    for chunk in chunks:
+        assert sum(len(item) + 1 for _, item in chunk) + 64 <= MAX_EVENT_BYTES
+    with pytest.raises(BrevoError, match="over Brevo's limit"):
+        list(chunk_by_size([(0, b"x" * MAX_EVENT_BYTES)], 200, MAX_EVENT_BYTES))
+
+
+def test_events_go_in_batches_of_200(brevo: FakeBrevo) -> None:
+    client = BrevoClient(brevo.base_url + "/v3", API_KEY)
+    items = [
+        (i, json.dumps({"event_name": "e", "identifiers": {"email_id": f"u{i}@x.com"}}).encode())
+        for i in range(401)
+    ]
+    answered: list[int] = []
+    client.send_events(items, lambda keys, rejected: answered.append(len(keys)))
+    assert answered == [200, 200, 1]
+    assert len(brevo.events) == 401
+    assert client.stats.calls == {"POST /events/batch": 3}
