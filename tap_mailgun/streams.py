@@ -220,15 +220,17 @@ class SuppressionStream(DomainPartitionedStream):
     replication_key = "created_at"
     is_sorted = False
     page_size = 1000  # the API's maximum
-    schema = th.PropertiesList(
-        th.Property("domain", th.StringType, required=True),
-        th.Property("address", th.StringType, required=True),
-        th.Property("created_at", th.DateTimeType),
-        th.Property("code", th.CustomType({"type": ["string", "integer", "null"]})),
-        th.Property("error", th.StringType),
-        th.Property("tags", th.ArrayType(th.StringType)),
-        th.Property("count", th.IntegerType),
-    ).to_dict()
+    kind_properties: ClassVar[tuple[th.Property[Any], ...]] = ()
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        """domain, address, created_at, and what this kind adds."""
+        return th.PropertiesList(
+            th.Property("domain", th.StringType, required=True),
+            th.Property("address", th.StringType, required=True),
+            th.Property("created_at", th.DateTimeType),
+            *self.kind_properties,
+        ).to_dict()
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Items created at or after the bookmark, with ISO `created_at`."""
@@ -247,6 +249,10 @@ class BouncesStream(SuppressionStream):
 
     name = "bounces"
     path = "/v3/{domain}/bounces"
+    kind_properties = (
+        th.Property("code", th.CustomType({"type": ["string", "integer", "null"]})),
+        th.Property("error", th.StringType),
+    )
 
 
 class ComplaintsStream(SuppressionStream):
@@ -254,6 +260,7 @@ class ComplaintsStream(SuppressionStream):
 
     name = "complaints"
     path = "/v3/{domain}/complaints"
+    kind_properties = (th.Property("count", th.IntegerType),)
 
 
 class UnsubscribesStream(SuppressionStream):
@@ -261,6 +268,7 @@ class UnsubscribesStream(SuppressionStream):
 
     name = "unsubscribes"
     path = "/v3/{domain}/unsubscribes"
+    kind_properties = (th.Property("tags", th.ArrayType(th.StringType)),)
 
 
 class TagsStream(DomainPartitionedStream):
