@@ -142,6 +142,11 @@ class Spool:
             )
         return cursor.rowcount
 
+    def last_sequence(self) -> int:
+        """The highest `seq` this spool ever gave out (pruned rows included); 0 when none."""
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
     def count(self) -> int:
         """How many events the spool holds."""
         return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])

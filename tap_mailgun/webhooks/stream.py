@@ -85,9 +85,25 @@ class WebhookEventsStream(Stream):
             return
         start = int(self.get_starting_replication_key_value(context) or 0)
         with Spool(path) as spool:
+            if start > spool.last_sequence():
+                start = self._restart(context, start, spool)
             self._prune(spool, start)
             for event in spool.read_after(start):
                 yield webhook_record(event)
+
+    def _restart(self, context: Context | None, bookmark: int, spool: Spool) -> int:
+        # A bookmark past anything this spool ever numbered means the file was replaced (e.g.
+        # deleted and recreated). Resuming there would skip its events: read it all instead;
+        # the target ignores the events it has already applied.
+        self.logger.warning(
+            "The webhook_events bookmark %d is past the last sequence of %s (%d): the spool was "
+            "replaced; reading it from the start.",
+            bookmark,
+            spool.path,
+            spool.last_sequence(),
+        )
+        self.get_context_state(context).pop("replication_key_value", None)
+        return 0
 
     def _prune(self, spool: Spool, read_through: int) -> None:
         # Only rows at or below the starting bookmark are certainly delivered: the state that

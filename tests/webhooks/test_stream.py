@@ -167,3 +167,28 @@ def test_the_console_script_reads_the_spool_incrementally(
     again = run_cli("--config", str(cfg), "--catalog", str(cat), "--state", str(state_file))
     assert again.returncode == 0, again.stderr
     assert '"type":"RECORD"' not in again.stdout.replace(" ", "")
+
+
+def test_a_replaced_spool_is_read_from_the_start_not_skipped(
+    send: Callable[..., dict[str, Any]], spool_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sent = [send(mailgun_event("complained")) for _ in range(2)]
+    # The state of an older spool that had numbered 50 events before it was deleted.
+    old = {"bookmarks": {STREAM: {"replication_key": "webhook_sequence",
+                                  "replication_key_value": 50}}}  # fmt: skip
+    run = run_tap(config(spool_path), STREAM, state=old)
+    assert [r["id"] for r in run.records[STREAM]] == [e["id"] for e in sent]
+    assert run.state["bookmarks"][STREAM]["replication_key_value"] == 2
+    assert "the spool was replaced" in caplog.text
+
+
+def test_pruning_does_not_look_like_a_replaced_spool(spool_path: Path) -> None:
+    _spool_directly(spool_path, ["2020-01-01T00:00:00.000000+00:00"] * 3)
+    read = {"bookmarks": {STREAM: {"replication_key": "webhook_sequence",
+                                   "replication_key_value": 3}}}  # fmt: skip
+    first = run_tap(config(spool_path), STREAM, state=read)  # prunes all three
+    with Spool(spool_path) as spool:
+        assert spool.count() == 0
+    again = run_tap(config(spool_path), STREAM, state=first.state)
+    assert again.records[STREAM] == []
+    assert again.state["bookmarks"][STREAM]["replication_key_value"] == 3
