@@ -158,6 +158,7 @@ class Sandbox:
         real_now: datetime | None = None,
     ) -> None:
         self.directory = directory
+        self.running = False
         directory.mkdir(parents=True, exist_ok=True)
         real_now = real_now or datetime.now(timezone.utc)
         clock_file = directory / "clock.json"
@@ -183,10 +184,14 @@ class Sandbox:
         """Serve both fakes."""
         self.mailgun.start()
         self.brevo.start()
+        self.running = True
         return self
 
     def stop(self) -> None:
-        """Save Brevo's state and stop serving."""
+        """Save Brevo's state and stop serving (once; later calls do nothing)."""
+        if not self.running:
+            return
+        self.running = False
         self.brevo.save(self.directory / "brevo.json")
         self.mailgun.stop()
         self.brevo.stop()

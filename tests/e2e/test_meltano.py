@@ -1,0 +1,226 @@
+"""Meltano itself, as a subprocess, running this project's meltano.yml against the sandbox.
+
+What a user relies on: the environment variables they already export reach the settings, the
+schedule is there, `meltano run tap-mailgun target-brevo` brings Mailgun's activity into Brevo
+exactly once across runs (state in Meltano's system database), and the tap's output is plain
+Singer that a third-party target from PyPI can write.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tests.fakes.sandbox import ROOT, STATE_ID
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.e2e.conftest import Meltano, Sandboxes
+    from tests.fakes.sandbox import Sandbox
+
+RUN_BREVO = ("--environment=sandbox", "run", "tap-mailgun", "target-brevo")
+# target-brevo's default event names for Mailgun's outcomes (its `event_names` setting).
+BREVO_EVENT = {
+    "delivered": "email_delivered",
+    "opened": "email_opened",
+    "clicked": "email_clicked",
+    "complained": "email_complained",
+    "unsubscribed": "email_unsubscribed",
+}
+
+
+def mailgun_events(box: Sandbox) -> list[dict[str, Any]]:
+    """Every event the fake Mailgun serves, all domains."""
+    return [event for events in box.mailgun.events.values() for event in events]
+
+
+def expected_brevo_events(box: Sandbox) -> Counter[str]:
+    """The Brevo events, by name, that the fake Mailgun's events must become: once each."""
+    names: Counter[str] = Counter()
+    for event in mailgun_events(box):
+        if event["event"] == "failed":
+            hard = event["severity"] == "permanent"
+            names["email_hard_bounced" if hard else "email_soft_bounced"] += 1
+        elif event["event"] in BREVO_EVENT:
+            names[BREVO_EVENT[event["event"]]] += 1
+    return names
+
+
+def suppressed(box: Sandbox, kind: str) -> set[str]:
+    """Addresses on one of Mailgun's suppression lists, any domain."""
+    return {
+        address
+        for (_, k), items in box.mailgun.suppressions.items()
+        if k == kind
+        for address in items
+    }
+
+
+def brevo_events(box: Sandbox) -> Counter[str]:
+    """The events Brevo holds, by name."""
+    return Counter(event["event_name"] for event in box.brevo.events)
+
+
+def test_familiar_environment_variables_configure_the_dev_environment(meltano: Meltano) -> None:
+    exported = {
+        "MAILGUN_API_KEY": "key-0123456789abcdef",
+        "MAILGUN_DOMAIN": "mg.shop.example",
+        "BREVO_API_KEY": "xkeysib-0123456789",
+        "MAILGUN_WEBHOOK_SIGNING_KEY": "whsec-0123",
+    }
+    shown = {
+        plugin: json.loads(
+            meltano("--environment=dev", "config", "print", plugin, env=exported).stdout
+        )
+        for plugin in ("tap-mailgun", "target-brevo", "tap-mailgun-webhooks")
+    }
+    assert shown["tap-mailgun"]["domains"] == ["mg.shop.example"]
+    # Secrets are declared sensitive: redacted unless asked for.
+    assert shown["tap-mailgun"]["api_key"] != exported["MAILGUN_API_KEY"]
+    assert shown["target-brevo"]["api_key"] != exported["BREVO_API_KEY"]
+    printed = json.dumps(shown)
+    secrets = [v for k, v in exported.items() if k != "MAILGUN_DOMAIN"]
+    assert not any(secret in printed for secret in secrets)
+
+    unsafe = {
+        plugin: json.loads(
+            meltano("--environment=dev", "config", "--unsafe", "print", plugin, env=exported).stdout
+        )
+        for plugin in ("tap-mailgun", "target-brevo", "tap-mailgun-webhooks")
+    }
+    assert unsafe["tap-mailgun"]["api_key"] == exported["MAILGUN_API_KEY"]
+    assert unsafe["target-brevo"]["api_key"] == exported["BREVO_API_KEY"]
+    assert unsafe["tap-mailgun-webhooks"]["signing_key"] == exported["MAILGUN_WEBHOOK_SIGNING_KEY"]
+
+
+def test_the_job_is_scheduled_every_15_minutes(meltano: Meltano) -> None:
+    schedules = json.loads(meltano("schedule", "list", "--format=json").stdout)
+    jobs = {s["name"]: s for s in schedules["schedules"]["job"]}
+    assert len(jobs) == 1
+    (schedule,) = jobs.values()
+    assert schedule["cron_interval"] == "*/15 * * * *"
+    assert schedule["job"]["tasks"] == ["tap-mailgun target-brevo"]
+
+
+def test_mailgun_reaches_brevo_once_across_incremental_runs(
+    meltano: Meltano, sandboxes: Sandboxes
+) -> None:
+    box = sandboxes.start()
+    meltano(*RUN_BREVO, env=box.env())
+
+    assert brevo_events(box) == expected_brevo_events(box)
+    recipients = {event["recipient"] for event in mailgun_events(box)}
+    members = {m for list_members in box.mailgun.members.values() for m in list_members}
+    assert set(box.brevo.contacts) == recipients | members
+    blocked = {email for email, c in box.brevo.contacts.items() if c["emailBlacklisted"]}
+    suppressions = [suppressed(box, kind) for kind in ("bounces", "complaints", "unsubscribes")]
+    # Mailgun's suppression lists all end up blocklisted; anyone else blocklisted had at least
+    # a permanent failure (target-brevo counts every permanent failure as a hard bounce).
+    failed_for_good = {
+        e["recipient"]
+        for e in mailgun_events(box)
+        if e["event"] == "failed" and e["severity"] == "permanent"
+    }
+    assert set.union(*suppressions) <= blocked <= set.union(*suppressions, failed_for_good)
+    complained_list = {e for e, c in box.brevo.contacts.items() if 3 in c["listIds"]}
+    assert complained_list == suppressions[1]
+    for member in box.mailgun.members["customers@mg.example.com"].values():
+        attributes = box.brevo.contacts[member["address"]]["attributes"]
+        assert attributes["FIRSTNAME"] == member["vars"]["first_name"]
+        assert any(name.startswith("MG_") for name in attributes)
+    state = json.loads(meltano("--environment=sandbox", "state", "get", STATE_ID).stdout)
+    assert "events" in state["singer_state"]["bookmarks"]
+
+    # A simulated day later: the sandbox restarts with more traffic and the Brevo it saved.
+    cut = box.clock.now
+    box.stop()
+    later = sandboxes.start(advance=True)
+    assert later.clock.now > cut
+    assert len(later.brevo.events) == len(box.brevo.events)
+    meltano(*RUN_BREVO, env=later.env())
+
+    sent = [
+        event
+        for call in later.brevo.calls("POST", r"^/v3/events/batch$")
+        for event in call.json()["events"]
+    ]
+    assert sent, "the new day's events must reach Brevo"
+    assert min(datetime.fromisoformat(e["event_date"]) for e in sent) >= cut
+    assert brevo_events(later) == expected_brevo_events(later)
+
+    # Nothing new: nothing sent again, and Brevo ends exactly as it was.
+    before = later.brevo.state()
+    batches = len(later.brevo.calls("POST", r"^/v3/events/batch$"))
+    meltano(*RUN_BREVO, env=later.env())
+    assert len(later.brevo.calls("POST", r"^/v3/events/batch$")) == batches
+    assert later.brevo.state()["contacts"] == before["contacts"]
+    assert later.brevo.state()["events"] == before["events"]
+
+
+def test_a_third_party_target_from_pypi_writes_the_taps_output(
+    meltano: Meltano, sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    box = sandboxes.start()
+    out = tmp_path / "csv"
+    env = {**box.env(), "TARGET_CSV_OUTPUT_PATH": str(out)}
+    meltano("--environment=sandbox", "run", "tap-mailgun", "target-csv", env=env)
+
+    def rows(stream: str) -> list[dict[str, str]]:
+        with (out / f"{stream}.csv").open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    events = rows("events")
+    served = mailgun_events(box)
+    assert len(events) == len(served)
+    assert {(r["id"], r["event"]) for r in events} == {(e["id"], e["event"]) for e in served}
+    assert {r["domain"] for r in events} == set(box.mailgun.domains)
+    assert all(r["timestamp"].endswith("+00:00") for r in events)
+    assert {r["address"] for r in rows("bounces")} == suppressed(box, "bounces")
+    members = rows("list_members")
+    assert len(members) == sum(len(m) for m in box.mailgun.members.values())
+    assert {r["list_address"] for r in members} == set(box.mailgun.lists)
+
+
+def test_the_demo_command_prints_brevo_and_then_only_what_is_new(
+    meltano: Meltano, tmp_path: Path
+) -> None:
+    def demo() -> str:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.sandbox",
+                "demo",
+                "--dir",
+                str(tmp_path / "demo"),
+                "--mailgun-port=0",
+                "--brevo-port=0",
+                "--meltano",
+                str(meltano.executable),
+            ],
+            cwd=ROOT,
+            env=meltano.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def added(output: str, what: str) -> int:
+        line = next(line for line in output.splitlines() if line.startswith(what))
+        return int(line.split("(+")[1].split(" ")[0])
+
+    first, second = demo(), demo()
+    for output in (first, second):
+        assert "Brevo now holds" in output
+        assert "Contacts with MG_ attributes" in output
+        assert "email_delivered" in output
+    assert added(first, "events") > added(second, "events") > 0
+    assert added(second, "contacts ") < added(first, "contacts ")
