@@ -18,11 +18,24 @@ def snake_key(key: str) -> str:
 
 def snake_keys(value: Any) -> Any:
     """Recursively rename dict keys to snake_case; nesting and values stay as they are."""
+    # The tap's hot path (every key of every event): JSON scalars, most values, are kept
+    # without a call; anything else (containers, subclasses) goes through here again.
+    kind = type(value)
+    if kind is dict:
+        return {
+            (k.replace("-", "_") if "-" in k else k): (v if type(v) in _SCALARS else snake_keys(v))
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [v if type(v) in _SCALARS else snake_keys(v) for v in value]
     if isinstance(value, dict):
         return {snake_key(k): snake_keys(v) for k, v in value.items()}
     if isinstance(value, list):
         return [snake_keys(v) for v in value]
     return value
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def epoch_to_iso(epoch: float) -> str:
