@@ -230,8 +230,8 @@ class TrafficSpec:
 
     @classmethod
     def for_events(cls, events: int, **kwargs: Any) -> TrafficSpec:
-        """A spec sized to produce about `events` events (a message makes about 2.6)."""
-        return cls(messages=max(1, round(events / 2.6)), **kwargs)
+        """A spec sized to produce about `events` events (a message makes about 3)."""
+        return cls(messages=max(1, round(events / 3.0)), **kwargs)
 
     @property
     def end(self) -> datetime:
