@@ -42,10 +42,19 @@ DEFAULT_MAX_RETRIES = 5
 # Exponential backoff: 1 s, 2 s, 4 s ... capped; a server's own hint is capped the same way.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 120.0
+REQUEST_TIMEOUT_SECONDS = 60
 
 
-class MailgunAuthError(FatalAPIError):
+class MailgunRunError(FatalAPIError):
+    """An error no other partition would escape: the run stops with this message."""
+
+
+class MailgunAuthError(MailgunRunError):
     """Mailgun refused the API key: every request would fail, so the run stops."""
+
+
+class MailgunUnreachableError(MailgunRunError):
+    """The API host could not be reached, retries included: every request would fail."""
 
 
 class MailgunUnknownDomainError(FatalAPIError):
@@ -224,8 +233,14 @@ class MailgunStream(RESTStream[ParseResult]):
         which syncs the other partitions and exits non-zero at the end."""
         try:
             yield from super().request_records(context)
-        except MailgunAuthError:
+        except MailgunRunError:
             raise
+        except requests.ConnectionError as exc:
+            raise MailgunUnreachableError(
+                f"Could not connect to Mailgun at {where(dict(self.config))} after "
+                f"{self.backoff_max_tries()} tries ({type(exc).__name__}). Check the network, "
+                "and base_url or region."
+            ) from exc
         except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
             if not context:
                 raise
@@ -233,6 +248,12 @@ class MailgunStream(RESTStream[ParseResult]):
             # to a bookmark would skip the unread rest next run. Sorted bookmarks stay.
             self.get_context_state(context).pop("progress_markers", None)
             cast("TapMailgun", self._tap).report_failure(self.name, context, exc)
+
+    @property
+    def timeout(self) -> int:
+        """Seconds to wait for an answer: Mailgun answers in well under one; a hung request
+        should be retried long before the SDK's default 5 minutes."""
+        return REQUEST_TIMEOUT_SECONDS
 
     # --- retries ------------------------------------------------------------------------
     def backoff_max_tries(self) -> int:

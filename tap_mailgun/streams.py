@@ -319,6 +319,11 @@ class MetricsStream(DomainPartitionedStream):
             *(th.Property(m, th.NumberType) for m in RATE_METRICS),
         ).to_dict()
 
+    @cached_property
+    def window_end(self) -> datetime:
+        """Now, once per run: every page of an offset-paged query must ask the same."""
+        return datetime.now(timezone.utc)
+
     def get_new_paginator(self) -> OffsetPaginator:
         """Offset paging in the body, until `pagination.total` is reached."""
         return _MetricsPaginator(start_value=0, page_size=self.metrics_page_limit)
@@ -332,7 +337,7 @@ class MetricsStream(DomainPartitionedStream):
     ) -> dict[str, Any]:
         """The query: window, resolution, dimensions, metrics, this domain, this page."""
         assert context is not None
-        now = datetime.now(timezone.utc)
+        now = self.window_end
         since = self.bookmark(context)
         lookback = timedelta(
             days=float(self.config.get("metrics_lookback_days", DEFAULT_METRICS_LOOKBACK_DAYS))

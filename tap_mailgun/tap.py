@@ -13,7 +13,7 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
 from tap_mailgun import streams
-from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunAuthError, MailgunUnknownDomainError
+from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunUnknownDomainError
 
 if TYPE_CHECKING:
     from singer_sdk import Stream
@@ -203,9 +203,9 @@ class TapMailgun(Tap):
         token = _RUN_FAILURES.set(failures)
         try:
             super().invoke(*args, **kwargs)
-        except MailgunAuthError as refused:
-            # Nothing can sync with a refused key: say so plainly, without a traceback.
-            raise click.ClickException(str(refused)) from None
+        except MailgunRunError as stopped:
+            # Nothing can sync (refused key, unreachable host): say so plainly, no traceback.
+            raise click.ClickException(str(stopped)) from None
         finally:
             _RUN_FAILURES.reset(token)
         if failures:

@@ -168,3 +168,5 @@ def test_the_api_key_never_appears_in_output_or_logs(tmp_path: Path, mailgun: Fa
     assert outputs["sync with retries and a failing partition"].returncode != 0
     assert "refused the API key" in outputs["refused key"].stderr
     assert outputs["unreachable host"].returncode != 0
+    assert "Could not connect to Mailgun at http://127.0.0.1:" in outputs["unreachable host"].stderr
+    assert "Traceback" not in outputs["unreachable host"].stderr
