@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -93,6 +94,20 @@ def sending_domain(event_data: dict[str, Any]) -> str | None:
     return None
 
 
+def _signature_fields(signature: dict[str, Any]) -> tuple[str, str, list[str]]:
+    """(timestamp, token, signatures) of Mailgun's `signature` object, or Rejected(400)."""
+    timestamp, token = signature.get("timestamp"), signature.get("token")
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        timestamp = str(timestamp)  # the docs call it an int; Mailgun sends a string
+    given = [signature.get(k) for k in ("signature", "parent-signature")]
+    signatures = [s for s in given if isinstance(s, str) and s]
+    if not (isinstance(timestamp, str) and timestamp.isascii() and timestamp.isdigit()):
+        raise Rejected(400, "`signature.timestamp` must be epoch seconds")
+    if not (isinstance(token, str) and token and signatures):
+        raise Rejected(400, "`signature` needs a `token` and a `signature`")
+    return timestamp, token, signatures
+
+
 def parse_delivery(body: bytes, *, signing_key: bytes, max_age_s: int, now: float) -> Delivery:
     """Verify one webhook body; returns the delivery to spool.
 
@@ -109,19 +124,13 @@ def parse_delivery(body: bytes, *, signing_key: bytes, max_age_s: int, now: floa
     signature, event = payload.get("signature"), payload.get("event-data")
     if not isinstance(signature, dict) or not isinstance(event, dict):
         raise Rejected(400, "the body needs a `signature` object and an `event-data` object")
-    timestamp, token = signature.get("timestamp"), signature.get("token")
-    given = [signature.get(k) for k in ("signature", "parent-signature")]
-    signatures = [s for s in given if isinstance(s, str)]
-    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
-        timestamp = str(timestamp)
-    if not (isinstance(timestamp, str) and timestamp.isdigit() and isinstance(token, str)):
-        raise Rejected(400, "`signature` needs a numeric `timestamp` and a `token`")
-    if not token or not signatures:
-        raise Rejected(400, "`signature` needs a `token` and a `signature`")
+    timestamp, token, signatures = _signature_fields(signature)
     event_id, event_ts, event_name = event.get("id"), event.get("timestamp"), event.get("event")
     if not (isinstance(event_id, str) and event_id and isinstance(event_name, str)):
         raise Rejected(400, "`event-data` needs an `id` and an `event`")
-    if not isinstance(event_ts, (int, float)) or isinstance(event_ts, bool):
+    if isinstance(event_ts, bool) or not isinstance(event_ts, (int, float)):
+        raise Rejected(400, "`event-data.timestamp` must be epoch seconds")
+    if not math.isfinite(event_ts):  # NaN would not even store in SQLite
         raise Rejected(400, "`event-data.timestamp` must be epoch seconds")
     domain = sending_domain(event)
     if domain is None:
@@ -200,7 +209,7 @@ def create_app(settings: ReceiverSettings, writer: SpoolWriter) -> Starlette:
 
     async def healthz(request: Request) -> JSONResponse:
         if writer.alive:
-            return JSONResponse({"status": "ok", "spool": str(writer.path)})
+            return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "spool writer stopped"}, status_code=503)
 
     @contextlib.asynccontextmanager

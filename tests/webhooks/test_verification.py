@@ -68,6 +68,7 @@ def test_an_integer_timestamp_is_signed_as_its_digits() -> None:
         (json.dumps({"signature": signature(timestamp=int(NOW))}).encode(), 400),
         (signed_body({"event": "delivered", "timestamp": NOW}, timestamp=int(NOW)), 400),
         (signed_body(mailgun_event(timestamp="yesterday"), timestamp=int(NOW)), 400),
+        (signed_body(mailgun_event(timestamp=float("nan")), timestamp=int(NOW)), 400),
         (signed_body(mailgun_event(domain={}, envelope={}, message={}), timestamp=int(NOW)), 400),
     ],
     ids=[
@@ -81,6 +82,7 @@ def test_an_integer_timestamp_is_signed_as_its_digits() -> None:
         "no-event-data",
         "no-event-id",
         "text-timestamp",
+        "nan-timestamp",
         "no-domain",
     ],
 )
@@ -91,8 +93,9 @@ def test_bad_bodies_are_rejected_with_their_status(body: bytes, status: int) -> 
     assert SIGNING_KEY not in rejected.value.reason
 
 
-def test_a_signature_with_a_non_numeric_timestamp_is_malformed() -> None:
-    sig = {**signature(timestamp=int(NOW)), "timestamp": "soon"}
+@pytest.mark.parametrize("timestamp", ["soon", "\u0661\u0662\u0663", "", "-5", True, None])
+def test_a_signature_with_a_non_numeric_timestamp_is_malformed(timestamp: object) -> None:
+    sig = {**signature(timestamp=int(NOW)), "timestamp": timestamp}
     body = json.dumps({"signature": sig, "event-data": mailgun_event()}).encode()
     with pytest.raises(Rejected) as rejected:
         parse(body)
