@@ -7,12 +7,14 @@ is added to the measured process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -115,6 +117,22 @@ def run_pipe(
     _check(left_run, stderr_left)
     _check(right_run, stderr_right)
     return left_run, right_run, wall
+
+
+@contextlib.contextmanager
+def host_cost() -> Iterator[dict[str, float]]:
+    """CPU seconds this process spends inside the block, and the machine's load after it.
+
+    The harness process serves the fakes, so its CPU during a phase is what the fake APIs
+    cost; the 1-minute load average tells whether other work shared the cores.
+    """
+    cost: dict[str, float] = {}
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    yield cost
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cost["fakes_cpu_s"] = round(used, 3)
+    cost["load_avg_1m"] = round(os.getloadavg()[0], 2)
 
 
 def console_script(name: str) -> str:

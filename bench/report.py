@@ -49,6 +49,16 @@ def _baseline(brevo: dict[str, Any]) -> str:
     return f"{baseline:,} ({_n(baseline / max(brevo['total'], 1))}x ours)"
 
 
+def _fakes(run: dict[str, Any]) -> str:
+    parts = (run["tap"], run["target"], run["pipeline"])
+    return " / ".join(_n(p["fakes_cpu_s"]) for p in parts)
+
+
+def _load(run: dict[str, Any]) -> str:
+    parts = (run["tap"], run["target"], run["pipeline"])
+    return " / ".join(_n(p["load_avg_1m"]) for p in parts)
+
+
 def _figures(runs: list[dict[str, Any]]) -> list[str]:
     head = "| | " + " | ".join(f"{r['events']:,} events" for r in runs) + " |"
     lines = [head, "|---|" + "---:|" * len(runs)]
@@ -60,8 +70,14 @@ def _figures(runs: list[dict[str, Any]]) -> list[str]:
 
     lines += [
         _row("tap alone: events/s", runs, lambda r: f"**{_n(r['tap']['events_per_s'])}**"),
+        _row("tap alone: events per CPU-second", runs, lambda r: _n(r["tap"]["events_per_cpu_s"])),
         _row("tap alone: time, peak RSS", runs, lambda r: proc(r["tap"])),
         _row("target alone: events/s", runs, lambda r: f"**{_n(r['target']['events_per_s'])}**"),
+        _row(
+            "target alone: events per CPU-second",
+            runs,
+            lambda r: _n(r["target"]["events_per_cpu_s"]),
+        ),
         _row("target alone: time, peak RSS", runs, lambda r: proc(r["target"])),
         _row(
             "tap \\| target: events/s", runs, lambda r: f"**{_n(r['pipeline']['events_per_s'])}**"

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import calls, report
 from bench.fakes import IndexedFakeMailgun
-from bench.measure import ProcessRun, console_script, machine, run_one, run_pipe
+from bench.measure import ProcessRun, console_script, host_cost, machine, run_one, run_pipe
 from bench.profile import summary
 from bench.singer_output import StreamCounts, count
 from tests.fakes import traffic
@@ -118,8 +118,12 @@ def _brevo_summary(brevo: FakeBrevo) -> dict[str, Any]:
         }
 
 
-def _rate(n: int, run: ProcessRun) -> float:
-    return round(n / run.wall_s, 1) if run.wall_s else 0.0
+def _rates(n: int, run: ProcessRun) -> dict[str, float]:
+    """Events per second of wall time (the goal) and per second of the process's own CPU."""
+    return {
+        "events_per_s": round(n / run.wall_s, 1) if run.wall_s else 0.0,
+        "events_per_cpu_s": round(n / run.cpu_s, 1) if run.cpu_s else 0.0,
+    }
 
 
 def _profile(argv: list[str], stdin: Path | None, work: Path, name: str, results: Path) -> str:
@@ -166,33 +170,38 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         tap_out = work / "tap.singer"
         print(f"[{size}] workload loaded in {generated_s}s; running the tap", flush=True)
 
-        tap_run = run_one(tap_argv, stdin=None, stdout=tap_out, stderr=work / "tap.log", env=env)
+        with host_cost() as tap_host:
+            tap_run = run_one(
+                tap_argv, stdin=None, stdout=tap_out, stderr=work / "tap.log", env=env
+            )
         counts = count(tap_out)
         mailgun_calls = _drain(mailgun)
         print(f"[{size}] tap: {counts.events} events in {tap_run.wall_s}s", flush=True)
 
         with _fresh_brevo(work, "alone", args.validate) as (brevo, target_argv):
-            target_run = run_one(
-                target_argv,
-                stdin=tap_out,
-                stdout=work / "target.state",
-                stderr=work / "target.log",
-                env=env,
-            )
+            with host_cost() as target_host:
+                target_run = run_one(
+                    target_argv,
+                    stdin=tap_out,
+                    stdout=work / "target.state",
+                    stderr=work / "target.log",
+                    env=env,
+                )
             brevo_calls = _drain(brevo)
             alone = _brevo_summary(brevo)
             violations += brevo.violations
         print(f"[{size}] target: {target_run.wall_s}s", flush=True)
 
         with _fresh_brevo(work, "piped", args.validate) as (brevo, target_argv):
-            left, right, pipe_wall = run_pipe(
-                tap_argv,
-                target_argv,
-                stdout=work / "pipeline.state",
-                stderr_left=work / "pipeline-tap.log",
-                stderr_right=work / "pipeline-target.log",
-                env=env,
-            )
+            with host_cost() as pipe_host:
+                left, right, pipe_wall = run_pipe(
+                    tap_argv,
+                    target_argv,
+                    stdout=work / "pipeline.state",
+                    stderr_left=work / "pipeline-tap.log",
+                    stderr_right=work / "pipeline-target.log",
+                    env=env,
+                )
             piped = _brevo_summary(brevo)
             violations += brevo.violations
         print(f"[{size}] pipeline: {pipe_wall}s", flush=True)
@@ -215,13 +224,15 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         "tap": {
             **tap_run.as_dict(),
             "records": counts.records,
-            "events_per_s": _rate(counts.events, tap_run),
+            **_rates(counts.events, tap_run),
+            **tap_host,
             "output_mb": round(tap_out.stat().st_size / 1e6, 1),
         },
-        "target": {**target_run.as_dict(), "events_per_s": _rate(counts.events, target_run)},
+        "target": {**target_run.as_dict(), **_rates(counts.events, target_run), **target_host},
         "pipeline": {
             "wall_s": pipe_wall,
             "events_per_s": round(counts.events / pipe_wall, 1) if pipe_wall else 0.0,
+            **pipe_host,
             "tap": left.as_dict(),
             "target": right.as_dict(),
         },
