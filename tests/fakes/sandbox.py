@@ -73,7 +73,7 @@ class Clock:
 
     @classmethod
     def first(cls, real_now: datetime, seed: int = SEED) -> Clock:
-        """The 29 days up to last midnight (UTC), at least an hour old."""
+        """The 29 days up to yesterday's midnight (UTC): the next advance brings yesterday."""
         midnight = real_now.astimezone(timezone.utc).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
