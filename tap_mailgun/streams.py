@@ -121,6 +121,7 @@ class DomainsStream(MailgunStream):
         th.Property("use_automatic_sender_security", th.BooleanType),
         th.Property("encrypt_incoming_message", th.BooleanType),
         th.Property("message_ttl", th.IntegerType),
+        additional_properties=True,
     ).to_dict()
 
     def get_new_paginator(self) -> OffsetPaginator:
@@ -230,6 +231,7 @@ class SuppressionStream(DomainPartitionedStream):
             th.Property("address", th.StringType, required=True),
             th.Property("created_at", th.DateTimeType),
             *self.kind_properties,
+            additional_properties=True,
         ).to_dict()
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
@@ -285,6 +287,7 @@ class TagsStream(DomainPartitionedStream):
         th.Property("description", th.StringType),
         th.Property("first_seen", th.DateTimeType),
         th.Property("last_seen", th.DateTimeType),
+        additional_properties=True,
     ).to_dict()
 
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -442,6 +445,7 @@ class MailingListsStream(MailgunStream):
         th.Property("reply_preference", th.StringType),
         th.Property("created_at", th.DateTimeType),
         th.Property("members_count", th.IntegerType),
+        additional_properties=True,
     ).to_dict()
 
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -470,6 +474,7 @@ class ListMembersStream(MailgunStream):
         th.Property("name", th.StringType),
         th.Property("vars", th.ObjectType(additional_properties=True)),
         th.Property("subscribed", th.BooleanType),
+        additional_properties=True,
     ).to_dict()
 
 

@@ -225,3 +225,14 @@ def test_mailing_lists_and_their_members(mailgun: FakeMailgun) -> None:
     }
     assert members[-1]["list_address"] == "vip@mg.example.com"
     assert len(mailgun.calls("GET", "^/v3/lists/news@mg.example.com/members/pages$")) == 2
+
+
+def test_fields_mailgun_adds_later_are_kept(mailgun: FakeMailgun) -> None:
+    mailgun.add_suppression(DOMAIN, "bounces", {**bounce("a@x.com", 1), "mx-host": "mx.x.com"})
+    mailgun.add_tag(DOMAIN, "t")
+    mailgun.tags[DOMAIN]["t"]["new-field"] = {"nested-key": 1}
+
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "bounces", "tags")
+
+    assert run.records["bounces"][0]["mx_host"] == "mx.x.com"
+    assert run.records["tags"][0]["new_field"] == {"nested_key": 1}
