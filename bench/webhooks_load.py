@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import signal
@@ -234,7 +235,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Measured {result['measured_at']} on {m['cpu_model']}, {m['cores']} cores, "
         f"{m['memory_gb']} GB, {m['os']}, Python {m['python']}; client and receiver share "
-        "the machine (loopback). Command: `make bench-webhooks`.",
+        f"the machine (loopback); load average at start {result['load_average_at_start']}. "
+        "Command: `make bench-webhooks`.",
         "",
         "## Sustained load",
         "",
@@ -269,6 +271,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both phases on fresh spools in a temporary folder."""
+    load_before = [round(x, 2) for x in os.getloadavg()]  # others' work skews the figures
     key = secrets.token_hex(16)
     events = workload(args.requests, args.redelivery_share, args.seed)
     with tempfile.TemporaryDirectory(prefix="webhooks-bench-") as tmp:
@@ -281,6 +284,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_average_at_start": load_before,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "sustained": first,
         "kill_and_restart": second,

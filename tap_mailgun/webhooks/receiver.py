@@ -185,6 +185,7 @@ def create_app(settings: ReceiverSettings, writer: SpoolWriter) -> Starlette:
     """The receiver as an ASGI app; the writer is started and stopped with the app."""
 
     async def receive(request: Request) -> JSONResponse:
+        """POST /webhooks/mailgun: verify, spool, then answer."""
         peer = request.client.host if request.client else "?"
         try:
             body = await _read_body(request, settings.max_body_bytes)
@@ -208,12 +209,14 @@ def create_app(settings: ReceiverSettings, writer: SpoolWriter) -> Starlette:
         return _answer(200, outcome.value)
 
     async def healthz(request: Request) -> JSONResponse:
+        """GET /healthz: 200 while the spool writer runs."""
         if writer.alive:
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "spool writer stopped"}, status_code=503)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        """Start the writer with the server; drain and close it on shutdown."""
         if not writer.alive:
             writer.start()
         try:

@@ -68,6 +68,7 @@ def start_receiver(spool_path: Path) -> Iterator[Callable[..., RunningReceiver]]
     running: list[RunningReceiver] = []
 
     def start(**settings: Any) -> RunningReceiver:
+        """One more receiver, stopped at teardown."""
         receiver = RunningReceiver(spool_path, **settings).start()
         running.append(receiver)
         return receiver

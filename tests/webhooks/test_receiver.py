@@ -18,6 +18,7 @@ from tests.webhooks.payloads import SIGNING_KEY, hard_bounce, mailgun_event, sig
 
 
 def spooled(path: Path) -> list[tuple[str, float]]:
+    """(id, timestamp) of every event in the spool, in arrival order."""
     with Spool(path) as spool:
         return spool.event_keys()
 
@@ -123,6 +124,7 @@ def test_concurrent_calls_lose_nothing_and_double_nothing(
     deliveries = events + events[:50]  # a third of them delivered twice, new tokens
 
     def send(event: dict[str, object]) -> int:
+        """Post one event, signed afresh; returns the status."""
         return post(receiver.url, signed_body(event)).status_code
 
     with ThreadPoolExecutor(max_workers=12) as pool:

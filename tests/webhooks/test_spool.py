@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.webhooks.process import BIN
 def delivery(
     token: str, event_id: str, *, signed_at: int | None = None, ts: float = 1.5
 ) -> Delivery:
+    """A verified call for event `event_id`, signed now unless `signed_at` says otherwise."""
     event = mailgun_event(id=event_id, timestamp=ts)
     return Delivery(
         token=token,
@@ -33,9 +35,10 @@ def delivery(
 
 
 @pytest.fixture
-def writer(spool_path: Path) -> SpoolWriter:
+def writer(spool_path: Path) -> Iterator[SpoolWriter]:
+    """A running writer on the test's spool."""
     started = SpoolWriter(spool_path, token_ttl_s=960).start()
-    yield started  # type: ignore[misc]
+    yield started
     started.stop()
 
 
@@ -48,6 +51,7 @@ def test_concurrent_submissions_are_each_decided_once(
     calls += [delivery(f"tok-{i}", f"ev-replay-{i}") for i in range(50)]
 
     def submit(d: Delivery) -> Outcome:
+        """Submit and wait for the commit."""
         return writer.submit(d).result(timeout=30)
 
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -35,6 +35,7 @@ def send(receiver: RunningReceiver) -> Callable[..., dict[str, Any]]:
     """Post one event to the receiver (200 expected); returns the event."""
 
     def send_one(event: dict[str, Any]) -> dict[str, Any]:
+        """Post, expect 200, return the event."""
         assert post(receiver.url, signed_body(event)).status_code == 200
         return event
 

@@ -21,6 +21,7 @@ NOW = 1_790_000_000.0
 
 
 def parse(body: bytes, now: float = NOW, max_age_s: int = 900) -> Delivery:
+    """parse_delivery with the tests' key, at a fixed `now`."""
     return parse_delivery(body, signing_key=KEY, max_age_s=max_age_s, now=now)
 
 
