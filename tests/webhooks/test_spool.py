@@ -130,3 +130,18 @@ def test_the_receiver_says_when_the_spool_cannot_be_opened(tmp_path: Path) -> No
     assert done.returncode != 0
     assert "cannot open the webhook spool" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_two_writers_on_one_spool_share_one_sequence(spool_path: Path) -> None:
+    writers = [SpoolWriter(spool_path, token_ttl_s=960).start() for _ in range(2)]
+    try:
+        futures = [
+            writers[i % 2].submit(delivery(f"t{i}", f"e{i}")) for i in range(400)
+        ]  # interleaved: both commit concurrently
+        assert {f.result(timeout=60) for f in futures} == {Outcome.STORED}
+    finally:
+        for w in writers:
+            w.stop()
+    with Spool(spool_path) as spool:
+        assert [e.seq for e in spool.read_after(0)] == list(range(1, 401))
+        assert spool.last_sequence() == 400
