@@ -23,14 +23,6 @@ if TYPE_CHECKING:
 _RUN_FAILURES: ContextVar[list[str] | None] = ContextVar("tap_mailgun_run_failures", default=None)
 
 
-def _split_domains(value: Any) -> list[str]:
-    """`domains` as a list; a comma-separated string (MAILGUN_DOMAIN=a.com,b.com) is accepted."""
-    if not value:
-        return []
-    items = value.split(",") if isinstance(value, str) else value
-    return [str(item).strip() for item in items if str(item).strip()]
-
-
 def _describe(stream_type: type[Stream]) -> dict[str, Any]:
     """A stream class's name, key and replication, for --about."""
     # Streams declare these as class attributes; the SDK types them as instance properties.
@@ -75,9 +67,9 @@ class TapMailgun(Tap):
         ),
         th.Property(
             "domains",
-            th.CustomType({"type": ["array", "string", "null"], "items": {"type": "string"}}),
-            description="Sending domains to read (MAILGUN_DOMAIN); a list or a comma-separated "
-            "string. Empty: every active domain of the account.",
+            th.ArrayType(th.StringType),
+            description="Sending domains to read (MAILGUN_DOMAIN). Empty: every active domain "
+            "of the account.",
         ),
         th.Property(
             "start_date",
@@ -165,7 +157,7 @@ class TapMailgun(Tap):
     @cached_property
     def domain_names(self) -> list[str]:
         """The configured domains, or else every active domain of the account (read once)."""
-        configured = _split_domains(self.config.get("domains"))
+        configured = [d.strip() for d in self.config.get("domains") or [] if d.strip()]
         if configured:
             return configured
         listing = self.streams["domains"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.utils import format_datetime, parsedate_to_datetime
 
+from tap_mailgun.tap import TapMailgun
 from tests.fakes.mailgun import FakeMailgun, days_ago, mailgun_event
 from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
@@ -118,10 +119,13 @@ def test_without_configured_domains_every_active_domain_is_read(mailgun: FakeMai
     assert mailgun.calls("GET", "^/v3/mg.paused.com/") == []
 
 
-def test_a_comma_separated_domains_string_is_accepted(mailgun: FakeMailgun) -> None:
+def test_domains_come_from_the_environment_too(mailgun: FakeMailgun, monkeypatch) -> None:
     mailgun.add_tag(OTHER_DOMAIN, "x")
-    run = run_tap(tap_config(mailgun, domains=f" {OTHER_DOMAIN} , "), "tags")
-    assert [r["domain"] for r in run.records["tags"]] == [OTHER_DOMAIN]
+    monkeypatch.setenv("TAP_MAILGUN_DOMAINS", f'["{OTHER_DOMAIN}"]')
+    config = tap_config(mailgun)
+    del config["domains"]
+    tap = TapMailgun(config=config, parse_env_config=True)
+    assert tap.domain_names == [OTHER_DOMAIN]
 
 
 def test_tags_have_snake_case_keys(mailgun: FakeMailgun) -> None:
