@@ -55,6 +55,14 @@ _RATES = {
     "fail_rate": ("failed_count", "accepted_count"),
     "permanent_fail_rate": ("permanent_failed_count", "accepted_count"),
     "temporary_fail_rate": ("temporary_failed_count", "accepted_count"),
+    "bounce_rate": ("bounced_count", "accepted_count"),
+    "unique_opened_rate": ("unique_opened_count", "delivered_count"),
+    "unique_clicked_rate": ("unique_clicked_count", "delivered_count"),
+}
+# Failed events by severity: permanent ones are hard bounces, temporary ones soft bounces.
+_SEVERITY_COUNTERS = {
+    "permanent": ("permanent_failed_count", "hard_bounces_count", "bounced_count"),
+    "temporary": ("temporary_failed_count", "soft_bounces_count"),
 }
 
 
@@ -425,8 +433,8 @@ class FakeMailgun(FakeAPI):
         if counter:
             counts[counter] += 1
         if event["event"] == "failed":
-            severity = event.get("severity", "permanent")
-            counts[f"{severity}_failed_count"] += 1
+            for name in _SEVERITY_COUNTERS.get(event.get("severity", "permanent"), ()):
+                counts[name] += 1
 
     @staticmethod
     def _metrics_row(
@@ -443,6 +451,8 @@ class FakeMailgun(FakeAPI):
             if name in _RATES:
                 num, den = (counts.get(n, 0) for n in _RATES[name])
                 metrics[name] = f"{100 * num / den:.2f}" if den else "0.00"
+            elif name.endswith("_rate"):
+                metrics[name] = "0.00"  # a rate the fake does not compute; still a string
             else:
                 metrics[name] = counts.get(name, 0)
         return {"dimensions": dimensions, "metrics": metrics}

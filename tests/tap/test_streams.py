@@ -167,6 +167,11 @@ def test_domain_and_tag_metrics_count_events_per_day(mailgun: FakeMailgun) -> No
         1,
     )
     assert day["delivered_rate"] == 50.0 and day["opened_rate"] == 100.0
+    assert (day["hard_bounces_count"], day["soft_bounces_count"], day["bounce_rate"]) == (
+        1,
+        0,
+        50.0,
+    )
     (tagged,) = run.records["tag_metrics"]
     assert tagged["tag"] == "welcome" and tagged["opened_count"] == 1
     body = mailgun.calls("POST", "^/v1/analytics/metrics$")[0].json()
