@@ -143,15 +143,10 @@ class TapMailgun(Tap):
         info = about.AboutFormatter.get_formatter("json").format_about(cls._get_about_info())
         data = json.loads(info)
         data["streams"] = [_describe(stream_type) for stream_type in streams.STREAM_TYPES]
-        data["streams"].append(
-            {
-                "name": "webhook_events",
-                "key_properties": ["id", "timestamp"],
-                "replication_key": "webhook_sequence",
-                "replication_method": "INCREMENTAL",
-                "when": "webhook_spool_path is set",
-            }
-        )
+        from tap_mailgun.webhooks.stream import WebhookEventsStream
+
+        webhooks = {**_describe(WebhookEventsStream), "when": "webhook_spool_path is set"}
+        data["streams"].append(webhooks)
         print(json.dumps(data, indent=2))
 
     @cached_property
@@ -181,7 +176,7 @@ class TapMailgun(Tap):
         """Log a failed partition (e.g. one domain) so the run carries on with the others."""
         if isinstance(error, MailgunUnknownDomainError):
             self.unknown_domains.add(error.domain)
-            message = f"{error} (every stream of {error.domain} is skipped)"
+            message = f"{error} (its other streams are skipped this run)"
         else:
             where = ", ".join(f"{k}={v}" for k, v in context.items())
             message = f"{stream} ({where}): {error}"
