@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from target_brevo.store import EngagementStore
     from target_brevo.summary import Summary
 
-CONTACT_PAGE = 20_000  # dirty contacts held in memory at once (a few MB)
+CONTACT_PAGE = 50_000  # dirty contacts held in memory at once (tens of MB at most)
 EVENT_PAGE = 10_000
 FIRST_POLL_DELAY = 0.25
 MAX_POLL_DELAY = 30.0
@@ -130,14 +130,17 @@ class Publisher:
                     ),
                 }
                 groups[key].append((facts.email, msgspec.json.encode(row)))
-            for (blocklist, list_ids), rows in sorted(groups.items(), key=_group_order):
-                for process_id, emails in self.client.import_contacts(
-                    rows, sorted(list_ids), blocklist
-                ):
-                    invalid = self._wait(process_id) if process_id is not None else 0
-                    self.store.mark_clean(emails)
-                    self.store.commit()
-                    self._count_import(len(emails) - invalid, blocklist, list_ids, invalid)
+            # Submit every import of the page first: Brevo works on them while we poll.
+            submitted = [
+                (process_id, emails, key)
+                for key, rows in sorted(groups.items(), key=_group_order)
+                for process_id, emails in self.client.import_contacts(rows, sorted(key[1]), key[0])
+            ]
+            for process_id, emails, (blocklist, list_ids) in submitted:
+                invalid = self._wait(process_id) if process_id is not None else 0
+                self.store.mark_clean(emails)
+                self.store.commit()
+                self._count_import(len(emails) - invalid, blocklist, list_ids, invalid)
 
     def _group(self, facts: rules.ContactFacts) -> GroupKey:
         list_ids = set(rules.list_ids(facts, self.settings.lists))

@@ -57,6 +57,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "engagement_store",
         th.StringType,
+        secret=True,  # a database URL may carry a password
         description="SQLite file path or SQLAlchemy URL of the engagement store",
     ),
     th.Property(
