@@ -93,6 +93,7 @@ class FakeBrevo(FakeAPI):
         self._windows: dict[str, tuple[float, int]] = {}
         self._next_id = {"list": 1, "process": 1, "folder": 2, "contact": 1}
         self._hold: tuple[re.Pattern[str], int] | None = None
+        self.import_failures: list[str] = []  # errors the next imports end with, in order
         self.held = threading.Event()  # set while a held request waits for `release`
         self._released = threading.Event()
 
@@ -343,7 +344,9 @@ class FakeBrevo(FakeAPI):
         if process["status"] in ("completed", "failed"):
             return
         process["status"] = _PROCESS_STEPS[_PROCESS_STEPS.index(process["status"]) + 1]
-        if process["status"] == "completed":
+        if process["status"] == "completed" and self.import_failures:
+            process.update(status="failed", error=self.import_failures.pop(0))
+        elif process["status"] == "completed":
             invalid = self._apply_import(process["payload"])
             process["info"] = {"import": {"invalid_emails": invalid or None}}
 

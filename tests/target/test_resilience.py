@@ -140,3 +140,20 @@ def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
     assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
     assert rerun.summary["events_sent"] == 250
     assert rerun.states == [{"bookmarks": {"run": 1}}]
+
+
+def test_a_failed_import_stops_the_run_and_the_rerun_writes_the_contacts(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    brevo.import_failures.append("Processing timeout exceeded")
+    lines = singer_lines({"events": opened_events(3)})
+    failed = target.run(lines)
+    assert failed.returncode == 1
+    assert "import process 1 failed: Processing timeout exceeded" in failed.stderr
+    assert "go again on the next run" in failed.stderr
+    assert failed.states == []
+    assert brevo.contacts == {}
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(brevo.contacts) == [f"user{i}@example.com" for i in range(3)]
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
