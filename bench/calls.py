@@ -14,14 +14,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 # Brevo's documented limits (see /work/shared/specs/README.md and the spec's own text).
 EVENTS_PER_BATCH = 200
 EVENTS_BATCH_BYTES = 512 * 1024
 IMPORT_BYTES = 8 * 1024 * 1024  # the "safe limit" Brevo recommends for one /contacts/import
 LIST_EMAILS_PER_CALL = 150
-# Mailgun's page sizes: events at most 300, suppressions at most 1000 per page.
+# Mailgun's page sizes: events at most 300; suppressions, tags, lists, members 1000.
 EVENTS_PER_PAGE = 300
+LIST_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -116,11 +118,6 @@ def brevo_minimum(method: str, template: str, calls: list[Call]) -> int:
     return len({c.path for c in calls})
 
 
-def events_pages_minimum(events_by_domain: Mapping[str, int]) -> int:
-    """Pages needed to read the events of every domain, each domain ending on an empty page."""
-    return sum(math.ceil(n / EVENTS_PER_PAGE) + 1 for n in events_by_domain.values())
-
-
 def by_endpoint(calls: Iterable[Call]) -> dict[tuple[str, str], list[Call]]:
     """Group calls by (method, endpoint template)."""
     groups: dict[tuple[str, str], list[Call]] = defaultdict(list)
@@ -152,33 +149,85 @@ def brevo_table(calls: Iterable[Call], baseline: int) -> dict[str, Any]:
     }
 
 
-def mailgun_table(calls: Iterable[Call], events_by_domain: Mapping[str, int]) -> dict[str, Any]:
-    """Mailgun calls by endpoint; events pages are compared with full 300-event pages.
+def _pages(items: int, per_page: int, *, short_page_ends: bool) -> int:
+    """Pages to list `items`.
 
-    Every other endpoint needs at least one call per distinct path (domain, list, kind).
+    A reader may stop at a short page where the API allows it (suppressions, tags, lists);
+    Mailgun's events end only on an empty page, so a full last page costs one more call.
     """
-    groups = by_endpoint(calls)
-    rows: list[dict[str, Any]] = []
-    events_calls = 0
-    for (method, template), group in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        if template.startswith("/v3/{domain}/events"):
-            events_calls += len(group)
-            continue
-        rows.append(
-            {
-                "endpoint": f"{method} {template}",
-                "calls": len(group),
-                "minimum": len({c.path for c in group}),
-            }
-        )
-    rows.insert(
-        0,
+    if short_page_ends:
+        return items // per_page + 1
+    return math.ceil(items / per_page) + 1
+
+
+# Mailgun listings by cursor: which stream's records each endpoint lists, and its page size.
+_CURSOR_LISTINGS = {
+    "/v3/{domain}/events": ("events", EVENTS_PER_PAGE),
+    "/v3/{domain}/bounces": ("bounces", LIST_PAGE),
+    "/v3/{domain}/complaints": ("complaints", LIST_PAGE),
+    "/v3/{domain}/unsubscribes": ("unsubscribes", LIST_PAGE),
+    "/v3/{domain}/tags": ("tags", LIST_PAGE),
+    "/v3/lists/{address}/members/pages": ("list_members", LIST_PAGE),
+}
+
+
+def _owner(path: str) -> str:
+    """The domain or list a Mailgun path is about: /v3/<owner>/... or /v3/lists/<owner>/..."""
+    parts = path.strip("/").split("/")
+    return unquote(parts[2] if parts[1] == "lists" else parts[1])
+
+
+def mailgun_minimum(
+    method: str,
+    template: str,
+    calls: list[Call],
+    records: Mapping[str, int],
+    by_owner: Mapping[str, Mapping[str, int]],
+) -> int:
+    """The fewest Mailgun calls that list what the tap emitted from one endpoint.
+
+    Cursor listings: full pages per domain or list (300 events, 1000 other items), ending
+    on a short page, or for events on the empty page Mailgun's docs require. Domains: pages
+    of 1000. Metrics: one call per distinct query (pagination aside). Anything else: one
+    call per distinct path.
+    """
+    template = template.removesuffix("/{page}")
+    if template in _CURSOR_LISTINGS:
+        stream, per_page = _CURSOR_LISTINGS[template]
+        owners = {_owner(c.path) for c in calls}
+        counts = by_owner.get(stream, {})
+        ends = stream != "events"
+        return sum(_pages(counts.get(o, 0), per_page, short_page_ends=ends) for o in owners)
+    if template == "/v3/lists/pages":
+        return _pages(records.get("mailing_lists", 0), LIST_PAGE, short_page_ends=True)
+    if template == "/v4/domains":
+        return max(1, math.ceil(records.get("domains", 0) / LIST_PAGE))
+    if template == "/v1/analytics/metrics":
+        queries = set()
+        for call in calls:
+            body = _json(call.body) or {}
+            body.pop("pagination", None)
+            queries.add(json.dumps(body, sort_keys=True))
+        return len(queries)
+    return len({c.path for c in calls})
+
+
+def mailgun_table(
+    calls: Iterable[Call], records: Mapping[str, int], by_owner: Mapping[str, Mapping[str, int]]
+) -> dict[str, Any]:
+    """Mailgun calls by endpoint against the fewest that list the same records."""
+    groups: dict[tuple[str, str], list[Call]] = defaultdict(list)
+    for (method, template), group in by_endpoint(calls).items():
+        # The first events page and the pages after it are one listing.
+        groups[(method, template.removesuffix("/{page}"))].extend(group)
+    rows: list[dict[str, Any]] = [
         {
-            "endpoint": "GET /v3/{domain}/events (+ /events/{page})",
-            "calls": events_calls,
-            "minimum": events_pages_minimum(events_by_domain),
-        },
-    )
+            "endpoint": f"{method} {template}",
+            "calls": len(group),
+            "minimum": mailgun_minimum(method, template, group, records, by_owner),
+        }
+        for (method, template), group in sorted(groups.items(), key=lambda kv: kv[0][1])
+    ]
     total = sum(r["calls"] for r in rows)
     minimum = sum(r["minimum"] for r in rows)
     return {

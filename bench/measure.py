@@ -1,8 +1,12 @@
 """Running the real console scripts as child processes and measuring them.
 
-Peak memory and CPU time come from `os.wait4`, which hands back the kernel's own resource
-usage of exactly that child: no polling, so nothing is missed between samples and nothing
-is added to the measured process.
+CPU time comes from `os.wait4`, the kernel's own account of exactly that child. Peak memory
+does NOT come from wait4's ru_maxrss: Linux carries the parent's high-water mark into a
+child across fork and exec, so every child of a harness holding a million fake events would
+"peak" at the harness's size. It is read instead from the child's own VmHWM in
+/proc/<pid>/status (the high-water mark of its post-exec address space), sampled every 20 ms
+from a thread of the harness until the child exits; only the growth in its last 20 ms can be
+missed. Where /proc is missing, ru_maxrss is used and flagged.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import platform
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -46,18 +51,59 @@ class ChildFailed(RuntimeError):
     """A measured child exited non-zero; the message names its stderr log."""
 
 
-def _reap(proc: subprocess.Popen[bytes], started: float, argv: list[str]) -> ProcessRun:
+class _PeakRss(threading.Thread):
+    """Samples a child's VmHWM (its own peak resident memory) until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.status = Path(f"/proc/{pid}/status")
+        self.peak_kb = 0
+        self._stop_event = threading.Event()
+        self.start()
+
+    def _sample(self) -> None:
+        try:
+            text = self.status.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+                return
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.02):
+            self._sample()
+
+    def stop(self) -> int:
+        """Stop sampling; the peak seen, in kilobytes (0 if /proc could not be read)."""
+        self._stop_event.set()
+        self.join()
+        return self.peak_kb
+
+
+def _spawn(argv: Sequence[str], **popen: Any) -> tuple[subprocess.Popen[bytes], _PeakRss]:
+    """Start a child; Popen returns only after its exec, so every sample is of the child."""
+    proc = subprocess.Popen(list(argv), **popen)
+    return proc, _PeakRss(proc.pid)
+
+
+def _reap(
+    proc: subprocess.Popen[bytes], peak: _PeakRss, started: float, argv: list[str]
+) -> ProcessRun:
     """Wait for `proc` with wait4 so its own rusage (not the whole family's) is read."""
+    # One last sample while it may still be running; a zombie has no VmHWM and is skipped.
+    peak._sample()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in kilobytes on Linux.
+    peak_kb = peak.stop() or usage.ru_maxrss  # ru_maxrss (kB on Linux) only without /proc
     return ProcessRun(
         argv=argv,
         wall_s=round(wall, 3),
         user_s=round(usage.ru_utime, 3),
         sys_s=round(usage.ru_stime, 3),
-        max_rss_mb=round(usage.ru_maxrss / 1024, 1),
+        max_rss_mb=round(peak_kb / 1024, 1),
         returncode=proc.returncode,
     )
 
@@ -82,8 +128,8 @@ def run_one(
         stderr.open("wb") as ferr,
     ):
         started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=fin, stdout=fout, stderr=ferr, env=env)
-        return _check(_reap(proc, started, list(argv)), stderr)
+        proc, peak = _spawn(argv, stdin=fin, stdout=fout, stderr=ferr, env=env)
+        return _check(_reap(proc, peak, started, list(argv)), stderr)
 
 
 def run_pipe(
@@ -102,17 +148,17 @@ def run_pipe(
         stderr_right.open("wb") as ferr_right,
     ):
         started = time.perf_counter()
-        producer = subprocess.Popen(
-            list(left), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=ferr_left, env=env
+        producer, producer_peak = _spawn(
+            left, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=ferr_left, env=env
         )
         assert producer.stdout is not None
-        consumer = subprocess.Popen(
-            list(right), stdin=producer.stdout, stdout=fout, stderr=ferr_right, env=env
+        consumer, consumer_peak = _spawn(
+            right, stdin=producer.stdout, stdout=fout, stderr=ferr_right, env=env
         )
         # Only the consumer may hold the read end now, or the producer would never see EPIPE.
         producer.stdout.close()
-        left_run = _reap(producer, started, list(left))
-        right_run = _reap(consumer, started, list(right))
+        left_run = _reap(producer, producer_peak, started, list(left))
+        right_run = _reap(consumer, consumer_peak, started, list(right))
         wall = round(time.perf_counter() - started, 3)
     _check(left_run, stderr_left)
     _check(right_run, stderr_right)

@@ -243,7 +243,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         "checks": {**_checks(loaded, counts, alone, piped), "no_spec_violations": not violations},
         "calls": {
             "brevo": calls.brevo_table(brevo_calls, baseline),
-            "mailgun": calls.mailgun_table(mailgun_calls, counts.events_by_domain),
+            "mailgun": calls.mailgun_table(mailgun_calls, counts.records, counts.by_owner),
         },
         "profiles": profiles,
     }
