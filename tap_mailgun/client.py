@@ -111,9 +111,8 @@ def retry_hint_seconds(response: requests.Response | None) -> float | None:
 
 
 class _Paging(msgspec.Struct):
-    """A listing's `paging` and how many items it had (msgspec builds no item objects)."""
+    """Only the `paging` part of a listing; msgspec skips the items without building them."""
 
-    items: list[msgspec.Raw] = []
     paging: dict[str, Any] = {}
 
 
@@ -121,23 +120,19 @@ class MailgunPaginator(BaseHATEOASPaginator):
     """Follows `paging.next`; stops on a missing, empty or repeated link (empty pages stop the
     SDK's loop before we are asked), and refuses links to another host.
 
-    With `page_size`, a shorter page is the last one (true of the cursor listings; events are
-    read on to the empty page, as Mailgun documents).
+    A page shorter than the limit is not taken as the last: Mailgun documents the empty page
+    as the end, and a listing that grows while it is read continues past a short page.
     """
 
-    def __init__(self, origin: str, page_size: int | None = None) -> None:
+    def __init__(self, origin: str) -> None:
         """`origin` is the configured API root; links elsewhere would leak the credentials."""
         super().__init__()
         self._origin = urlsplit(origin)[:2]
-        self._page_size = page_size
         self._followed: set[str] = set()
 
     def get_next_url(self, response: requests.Response) -> str | None:
         """The next link, or None when paging must stop."""
-        page = msgspec.json.decode(response.content, type=_Paging)
-        if self._page_size and len(page.items) < self._page_size:
-            return None
-        link = page.paging.get("next")
+        link = msgspec.json.decode(response.content, type=_Paging).paging.get("next")
         if not isinstance(link, str) or not link or link in self._followed:
             return None
         if urlsplit(link)[:2] != self._origin:
@@ -172,7 +167,7 @@ class MailgunStream(RESTStream[ParseResult]):
 
     def get_new_paginator(self) -> BaseAPIPaginator[Any]:
         """Follow `paging.next` links on the configured host."""
-        return MailgunPaginator(self.url_base, self.page_size)
+        return MailgunPaginator(self.url_base)
 
     def get_url_params(
         self, context: Context | None, next_page_token: ParseResult | None
