@@ -21,6 +21,10 @@ from tests.fakes.sandbox import ROOT, Sandbox
 
 # The sandbox's clock starts from this moment, so every run of the tests sees the same traffic.
 REAL_NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+# A smaller business than the demo's (150 a day to 400 people): every kind of event and
+# suppression still shows up, and a Meltano run takes a few seconds.
+MESSAGES_PER_DAY = 40
+RECIPIENTS = 150
 # Variables from the developer's shell that would change what Meltano configures.
 _FOREIGN = ("TAP_MAILGUN_", "TARGET_BREVO_", "TARGET_CSV_", "MAILGUN_", "BREVO_", "MELTANO_")
 
@@ -88,7 +92,13 @@ class Sandboxes:
     def start(self, *, advance: bool = False) -> Sandbox:
         """A sandbox on free ports; `advance` moves its clock a simulated day forward."""
         box = Sandbox(
-            self.directory, mailgun_port=0, brevo_port=0, advance=advance, real_now=REAL_NOW
+            self.directory,
+            mailgun_port=0,
+            brevo_port=0,
+            advance=advance,
+            real_now=REAL_NOW,
+            messages_per_day=MESSAGES_PER_DAY,
+            recipients=RECIPIENTS,
         )
         self.started.append(box.start())
         return box

@@ -16,6 +16,7 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from tests.e2e.conftest import MESSAGES_PER_DAY, RECIPIENTS
 from tests.fakes.sandbox import ROOT, STATE_ID
 
 if TYPE_CHECKING:
@@ -201,6 +202,8 @@ def test_the_demo_command_prints_brevo_and_then_only_what_is_new(
                 str(tmp_path / "demo"),
                 "--mailgun-port=0",
                 "--brevo-port=0",
+                f"--messages-per-day={MESSAGES_PER_DAY}",
+                f"--recipients={RECIPIENTS}",
                 "--meltano",
                 str(meltano.executable),
             ],

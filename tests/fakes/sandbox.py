@@ -33,7 +33,7 @@ import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -65,25 +65,38 @@ MIN_AGE = timedelta(hours=1)  # traffic stays older than the tap's event lag (30
 # --- the clock --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Clock:
-    """The sandbox's simulated present: traffic exists from `start` up to `now`."""
+    """The sandbox's simulated present: traffic exists from `start` up to `now`.
+
+    The seed and the size are kept with it, since the traffic before `now` depends on them.
+    """
 
     seed: int
     start: datetime
     now: datetime
+    messages_per_day: int = MESSAGES_PER_DAY
+    recipients: int = RECIPIENTS
 
     @classmethod
-    def first(cls, real_now: datetime, seed: int = SEED) -> Clock:
+    def first(
+        cls,
+        real_now: datetime,
+        *,
+        seed: int = SEED,
+        messages_per_day: int = MESSAGES_PER_DAY,
+        recipients: int = RECIPIENTS,
+    ) -> Clock:
         """The 29 days up to yesterday's midnight (UTC): the next advance brings yesterday."""
         midnight = real_now.astimezone(timezone.utc).replace(
             hour=0, minute=0, second=0, microsecond=0
         )
         start = midnight - timedelta(days=FIRST_DAYS + 1)
-        return cls(seed, start, min(start + timedelta(days=FIRST_DAYS), real_now - MIN_AGE))
+        now = min(start + timedelta(days=FIRST_DAYS), real_now - MIN_AGE)
+        return cls(seed, start, now, messages_per_day, recipients)
 
     def advanced(self, real_now: datetime, by: timedelta = timedelta(days=1)) -> Clock:
         """A simulated day later, but never later than an hour ago nor past the world's end."""
         limit = min(real_now - MIN_AGE, self.start + timedelta(days=WINDOW_DAYS))
-        return Clock(self.seed, self.start, max(self.now, min(self.now + by, limit)))
+        return replace(self, now=max(self.now, min(self.now + by, limit)))
 
     def spec(self) -> TrafficSpec:
         """The traffic this clock reveals."""
@@ -91,24 +104,25 @@ class Clock:
             seed=self.seed,
             start=self.start,
             days=WINDOW_DAYS,
-            messages=WINDOW_DAYS * MESSAGES_PER_DAY,
-            recipients=RECIPIENTS,
+            messages=WINDOW_DAYS * self.messages_per_day,
+            recipients=self.recipients,
             domains=DEFAULT_DOMAINS,
             until=self.now,
         )
 
     def to_json(self) -> dict[str, Any]:
         """The persisted form."""
-        return {"seed": self.seed, "start": self.start.isoformat(), "now": self.now.isoformat()}
+        return {**asdict(self), "start": self.start.isoformat(), "now": self.now.isoformat()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Clock:
         """Read the persisted form back."""
-        return cls(
-            int(data["seed"]),
-            datetime.fromisoformat(data["start"]),
-            datetime.fromisoformat(data["now"]),
-        )
+        fields = {
+            **data,
+            "start": datetime.fromisoformat(data["start"]),
+            "now": datetime.fromisoformat(data["now"]),
+        }
+        return cls(**fields)
 
 
 # --- Brevo that survives restarts -------------------------------------------------------------
@@ -156,6 +170,8 @@ class Sandbox:
         validate: bool = True,
         advance: bool = False,
         real_now: datetime | None = None,
+        messages_per_day: int = MESSAGES_PER_DAY,
+        recipients: int = RECIPIENTS,
     ) -> None:
         self.directory = directory
         self.running = False
@@ -166,8 +182,10 @@ class Sandbox:
             self.clock = Clock.from_json(json.loads(clock_file.read_text()))
             if advance:
                 self.clock = self.clock.advanced(real_now)
-        else:
-            self.clock = Clock.first(real_now)
+        else:  # the size only matters to a new sandbox: an existing one keeps its own
+            self.clock = Clock.first(
+                real_now, messages_per_day=messages_per_day, recipients=recipients
+            )
         clock_file.write_text(json.dumps(self.clock.to_json()))
         self.traffic = Traffic(self.clock.spec())
         self.mailgun = FakeMailgun(api_key=MAILGUN_KEY, validate=validate, port=mailgun_port)
@@ -327,10 +345,17 @@ def _require_meltano(meltano: Path) -> None:
         raise SystemExit(f"{meltano} not found: run `make demo` (it installs Meltano) first")
 
 
-def demo(meltano: Path, directory: Path, ports: tuple[int, int]) -> int:
+def demo(meltano: Path, directory: Path, ports: tuple[int, int], size: tuple[int, int]) -> int:
     """One sandbox run: advance the clock, run the job through Meltano, print the summary."""
     _require_meltano(meltano)
-    with Sandbox(directory, mailgun_port=ports[0], brevo_port=ports[1], advance=True) as sandbox:
+    with Sandbox(
+        directory,
+        mailgun_port=ports[0],
+        brevo_port=ports[1],
+        advance=True,
+        messages_per_day=size[0],
+        recipients=size[1],
+    ) as sandbox:
         before = sandbox.brevo.state()
         print(
             f"Sandbox: fake Mailgun {sandbox.mailgun.base_url} holds "
@@ -411,10 +436,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--brevo-url", default=f"http://127.0.0.1:{BREVO_PORT}", help="for `summary`"
     )
+    parser.add_argument(
+        "--messages-per-day",
+        type=int,
+        default=MESSAGES_PER_DAY,
+        help="size of a new sandbox (an existing one keeps its own)",
+    )
+    parser.add_argument("--recipients", type=int, default=RECIPIENTS, help="size of a new sandbox")
     args = parser.parse_args(argv)
     ports = (args.mailgun_port, args.brevo_port)
     if args.command == "demo":
-        return demo(args.meltano, args.dir, ports)
+        return demo(args.meltano, args.dir, ports, (args.messages_per_day, args.recipients))
     if args.command == "serve":
         return serve(args.dir, ports)
     if args.command == "summary":
