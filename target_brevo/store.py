@@ -25,12 +25,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     create_engine,
     event,
     false,
     func,
+    not_,
     null,
     or_,
     select,
@@ -173,11 +175,15 @@ class EngagementStore:
             row["engaged"] |= f.event in ("opened", "clicked")
             if f.event == "delivered" and (row["last_delivered"] or "") < f.day:
                 row["last_delivered"] = f.day
-        self.upsert_contacts(contacts.values())
+        self.upsert_contacts(contacts.values(), touched=True)
         return len(new)
 
-    def upsert_contacts(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Merge contact facts: flags only ever turn on, the latest delivery wins, names update."""
+    def upsert_contacts(self, rows: Iterable[dict[str, Any]], *, touched: bool = False) -> None:
+        """Merge contact facts: flags only ever turn on, the latest delivery wins, names update.
+
+        A contact becomes dirty when it is new, when a merge changes it, or when `touched` (its
+        messages changed). Full-table streams (list_members) resent every run thus cost nothing.
+        """
         merged: dict[str, dict[str, Any]] = {}
         for row in rows:
             full = {**_contact_row(row["email"]), **row}
@@ -196,9 +202,21 @@ class EngagementStore:
         )
         changes["first_name"] = func.coalesce(new.first_name, old.first_name)
         changes["last_name"] = func.coalesce(new.last_name, old.last_name)
-        changes["dirty"] = true()
+        changed = [and_(new[flag], not_(old[flag])) for flag in FLAGS]
+        changed.append(
+            and_(
+                new.last_delivered.is_not(None),
+                or_(old.last_delivered.is_(None), new.last_delivered > old.last_delivered),
+            )
+        )
+        changed.extend(
+            and_(new[name].is_not(None), new[name].is_distinct_from(old[name]))
+            for name in ("first_name", "last_name")
+        )
+        changes["dirty"] = true() if touched else or_(old.dirty, *changed)
         stmt = stmt.on_conflict_do_update(index_elements=["email"], set_=changes)
-        self._executemany("upsert_contacts", stmt, list(merged.values()))
+        name = "touch_contacts" if touched else "merge_contacts"
+        self._executemany(name, stmt, list(merged.values()))
 
     def _insert_events(self, facts: Sequence[EventFacts]) -> None:
         encode = msgspec.json.encode

@@ -90,6 +90,23 @@ def test_flags_only_turn_on_and_latest_delivery_and_names_win(store: EngagementS
     assert contact.last_delivered == "2026-11-02"
 
 
+def test_a_contact_is_dirty_only_when_something_changed(store: EngagementStore) -> None:
+    member = {"email": "a@x.com", "first_name": "Ann", "last_name": "Lee"}
+    store.upsert_contacts([member])
+    store.mark_clean(["a@x.com"])
+    store.upsert_contacts([member])  # the same list member again (full-table stream)
+    store.upsert_contacts([{"email": "a@x.com", "first_name": None, "last_name": None}])
+    assert store.dirty_contacts() == []
+    store.upsert_contacts([{**member, "first_name": "Annie"}])
+    assert [c.first_name for c in store.dirty_contacts()] == ["Annie"]
+    store.mark_clean(["a@x.com"])
+    store.upsert_contacts([{"email": "a@x.com", "complained": True}])
+    assert [c.complained for c in store.dirty_contacts()] == [True]
+    store.mark_clean(["a@x.com"])
+    store.apply_events(facts(mailgun_event("1", "delivered", "a@x.com", message_id="m")))
+    assert [c.delivered for c in store.dirty_contacts()] == [1]  # new message: dirty
+
+
 def test_dry_run_store_commits_nothing(tmp_path: Path) -> None:
     url = store_url(str(tmp_path / "s.sqlite"))
     dry = EngagementStore(url, dry_run=True)
