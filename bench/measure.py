@@ -160,8 +160,9 @@ def run_pipe(
         left_run = _reap(producer, producer_peak, started, list(left))
         right_run = _reap(consumer, consumer_peak, started, list(right))
         wall = round(time.perf_counter() - started, 3)
-    _check(left_run, stderr_left)
+    # The consumer first: when it dies, the producer's broken pipe is only the consequence.
     _check(right_run, stderr_right)
+    _check(left_run, stderr_left)
     return left_run, right_run, wall
 
 

@@ -207,7 +207,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         print(f"[{size}] pipeline: {pipe_wall}s", flush=True)
 
         profiles: list[str] = []
-        if args.profile:
+        if args.profile and size == args.events[0]:  # the hot paths are the same at any size
             profiles.append(_profile(tap_argv, None, work, f"tap-{size}", results))
             with _fresh_brevo(work, "profiled", args.validate) as (brevo, target_argv):
                 profiles.append(_profile(target_argv, tap_out, work, f"target-{size}", results))
