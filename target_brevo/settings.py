@@ -89,6 +89,14 @@ class Settings:
     event_names: Mapping[str, str] | None  # None when events_enabled is false
     dry_run: bool
 
+    def unknown_names(self) -> list[str]:
+        """Keys of field_mapping and event_names the target does not know (typos, usually)."""
+        fields = set(self.field_mapping) - set(DEFAULT_FIELD_MAPPING)
+        events = set(self.event_names or {}) - set(DEFAULT_EVENT_NAMES)
+        return [f"field_mapping.{k}" for k in sorted(fields)] + [
+            f"event_names.{k}" for k in sorted(events)
+        ]
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Apply the documented defaults to a validated config."""

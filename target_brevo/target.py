@@ -82,6 +82,8 @@ class TargetBrevo(Target):
         # One sink drains at a time: the store is one connection and Brevo one rate budget.
         self.max_parallelism = 1
         self.settings = Settings.from_config(self.config)
+        for name in self.settings.unknown_names():
+            self.logger.warning("Setting %s names nothing target-brevo writes; ignored", name)
         self.summary = Summary()
         self.store = EngagementStore(
             store_url(self.config.get("engagement_store")), dry_run=self.settings.dry_run

@@ -220,3 +220,6 @@ def test_settings_defaults_and_merges() -> None:
     assert settings.event_names["clicked"] == "email_clicked"
     assert settings.field_mapping["open_rate"] == "MG_OPEN_RATE"
     assert Settings.from_config({"events_enabled": False}).event_names is None
+    assert settings.unknown_names() == []
+    typos = Settings.from_config({"field_mapping": {"opens": "X"}, "event_names": {"open": "o"}})
+    assert typos.unknown_names() == ["field_mapping.opens", "event_names.open"]
