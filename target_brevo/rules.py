@@ -54,6 +54,7 @@ DELIVERY_EVENTS = frozenset({"delivered", "opened", "clicked"})
 _EMAIL = re.compile(
     r"^[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _CANONICAL = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 _RATE = Decimal("0.0001")
 _SCORE = Decimal("0.1")
@@ -67,6 +68,11 @@ def normalize_email(value: Any) -> str | None:
     if len(email) > 254 or not _EMAIL.match(email):
         return None
     return email
+
+
+def is_valid_event_name(name: Any) -> bool:
+    """Brevo's rule for event names: 1 to 255 of A-Z a-z 0-9 _ -."""
+    return isinstance(name, str) and bool(_EVENT_NAME.match(name))
 
 
 def iso_timestamp(value: Any) -> str | None:

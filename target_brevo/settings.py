@@ -13,9 +13,16 @@ from target_brevo.rules import (
     DEFAULT_EVENT_NAMES,
     DEFAULT_FIELD_MAPPING,
     LIST_ROLES,
+    is_valid_event_name,
 )
 
 DEFAULT_BASE_URL = "https://api.brevo.com/v3"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it and says what is allowed."""
+
+
 DEFAULT_ALL_LIST_NAME = "Mailgun contacts"
 
 CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
@@ -88,6 +95,14 @@ class Settings:
     blocklist_on: frozenset[str]
     event_names: Mapping[str, str] | None  # None when events_enabled is false
     dry_run: bool
+
+    def invalid_event_names(self) -> list[str]:
+        """event_names values Brevo would refuse, as `key: value` (each event would be lost)."""
+        return [
+            f"{key}: {name!r}"
+            for key, name in sorted((self.event_names or {}).items())
+            if not is_valid_event_name(name)
+        ]
 
     def unknown_names(self) -> list[str]:
         """Keys of field_mapping and event_names the target does not know (typos, usually)."""

@@ -15,7 +15,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
-from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings
+from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
 from target_brevo.sinks import sink_class
 from target_brevo.store import EngagementStore, store_url
 from target_brevo.summary import Summary
@@ -82,6 +82,12 @@ class TargetBrevo(Target):
         # One sink drains at a time: the store is one connection and Brevo one rate budget.
         self.max_parallelism = 1
         self.settings = Settings.from_config(self.config)
+        invalid = self.settings.invalid_event_names()
+        if invalid:
+            raise SettingsError(
+                f"event_names: Brevo accepts only 1-255 of A-Z a-z 0-9 _ - in an event name; "
+                f"fix {', '.join(invalid)}"
+            )
         for name in self.settings.unknown_names():
             self.logger.warning("Setting %s names nothing target-brevo writes; ignored", name)
         self.summary = Summary()
@@ -128,11 +134,12 @@ class TargetBrevo(Target):
     def invoke(cls, **kwargs: Any) -> None:
         """The CLI: errors end the run with their message, no traceback.
 
-        Code 1: Brevo refused something (message says what to check); code 2: bad input line.
+        Code 1: a setting or Brevo refused something (the message says what to check);
+        code 2: a bad input line.
         """
         try:
             super().invoke(**kwargs)
-        except BrevoError as exc:
+        except (BrevoError, SettingsError) as exc:
             cls.logger.error("%s", exc)
             raise SystemExit(1) from None
         except InvalidInputLine:

@@ -59,14 +59,20 @@ def test_5xx_and_425_are_retried_with_backoff(brevo: FakeBrevo, target: TargetRu
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
 
 
+def oversized(event_id: str, event: str, recipient: str, at: float = 0.0) -> dict[str, object]:
+    """An event whose subject makes its event_properties exceed Brevo's 50 KB per event."""
+    headers = {"message-id": f"m-{event_id}", "subject": "s" * 60_000}
+    return mailgun_event(event_id, event, recipient, at=at, message={"headers": headers})
+
+
 def test_207_skips_the_refused_events_and_keeps_the_rest(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
     events = [
         mailgun_event("d1", "delivered", "ann@example.com", message_id="m1"),
-        mailgun_event("o1", "opened", "ann@example.com", at=1, message_id="m1"),
+        oversized("o1", "opened", "ann@example.com", at=1),
     ]
-    run = target.run(singer_lines({"events": events}), event_names={"opened": "email opened!"})
+    run = target.run(singer_lines({"events": events}))
     assert run.returncode == 0, run.stderr
     assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [207]
     assert sent_ids(brevo) == Counter({"d1": 1})
@@ -75,7 +81,7 @@ def test_207_skips_the_refused_events_and_keeps_the_rest(
     assert "event refused by Brevo" in next(iter(skipped))
     assert "Brevo refused event o1" in run.stderr
     # refused rows are not retried forever: the next run has nothing to resend
-    again = target.run(singer_lines({"events": events}), event_names={"opened": "email opened!"})
+    again = target.run(singer_lines({"events": events}))
     assert again.returncode == 0
     assert len(brevo.calls("POST", "/events/batch$")) == 1
 
@@ -83,13 +89,25 @@ def test_207_skips_the_refused_events_and_keeps_the_rest(
 def test_400_naming_rows_skips_them_and_the_run_goes_on(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    run = target.run(singer_lines({"events": opened_events(3)}), event_names={"opened": "bad name"})
+    events = [oversized(f"o{i}", "opened", f"user{i}@example.com", at=i) for i in range(3)]
+    run = target.run(singer_lines({"events": events}))
     assert run.returncode == 0, run.stderr
     assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [400]
     assert brevo.events == []
     assert sum(run.summary["rows_skipped"].values()) == 3
     assert len(brevo.contacts) == 3  # contacts were written all the same
     assert run.states == [{"bookmarks": {"run": 1}}]
+
+
+def test_an_event_name_brevo_would_refuse_is_a_clear_settings_error(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    run = target.run(singer_lines({"events": opened_events(1)}), event_names={"opened": "a b"})
+    assert run.returncode == 1
+    assert "event_names: Brevo accepts only 1-255 of A-Z a-z 0-9 _ -" in run.stderr
+    assert "opened: 'a b'" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert brevo.requests == []
 
 
 def test_a_400_without_rows_stops_the_run_with_its_message(
