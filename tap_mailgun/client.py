@@ -9,8 +9,9 @@ Every quirk of the API lives here:
   query's window and filters) and only on the host the tap was configured for.
 - retries: 429, 5xx and connection errors, with exponential backoff and full jitter, or the
   wait the server asks for (`Retry-After` header, `retry-seconds` body); `max_retries` bounds it.
-- errors: 401 names the host and region and stops the run; 404 on a domain suggests the other
-  region and fails only that domain's partition; the tap exits non-zero at the end.
+- errors: 401 names the host and region and stops the run, as does a host that cannot be
+  reached; 404 on a domain suggests the other region and fails only that domain's partitions;
+  any other lasting failure fails only its partition. The tap exits non-zero at the end.
 """
 
 from __future__ import annotations
