@@ -80,7 +80,7 @@ class TapMailgun(Tap):
         ),
         th.Property(
             "event_lag_minutes",
-            th.IntegerType,
+            th.IntegerType(minimum=0),
             default=30,
             description="Read events only up to this many minutes ago: Mailgun may still "
             "insert later-stored events into newer pages; older pages are final.",
@@ -100,13 +100,13 @@ class TapMailgun(Tap):
         ),
         th.Property(
             "metrics_lookback_days",
-            th.IntegerType,
+            th.IntegerType(minimum=0),
             default=streams.DEFAULT_METRICS_LOOKBACK_DAYS,
             description="Re-read metrics this many days before the bookmark: they settle late.",
         ),
         th.Property(
             "max_retries",
-            th.IntegerType,
+            th.IntegerType(minimum=0),
             default=DEFAULT_MAX_RETRIES,
             description="Retries of a request after 429, 5xx or a connection error, with "
             "exponential backoff and jitter (or the wait the server asks for).",
@@ -119,7 +119,7 @@ class TapMailgun(Tap):
         ),
         th.Property(
             "webhook_retention_days",
-            th.NumberType,
+            th.NumberType(minimum=0),
             default=7,
             description="Delete spooled webhook events read by a run at least this many days ago.",
         ),

@@ -170,3 +170,16 @@ def test_the_api_key_never_appears_in_output_or_logs(tmp_path: Path, mailgun: Fa
     assert outputs["unreachable host"].returncode != 0
     assert "Could not connect to Mailgun at http://127.0.0.1:" in outputs["unreachable host"].stderr
     assert "Traceback" not in outputs["unreachable host"].stderr
+
+
+def test_a_bad_setting_is_refused_before_any_request(tmp_path: Path, mailgun: FakeMailgun) -> None:
+    config = write_json(
+        tmp_path / "config.json", tap_config(mailgun, region="ap", event_lag_minutes=-5)
+    )
+
+    done = run_cli("--config", config)
+
+    assert done.returncode != 0
+    assert "'ap' is not one of ['us', 'eu']" in done.stderr
+    assert "-5 is less than the minimum of 0" in done.stderr
+    assert mailgun.calls() == []
