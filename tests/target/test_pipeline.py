@@ -234,3 +234,19 @@ def test_a_malformed_line_is_reported_with_its_number_and_loses_nothing_before_i
     assert run.states == [json.loads(good[-1])["value"]]
     assert [e["event_name"] for e in brevo.events] == ["email_delivered"]
     assert "ann@example.com" in brevo.contacts
+
+
+def test_lists_all_is_used_as_given_and_unknown_lists_are_a_clear_error(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    mine = brevo.add_list("everyone from Mailgun")
+    events = {"events": [mailgun_event("e1", "delivered", "ann@example.com")]}
+    run = target.run(singer_lines(events), lists={"all": mine})
+    assert run.returncode == 0, run.stderr
+    assert brevo.contacts["ann@example.com"]["listIds"] == {mine}
+    assert brevo.calls("POST", "/contacts/lists$") == []  # nothing created
+    more = {"events": [mailgun_event("e2", "opened", "ann@example.com", at=5)]}
+    missing = target.run(singer_lines(more), lists={"all": mine, "engaged": 999})
+    assert missing.returncode == 1
+    assert "list 999 (lists.engaged) does not exist in Brevo" in missing.stderr
+    assert missing.states == []
