@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextvars import ContextVar
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ import click
 from singer_sdk import Tap, about
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.singerlib.encoding.base import SingerMessageType
 
 from tap_mailgun import streams
 from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunUnknownDomainError
@@ -18,9 +20,25 @@ from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunUnkn
 if TYPE_CHECKING:
     from singer_sdk import Stream
     from singer_sdk.helpers.types import Context
+    from singer_sdk.singerlib.encoding.simple import Message
 
 # Failures of the current CLI run, so `invoke` can exit non-zero once every stream has synced.
 _RUN_FAILURES: ContextVar[list[str] | None] = ContextVar("tap_mailgun_run_failures", default=None)
+
+
+class MessageWriter(MsgSpecWriter):
+    """The SDK's msgspec writer, flushing stdout after every message except RECORD.
+
+    Flushing each record costs a write system call per record (a third of the tap's time on a
+    pipe). Records now leave in full buffers; every STATE message still flushes, with all the
+    records before it, so a target never holds a state ahead of the records it covers.
+    """
+
+    def write_message(self, message: Message) -> None:
+        """Write one message; flush unless it is a record."""
+        sys.stdout.buffer.write(self.format_message(message))
+        if message.type != SingerMessageType.RECORD:
+            sys.stdout.flush()
 
 
 def _describe(stream_type: type[Stream]) -> dict[str, Any]:
@@ -43,7 +61,7 @@ class TapMailgun(Tap):
     name = "tap-mailgun"
     package_name = "mailgun-brevo-singer"  # the distribution that ships both plugins
     # msgspec encodes Singer messages several times faster than the stdlib writer.
-    message_writer_class = MsgSpecWriter
+    message_writer_class = MessageWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
