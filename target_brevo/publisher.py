@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 CONTACT_PAGE = 50_000  # dirty contacts held in memory at once (tens of MB at most)
 EVENT_PAGE = 10_000
-FIRST_POLL_DELAY = 0.25
-MAX_POLL_DELAY = 30.0
+FIRST_POLL_DELAY = 0.5  # small imports are done by then: usually one poll per import
+MAX_POLL_DELAY = 60.0
 IMPORT_TIMEOUT = 30 * 60.0
 
 GroupKey = tuple[bool, frozenset[int]]
@@ -132,12 +132,12 @@ class Publisher:
                 groups[key].append((facts.email, msgspec.json.encode(row)))
             # Submit every import of the page first: Brevo works on them while we poll.
             submitted = [
-                (process_id, emails, key)
+                (process_id, emails, key, time.monotonic())
                 for key, rows in sorted(groups.items(), key=_group_order)
                 for process_id, emails in self.client.import_contacts(rows, sorted(key[1]), key[0])
             ]
-            for process_id, emails, (blocklist, list_ids) in submitted:
-                invalid = self._wait(process_id) if process_id is not None else 0
+            for process_id, emails, (blocklist, list_ids), at in submitted:
+                invalid = self._wait(process_id, at) if process_id is not None else 0
                 self.store.mark_clean(emails)
                 self.store.commit()
                 self._count_import(len(emails) - invalid, blocklist, list_ids, invalid)
@@ -159,11 +159,13 @@ class Publisher:
         if invalid:
             self.summary.skip("email refused by Brevo's import", invalid)
 
-    def _wait(self, process_id: int) -> int:
+    def _wait(self, process_id: int, submitted_at: float) -> int:
         """Poll an import sparingly until it completes; returns Brevo's invalid-email count.
 
-        GET /processes sits in Brevo's 100-requests-per-hour bucket, hence the growing delays.
+        GET /processes sits in Brevo's 100-requests-per-hour bucket, hence a first poll only
+        FIRST_POLL_DELAY after submission and doubling delays after that.
         """
+        self.sleep(max(0.0, submitted_at + FIRST_POLL_DELAY - time.monotonic()))
         delay, waited = 0.0, 0.0
         while waited <= IMPORT_TIMEOUT:
             self.sleep(delay)

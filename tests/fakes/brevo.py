@@ -3,7 +3,8 @@
 It keeps what Brevo keeps and behaves as Brevo does where it matters to a writer:
 - attributes unknown to the account, and values of the wrong type, are silently dropped;
 - POST /contacts/import is asynchronous: it answers a processId, and the import lands only when
-  GET /processes/{id} has walked it queued -> in_process -> completed (one step per poll);
+  GET /processes/{id} reports it completed (after `import_seconds`, or after stepping
+  queued -> in_process -> completed one step per poll, whichever comes first);
 - list add/remove take at most 150 emails; /events/batch at most 200 events and 512 KB and
   answers 202, 207 (partial) or 400 (all failed);
 - every call needs the `api-key` header (401 otherwise); optional per-bucket rate limits answer
@@ -94,6 +95,8 @@ class FakeBrevo(FakeAPI):
         self._next_id = {"list": 1, "process": 1, "folder": 2, "contact": 1}
         self._hold: tuple[re.Pattern[str], int] | None = None
         self.import_failures: list[str] = []  # errors the next imports end with, in order
+        self.import_seconds = 0.2  # how long an import takes to complete on its own
+        self._started: dict[int, float] = {}
         self.held = threading.Event()  # set while a held request waits for `release`
         self._released = threading.Event()
 
@@ -324,6 +327,7 @@ class FakeBrevo(FakeAPI):
         if unknown:
             return _error("invalid_parameter", f"List ids not found: {unknown}")
         process_id = self._new_id("process")
+        self._started[process_id] = time.monotonic()
         self.processes[process_id] = {
             "id": process_id,
             "name": "IMPORTUSER",
@@ -333,11 +337,18 @@ class FakeBrevo(FakeAPI):
         return json_response({"processId": process_id}, 202)
 
     def get_process(self, request: Request, process_id: int) -> Response:
-        """GET /processes/{id}: each poll moves an import one step towards completed."""
+        """GET /processes/{id}: an import completes with time, as Brevo's do.
+
+        Polled after `import_seconds` it is done; polled earlier it moves one step per poll
+        (queued -> in_process -> completed), so an eager client still gets there.
+        """
         process = self.processes.get(process_id)
         if process is None:
             return _error("document_not_found", "Process does not exist", 404)
+        elapsed = time.monotonic() - self._started.get(process_id, 0.0)
         self._advance(process)
+        while elapsed >= self.import_seconds and process["status"] not in ("completed", "failed"):
+            self._advance(process)
         return json_response({k: v for k, v in process.items() if k != "payload"})
 
     def _advance(self, process: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ def post(fake: FakeBrevo, path: str, body: Any, headers: dict[str, str] = KEY) -
 def test_import_lands_only_when_its_process_completes(brevo: FakeBrevo) -> None:
     list_id = brevo.add_list("all")
     brevo.attributes["MG_OPEN_RATE"] = "float"
+    brevo.import_seconds = 3600.0  # step by polls only
     rows = [
         {"email": " Ann@X.com ", "attributes": {"MG_OPEN_RATE": 0.5, "NOPE": 1, "FIRSTNAME": 3}},
         {"email": "not-an-email"},
@@ -78,3 +79,14 @@ def test_list_add_takes_at_most_150_emails_and_state_endpoint(brevo: FakeBrevo) 
     brevo.violations.clear()  # the spec rejects it too: that rejection is the point here
     state = requests.get(f"{brevo.base_url}/_fake/state", timeout=5).json()
     assert state["lists"] == {str(list_id): {"id": list_id, "name": "engaged", "folderId": 1}}
+
+
+def test_an_import_completes_with_time(brevo: FakeBrevo) -> None:
+    brevo.import_seconds = 0.0
+    list_id = brevo.add_list("all")
+    answer = post(
+        brevo, "/contacts/import", {"jsonBody": [{"email": "a@x.com"}], "listIds": [list_id]}
+    )
+    process = f"{brevo.base_url}/v3/processes/{answer.json()['processId']}"
+    assert requests.get(process, headers=KEY, timeout=5).json()["status"] == "completed"
+    assert "a@x.com" in brevo.contacts
