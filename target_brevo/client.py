@@ -116,13 +116,14 @@ class BrevoClient:
     ) -> requests.Response | None:
         """Send one request with retries; None in dry-run for anything that would write."""
         endpoint = f"{method} {label or path}"
-        self.stats.calls[endpoint] += 1
         if self.dry_run and method != "GET":
+            self.stats.calls[endpoint] += 1  # planned
             preview = (body or b"")[:500].decode(errors="replace")
             self.logger.info("dry-run: would %s %s%s %s", method, self.base_url, path, preview)
             return None
         url = self.base_url + path
         for attempt in range(1, self.max_tries + 1):
+            self.stats.calls[endpoint] += 1  # every attempt is a call Brevo counts
             try:
                 response = self.session.request(method, url, data=body, params=params, timeout=120)
             except (requests.ConnectionError, requests.Timeout) as exc:

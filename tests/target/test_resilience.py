@@ -34,6 +34,7 @@ def test_429_waits_for_the_reset_and_retries(brevo: FakeBrevo, target: TargetRun
     assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [429, 202]
     assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(5)})
     assert run.summary["retries"] == 1
+    assert run.summary["api_calls"]["POST /events/batch"] == 2
 
 
 def test_pacing_keeps_within_the_rate_limit(tmp_path: Path) -> None:
