@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     case,
     create_engine,
+    delete,
     event,
     false,
     func,
@@ -316,6 +318,19 @@ class EngagementStore:
             .limit(limit)
         )
         return [((row[0], row[1]), row[2].encode()) for row in self.conn.execute(query)]
+
+    def forget_events_before(self, cutoff: datetime) -> int:
+        """Drop the identities of sent events older than `cutoff`; returns how many.
+
+        They only guard against a replay, and Mailgun cannot replay what it no longer keeps
+        (30 days at most): without this the table would grow by one row per event forever.
+        """
+        e = events_table.c
+        oldest = cutoff.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        result = self.conn.execute(
+            delete(events_table).where(e.pending == false(), e.timestamp < oldest)
+        )
+        return int(result.rowcount or 0)
 
     def mark_sent(self, keys: Iterable[tuple[str, str]]) -> None:
         """Brevo accepted (or definitively refused) these events: never send them again."""

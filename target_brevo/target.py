@@ -6,6 +6,7 @@ import gc
 import json
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -22,6 +23,11 @@ from target_brevo.summary import Summary
 
 if TYPE_CHECKING:
     from singer_sdk.sinks import BatchSink
+
+
+# How long an applied event's identity is kept to recognise a replay: longer than Mailgun's
+# longest event retention (30 days), so nothing the tap can still send is forgotten.
+EVENT_MEMORY_DAYS = 45
 
 
 class LineNumberReader(MsgSpecReader):
@@ -147,6 +153,10 @@ class TargetBrevo(Target):
 
     def _finish(self) -> None:
         self.publisher.flush()
+        cutoff = datetime.now(timezone.utc) - timedelta(days=EVENT_MEMORY_DAYS)
+        forgotten = self.store.forget_events_before(cutoff)
+        self.store.commit()
+        self.logger.debug("Forgot %d event identities older than %s", forgotten, cutoff)
         summary = self.summary.as_dict(
             self.client.stats.calls, self.client.stats.retries, self.settings.dry_run
         )

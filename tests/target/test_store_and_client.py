@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import pytest
@@ -105,6 +106,25 @@ def test_a_contact_is_dirty_only_when_something_changed(store: EngagementStore) 
     store.mark_clean(["a@x.com"])
     store.apply_events(facts(mailgun_event("1", "delivered", "a@x.com", message_id="m")))
     assert [c.delivered for c in store.dirty_contacts()] == [1]  # new message: dirty
+
+
+def test_old_sent_event_identities_are_forgotten_pending_ones_never(
+    store: EngagementStore,
+) -> None:
+    day = 86_400.0
+    old_sent, old_pending, recent = facts(
+        mailgun_event("1", "opened", "a@x.com", message_id="m1"),
+        mailgun_event("2", "opened", "a@x.com", message_id="m2"),
+        mailgun_event("3", "opened", "a@x.com", at=50 * day, message_id="m3"),
+    )
+    store.apply_events([old_sent, old_pending, recent])
+    store.mark_sent([old_sent.key, recent.key])
+    cutoff = datetime(2026, 11, 1, 12, tzinfo=timezone.utc) + timedelta(days=45)
+    assert store.forget_events_before(cutoff) == 1
+    assert store.apply_events([recent, old_pending]) == 0  # still recognised
+    assert store.apply_events([old_sent]) == 1  # forgotten: only a replay past 45 days
+    (contact,) = store.dirty_contacts()
+    assert contact.delivered == 3  # messages (the rates) are never forgotten
 
 
 def test_dry_run_store_commits_nothing(tmp_path: Path) -> None:
