@@ -83,6 +83,14 @@ class DomainPartitionedStream(MailgunStream):
         tap = cast("TapMailgun", self._tap)
         return [{"domain": d} for d in tap.domain_names if d not in tap.unknown_domains]
 
+    def request_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Nothing without a domain: with no domain to read, the SDK still makes one
+        unpartitioned pass, which must not request /v3/{domain}/... literally."""
+        if not context:
+            self.logger.warning("%s: no domain to read (domains is empty, none active)", self.name)
+            return []
+        return super().request_records(context)
+
     def bookmark(self, context: Context | None) -> datetime | None:
         """This partition's bookmark from state, ignoring start_date."""
         state = self.get_context_state(context)
@@ -200,7 +208,9 @@ class EventsStream(DomainPartitionedStream):
 
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Events of one domain as records; nothing to read when the window is empty."""
-        assert context is not None
+        if not context:
+            yield from self.request_records(context)  # warns, reads nothing
+            return
         if self.window_begin(context) >= self.window_end:
             self.logger.info("events of %s: up to date within the lag window", context["domain"])
             return

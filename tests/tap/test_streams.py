@@ -6,7 +6,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 from tap_mailgun.tap import TapMailgun
 from tests.fakes.mailgun import FakeMailgun, days_ago, mailgun_event
-from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
+from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
 
 def bounce(address: str, days: float, code: object = "550") -> dict[str, object]:
@@ -246,3 +246,14 @@ def test_fields_mailgun_adds_later_are_kept(mailgun: FakeMailgun) -> None:
 
     assert run.records["bounces"][0]["mx_host"] == "mx.x.com"
     assert run.records["tags"][0]["new_field"] == {"nested_key": 1}
+
+
+def test_an_account_without_active_domains_syncs_nothing_quietly() -> None:
+    with FakeMailgun(api_key=API_KEY) as empty:
+        empty.add_domain("mg.new.com", state="unverified")
+        run = run_tap({"api_key": API_KEY, "base_url": empty.base_url})
+        assert empty.violations == []
+        assert empty.calls("GET", "/v3/mg.new.com/|%7Bdomain%7D|{domain}") == []
+    assert not run.tap.failures
+    assert [r["name"] for r in run.records["domains"]] == ["mg.new.com"]
+    assert not run.records["events"] and not run.records["bounces"]
