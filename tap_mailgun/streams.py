@@ -87,7 +87,7 @@ class DomainPartitionedStream(MailgunStream):
         """Nothing without a domain: with no domain to read, the SDK still makes one
         unpartitioned pass, which must not request /v3/{domain}/... literally."""
         if not context:
-            self.logger.warning("%s: no domain to read (domains is empty, none active)", self.name)
+            self.logger.warning("%s: no domain to read in this run", self.name)
             return []
         return super().request_records(context)
 
