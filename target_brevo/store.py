@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -319,14 +319,19 @@ class EngagementStore:
         )
         return [((row[0], row[1]), row[2].encode()) for row in self.conn.execute(query)]
 
-    def forget_events_before(self, cutoff: datetime) -> int:
-        """Drop the identities of sent events older than `cutoff`; returns how many.
+    def forget_old_events(self, days: float) -> int:
+        """Drop the identities of sent events `days` older than the newest one; how many.
 
         They only guard against a replay, and Mailgun cannot replay what it no longer keeps
         (30 days at most): without this the table would grow by one row per event forever.
+        Counted from the newest event rather than the clock, so a backfill is never forgotten.
         """
         e = events_table.c
-        oldest = cutoff.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        newest = self.conn.execute(select(func.max(e.timestamp))).scalar()
+        if newest is None:
+            return 0
+        cutoff = datetime.fromisoformat(newest) - timedelta(days=days)
+        oldest = cutoff.isoformat(timespec="microseconds")
         result = self.conn.execute(
             delete(events_table).where(e.pending == false(), e.timestamp < oldest)
         )

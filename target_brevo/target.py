@@ -6,7 +6,6 @@ import gc
 import json
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -25,8 +24,9 @@ if TYPE_CHECKING:
     from singer_sdk.sinks import BatchSink
 
 
-# How long an applied event's identity is kept to recognise a replay: longer than Mailgun's
-# longest event retention (30 days), so nothing the tap can still send is forgotten.
+# How long (before the newest event) an applied event's identity is kept to recognise a
+# replay: longer than Mailgun's longest event retention (30 days), so nothing the tap can
+# still send is forgotten.
 EVENT_MEMORY_DAYS = 45
 
 
@@ -153,10 +153,11 @@ class TargetBrevo(Target):
 
     def _finish(self) -> None:
         self.publisher.flush()
-        cutoff = datetime.now(timezone.utc) - timedelta(days=EVENT_MEMORY_DAYS)
-        forgotten = self.store.forget_events_before(cutoff)
+        forgotten = self.store.forget_old_events(EVENT_MEMORY_DAYS)
         self.store.commit()
-        self.logger.debug("Forgot %d event identities older than %s", forgotten, cutoff)
+        self.logger.debug(
+            "Forgot %d event identities of over %d days", forgotten, EVENT_MEMORY_DAYS
+        )
         summary = self.summary.as_dict(
             self.client.stats.calls, self.client.stats.retries, self.settings.dry_run
         )
