@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -330,7 +330,10 @@ class EngagementStore:
         newest = self.conn.execute(select(func.max(e.timestamp))).scalar()
         if newest is None:
             return 0
-        cutoff = datetime.fromisoformat(newest) - timedelta(days=days)
+        # never later than now: one event stamped in the future must not forget everything
+        cutoff = min(datetime.fromisoformat(newest), datetime.now(timezone.utc)) - timedelta(
+            days=days
+        )
         oldest = cutoff.isoformat(timespec="microseconds")
         result = self.conn.execute(
             delete(events_table).where(e.pending == false(), e.timestamp < oldest)
