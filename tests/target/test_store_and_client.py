@@ -112,9 +112,9 @@ def test_old_sent_event_identities_are_forgotten_pending_ones_never(
 ) -> None:
     day = 86_400.0
     old_sent, old_pending, recent = facts(
-        mailgun_event("1", "opened", "a@x.com", message_id="m1"),
-        mailgun_event("2", "opened", "a@x.com", message_id="m2"),
-        mailgun_event("3", "opened", "a@x.com", at=50 * day, message_id="m3"),
+        mailgun_event("1", "opened", "a@x.com", at=-50 * day, message_id="m1"),
+        mailgun_event("2", "opened", "a@x.com", at=-50 * day, message_id="m2"),
+        mailgun_event("3", "opened", "a@x.com", message_id="m3"),
     )
     store.apply_events([old_sent, old_pending, recent])
     store.mark_sent([old_sent.key, recent.key])
@@ -123,6 +123,10 @@ def test_old_sent_event_identities_are_forgotten_pending_ones_never(
     assert store.apply_events([old_sent]) == 1  # forgotten: only a replay past 45 days
     (contact,) = store.dirty_contacts()
     assert contact.delivered == 3  # messages (the rates) are never forgotten
+    future = facts(mailgun_event("4", "opened", "a@x.com", at=3650 * day, message_id="m4"))
+    store.apply_events(future)
+    store.mark_sent([future[0].key, old_sent.key, recent.key])
+    assert store.forget_old_events(45) == 1  # old_sent again; a future stamp moves nothing
 
 
 def test_dry_run_store_commits_nothing(tmp_path: Path) -> None:
