@@ -10,14 +10,16 @@ import functools
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
-from werkzeug.wrappers import Request
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request
 
 SPECS_DIR = Path(
     os.environ.get("API_SPECS_DIR", Path(__file__).resolve().parents[3] / "shared" / "specs")
@@ -41,7 +43,9 @@ def _spec_dict(name: str) -> dict[str, Any]:
             loaded: dict[str, Any] = pickle.load(fh)  # noqa: S301 - our own cache file
             return loaded
     with path.open() as fh:
-        data: dict[str, Any] = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        # The C-accelerated safe loader when libyaml is there: a safe load either way.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data: dict[str, Any] = yaml.load(fh, Loader=loader)  # noqa: S506
     _CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with cached.open("wb") as fh:
         pickle.dump(data, fh)
