@@ -134,8 +134,9 @@ class BrevoClient:
                     ) from None
                 self._retry(endpoint, attempt, type(exc).__name__, self._backoff(attempt))
                 continue
-            self._pace(response)
             status = response.status_code
+            if status != 429:  # a 429 waits for the reset below; pacing too would wait twice
+                self._pace(response)
             if status == 401:
                 raise BrevoAuthError(
                     f"Brevo refused the API key at {self.base_url} (401 {_message(response)}); "
