@@ -169,3 +169,22 @@ def test_events_go_in_batches_of_200(brevo: FakeBrevo) -> None:
     assert answered == [200, 200, 1]
     assert len(brevo.events) == 401
     assert client.stats.calls == {"POST /events/batch": 3}
+
+
+def test_a_429_waits_once_for_its_reset_and_low_remaining_paces(brevo: FakeBrevo) -> None:
+    waits: list[float] = []
+    client = BrevoClient(brevo.base_url + "/v3", API_KEY, sleep=waits.append)
+    limit = {"x-sib-ratelimit-limit": "10", "x-sib-ratelimit-remaining": "0"}
+    brevo.fail_next(
+        "GET /v3/contacts/attributes", 429, headers={**limit, "x-sib-ratelimit-reset": "7"}
+    )
+    assert "FIRSTNAME" in client.attributes()
+    assert len(waits) == 1 and 7.0 <= waits[0] <= 7.25  # the reset, jittered, and only that
+    assert client.stats.retries == 1
+    waits.clear()
+    brevo.rate_limits["contacts"] = (10, 60.0)  # from now on every answer carries the headers
+    for _ in range(10):
+        client.attributes()
+    # calls 1-8 leave >= 2 of 10: no wait; then 1 left and 0 left: spread over the reset
+    assert len(waits) == 2
+    assert waits[1] > waits[0] > 0
