@@ -87,7 +87,14 @@ FLAGS = ("hard_bounce", "soft_bounce", "complained", "unsubscribed", "engaged")
 
 
 def default_store_path() -> Path:
-    """Where the SQLite store lives when `engagement_store` is not set."""
+    """Where the SQLite store lives when `engagement_store` is not set.
+
+    Under Meltano, inside the project (so two projects never share aggregates); elsewhere in
+    the user's data directory.
+    """
+    project = os.environ.get("MELTANO_PROJECT_ROOT")
+    if project:
+        return Path(project) / ".meltano" / "target-brevo" / "engagement.sqlite"
     data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(data_home) / "target-brevo" / "engagement.sqlite"
 

@@ -140,6 +140,17 @@ def test_dry_run_store_commits_nothing(tmp_path: Path) -> None:
     real.close()
 
 
+def test_default_store_is_inside_the_meltano_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MELTANO_PROJECT_ROOT", str(tmp_path))
+    expected = tmp_path / ".meltano" / "target-brevo" / "engagement.sqlite"
+    assert store_url(None) == f"sqlite:///{expected}"
+    monkeypatch.delenv("MELTANO_PROJECT_ROOT")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert store_url("") == f"sqlite:///{tmp_path}/data/target-brevo/engagement.sqlite"
+
+
 def test_store_url_accepts_paths_and_urls(tmp_path: Path) -> None:
     assert store_url("postgresql://u@db/x") == "postgresql://u@db/x"
     assert store_url(str(tmp_path / "a" / "b.sqlite")) == f"sqlite:///{tmp_path}/a/b.sqlite"
