@@ -21,9 +21,11 @@ EVENTS_PER_BATCH = 200
 EVENTS_BATCH_BYTES = 512 * 1024
 IMPORT_BYTES = 8 * 1024 * 1024  # the "safe limit" Brevo recommends for one /contacts/import
 LIST_EMAILS_PER_CALL = 150
-# Mailgun's page sizes: events at most 300; suppressions, tags, lists, members 1000.
+# Mailgun's page sizes: events at most 300; suppressions and tags 1000; mailing lists and
+# their members 100 (the API returns no more than 100 members a call, whatever the limit).
 EVENTS_PER_PAGE = 300
 LIST_PAGE = 1000
+MEMBERS_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ _CURSOR_LISTINGS = {
     "/v3/{domain}/complaints": ("complaints", LIST_PAGE),
     "/v3/{domain}/unsubscribes": ("unsubscribes", LIST_PAGE),
     "/v3/{domain}/tags": ("tags", LIST_PAGE),
-    "/v3/lists/{address}/members/pages": ("list_members", LIST_PAGE),
+    "/v3/lists/{address}/members/pages": ("list_members", MEMBERS_PAGE),
 }
 
 
@@ -186,7 +188,7 @@ def mailgun_minimum(
 ) -> int:
     """The fewest Mailgun calls that list what the tap emitted from one endpoint.
 
-    Cursor listings: full pages per domain or list (300 events, 1000 other items), ending
+    Cursor listings: full pages per domain or list (300 events, 100 members, 1000 others), ending
     on a short page, or for events on the empty page Mailgun's docs require. Domains: pages
     of 1000. Metrics: one call per distinct query (pagination aside). Anything else: one
     call per distinct path.
@@ -199,7 +201,7 @@ def mailgun_minimum(
         ends = stream != "events"
         return sum(_pages(counts.get(o, 0), per_page, short_page_ends=ends) for o in owners)
     if template == "/v3/lists/pages":
-        return _pages(records.get("mailing_lists", 0), LIST_PAGE, short_page_ends=True)
+        return _pages(records.get("mailing_lists", 0), MEMBERS_PAGE, short_page_ends=True)
     if template == "/v4/domains":
         return max(1, math.ceil(records.get("domains", 0) / LIST_PAGE))
     if template == "/v1/analytics/metrics":

@@ -75,8 +75,8 @@ def test_mailgun_listings_need_full_pages_and_the_closing_empty_page() -> None:
     sent = [Call("GET", "/v3/a.com/events")] + [Call("GET", "/v3/a.com/events/t")] * 5
     sent += [Call("GET", "/v3/b.com/events"), Call("GET", "/v3/b.com/events/t")]
     sent += [Call("GET", "/v3/lists/l@a.com/members/pages")] * 4
-    by_owner = {"events": {"a.com": 1000, "b.com": 0}, "list_members": {"l@a.com": 2500}}
-    table = calls.mailgun_table(sent, {"events": 1000, "list_members": 2500}, by_owner)
+    by_owner = {"events": {"a.com": 1000, "b.com": 0}, "list_members": {"l@a.com": 250}}
+    table = calls.mailgun_table(sent, {"events": 1000, "list_members": 250}, by_owner)
     rows = {row["endpoint"]: (row["calls"], row["minimum"]) for row in table["endpoints"]}
     assert rows["GET /v3/{domain}/events"] == (8, (4 + 1) + (0 + 1))
     assert rows["GET /v3/lists/{address}/members/pages"] == (4, 2 + 1)  # ends on a short page
