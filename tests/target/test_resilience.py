@@ -137,6 +137,8 @@ def test_invalid_emails_are_skipped_and_counted(brevo: FakeBrevo, target: Target
         "list_members: invalid email": 1,
     }
     assert sorted(brevo.contacts) == ["user0@example.com", "user1@example.com"]
+    assert "Skipped events record 'x': invalid email" in run.stderr
+    assert "Skipped bounces record 'nobody': invalid email" in run.stderr
 
 
 def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
