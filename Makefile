@@ -49,7 +49,7 @@ test: lint typecheck unit
 
 # Benchmarks are not part of `make test`: see README "Benchmarks". BENCH_ARGS passes options.
 bench: $(BIN)/.installed
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --repeat 3 $(BENCH_ARGS)
 
 # 100k and 1M events side by side (memory must stay flat), with py-spy profiles; ~10 minutes.
 bench-scaling: $(BIN)/.installed

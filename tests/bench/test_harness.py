@@ -27,7 +27,8 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "400",
         "--validate",
     ]
-    argv += ["--results", str(out / "results"), "--work", str(out / "work"), "--name", "tiny"]
+    argv += ["--repeat", "2", "--results", str(out / "results"), "--work", str(out / "work")]
+    argv += ["--name", "tiny"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "results" / "tiny.md").read_text().startswith("# Benchmark tiny")
@@ -51,6 +52,8 @@ def test_figures_are_sane(result: dict[str, Any]) -> None:
         assert part["cpu_s"] > 0 and part["wall_s"] > 0
         assert 20 < part["max_rss_mb"] < 2000
     assert run["tap"]["events_per_s"] > 0 and run["target"]["events_per_s"] > 0
+    assert len(run["tap"]["walls_s"]) == len(run["target"]["walls_s"]) == 2
+    assert run["tap"]["wall_s"] == min(run["tap"]["walls_s"])
     assert result["machine"]["cores"] >= 1 and result["machine"]["singer_sdk"] != "not installed"
 
 
