@@ -110,6 +110,9 @@ def _figures(runs: list[dict[str, Any]]) -> list[str]:
                 f"({r['calls']['mailgun']['ratio_to_minimum']}x)"
             ),
         ),
+        _row("engagement store after", runs, lambda r: f"{r['target']['engagement_store_mb']} MB"),
+        _row("fakes' CPU s: tap / target / piped", runs, _fakes),
+        _row("load average after: tap / target / piped", runs, _load),
         _row(
             "tap output",
             runs,

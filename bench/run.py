@@ -99,6 +99,12 @@ def _target_config(work: Path, brevo: FakeBrevo, label: str) -> Path:
     )
 
 
+def _store_bytes(path: Path) -> int:
+    """Size of a SQLite engagement store with its write-ahead log, if any."""
+    files = (path, path.with_name(path.name + "-wal"))
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
 def _brevo_summary(brevo: FakeBrevo) -> dict[str, Any]:
     """What the target left in Brevo, after every pending import was allowed to complete."""
     brevo.settle()
@@ -198,6 +204,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
             print(f"[{size}] target: {run.wall_s}s", flush=True)
         target_run, target_host, _, _ = min(target_tries, key=lambda t: t[0].wall_s)
         _, _, brevo_calls, alone = target_tries[0]
+        store_mb = round(_store_bytes(work / "engagement-alone-0.sqlite") / 1e6, 1)
 
         with _fresh_brevo(work, "piped", args.validate) as (brevo, target_argv):
             with host_cost() as pipe_host:
@@ -241,6 +248,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
             **_rates(counts.events, target_run),
             **target_host,
             "walls_s": [t[0].wall_s for t in target_tries],
+            "engagement_store_mb": store_mb,
         },
         "repeat": args.repeat,
         "pipeline": {
