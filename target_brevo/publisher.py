@@ -195,8 +195,8 @@ class Publisher:
         self, keys: list[tuple[str, str]], rejected: list[tuple[tuple[str, str], str]]
     ) -> None:
         for key, reason in rejected:
-            self.logger.warning("Brevo refused event %s at %s: %s", key[0], key[1], reason)
-            self.summary.skip(f"event refused by Brevo: {reason}")
+            if self.summary.skip(f"event refused by Brevo: {reason}"):
+                self.logger.warning("Brevo refused event %s at %s: %s", key[0], key[1], reason)
         self.summary.events_sent += len(keys) - len(rejected)
         self.store.mark_sent(keys)
         self.store.commit()

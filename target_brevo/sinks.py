@@ -25,7 +25,6 @@ SUPPRESSION_FLAGS = {
     "unsubscribes": "unsubscribed",
 }
 LIST_MEMBER_STREAM = "list_members"
-WARNINGS_PER_REASON = 10  # then only counted: one bad feed must not flood the log
 
 
 class BrevoSink(BatchSink):
@@ -62,14 +61,9 @@ class BrevoSink(BatchSink):
         if not isinstance(facts, str):
             self.pending.append(facts)
             return
-        reason = f"{self.stream_name}: {facts}"
-        self.brevo.summary.skip(reason)
-        seen = self.brevo.summary.skipped[reason]
-        if seen <= WARNINGS_PER_REASON:
+        if self.brevo.summary.skip(f"{self.stream_name}: {facts}"):
             which = str(record.get("id") or record.get("address"))[:80]
             self.logger.warning("Skipped %s record %r: %s", self.stream_name, which, facts)
-        if seen == WARNINGS_PER_REASON:
-            self.logger.warning("Further %s skips are only counted (see the summary)", reason)
 
     def process_batch(self, context: dict[str, Any]) -> None:
         """Write the batch's facts to the store and commit them."""

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+WARNINGS_PER_REASON = 10  # then only counted: one bad feed must not flood the log
+
 
 @dataclass
 class Summary:
@@ -19,9 +21,10 @@ class Summary:
     skipped: Counter[str] = field(default_factory=Counter)
     streams_skipped: set[str] = field(default_factory=set)
 
-    def skip(self, reason: str, count: int = 1) -> None:
-        """Count rows left out, by reason."""
+    def skip(self, reason: str, count: int = 1) -> bool:
+        """Count rows left out, by reason; True while they are few enough to warn about each."""
         self.skipped[reason] += count
+        return self.skipped[reason] <= WARNINGS_PER_REASON
 
     def as_dict(self, calls: Counter[str], retries: int, dry_run: bool) -> dict[str, Any]:
         """The summary as plain data (logged as one JSON line)."""

@@ -18,7 +18,7 @@ from target_brevo.publisher import Publisher
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
 from target_brevo.sinks import sink_class
 from target_brevo.store import EngagementStore, store_url
-from target_brevo.summary import Summary
+from target_brevo.summary import WARNINGS_PER_REASON, Summary
 
 if TYPE_CHECKING:
     from singer_sdk.sinks import BatchSink
@@ -161,6 +161,8 @@ class TargetBrevo(Target):
         summary = self.summary.as_dict(
             self.client.stats.calls, self.client.stats.retries, self.settings.dry_run
         )
+        if any(n > WARNINGS_PER_REASON for n in self.summary.skipped.values()):
+            self.logger.warning("Skips beyond %d per reason were only counted", WARNINGS_PER_REASON)
         self.logger.info("target-brevo summary: %s", json.dumps(summary, sort_keys=True))
         self._close()
 

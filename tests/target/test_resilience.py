@@ -178,3 +178,15 @@ def test_a_failed_import_stops_the_run_and_the_rerun_writes_the_contacts(
     assert rerun.returncode == 0, rerun.stderr
     assert sorted(brevo.contacts) == [f"user{i}@example.com" for i in range(3)]
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+
+
+def test_skips_are_warned_ten_per_reason_then_only_counted(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    bad = [mailgun_event(f"b{i}", "opened", f"bad{i}@", message_id="m") for i in range(12)]
+    run = target.run(singer_lines({"events": bad}))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("Skipped events record") == 10
+    assert "Skips beyond 10 per reason were only counted" in run.stderr
+    assert run.summary["rows_skipped"] == {"events: invalid email": 12}
+    assert brevo.requests == []  # nothing valid: nothing to send
