@@ -195,24 +195,22 @@ def test_a_third_party_target_from_pypi_writes_the_taps_output(
     assert {r["list_address"] for r in members} == set(box.mailgun.lists)
 
 
-def test_the_demo_command_prints_brevo_and_then_only_what_is_new(
+def test_the_demo_command_prints_brevo_then_only_what_is_new_and_reset_forgets(
     meltano: Meltano, tmp_path: Path
 ) -> None:
-    def demo() -> str:
+    folder = tmp_path / "demo"
+
+    def sandbox(command: str, *options: str) -> str:
+        runner = [sys.executable, "-m", "tests.fakes.sandbox"]
         result = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "tests.fakes.sandbox",
-                "demo",
+                *runner,
+                command,
                 "--dir",
-                str(tmp_path / "demo"),
-                "--mailgun-port=0",
-                "--brevo-port=0",
-                f"--messages-per-day={MESSAGES_PER_DAY}",
-                f"--recipients={RECIPIENTS}",
+                str(folder),
                 "--meltano",
                 str(meltano.executable),
+                *options,
             ],
             cwd=ROOT,
             env=meltano.env,
@@ -223,9 +221,19 @@ def test_the_demo_command_prints_brevo_and_then_only_what_is_new(
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         return result.stdout
 
-    def added(output: str, what: str) -> int:
+    def demo() -> str:
+        ports = ("--mailgun-port=0", "--brevo-port=0")
+        size = (f"--messages-per-day={MESSAGES_PER_DAY}", f"--recipients={RECIPIENTS}")
+        return sandbox("demo", *ports, *size)
+
+    def count(output: str, what: str) -> tuple[int, int]:
+        """(total, added this run) from a summary line such as `events  12 (+3 this run)`."""
         line = next(line for line in output.splitlines() if line.startswith(what))
-        return int(line.split("(+")[1].split(" ")[0])
+        total, added = line[len(what) :].split("(+")
+        return int(total), int(added.split()[0])
+
+    def added(output: str, what: str) -> int:
+        return count(output, what)[1]
 
     first, second = demo(), demo()
     for output in (first, second):
@@ -234,6 +242,15 @@ def test_the_demo_command_prints_brevo_and_then_only_what_is_new(
         assert "email_delivered" in output
     assert added(first, "events") > added(second, "events") > 0
     assert added(second, "contacts ") < added(first, "contacts ")
+    assert STATE_ID in meltano("--environment=sandbox", "state", "list").stdout
+
+    sandbox("reset")
+    assert not (folder / "brevo.json").exists()
+    assert not (folder / "clock.json").exists()
+    assert STATE_ID not in meltano("--environment=sandbox", "state", "list").stdout
+    again = demo()  # from scratch: everything Brevo holds came in this run
+    assert count(again, "events")[0] == count(again, "events")[1] > 0
+    assert count(again, "contacts ")[0] == count(again, "contacts ")[1] > 0
 
 
 def test_the_webhook_receiver_runs_under_meltano_and_feeds_the_job(
