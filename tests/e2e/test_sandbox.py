@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.sandbox import WINDOW_DAYS, Clock, Sandbox, summarize, table
+import requests
+
+from tests.fakes.sandbox import (
+    BREVO_LISTS,
+    MAILGUN_KEY,
+    ROOT,
+    WINDOW_DAYS,
+    Clock,
+    Sandbox,
+    fetch_state,
+    summarize,
+    table,
+)
+from tests.fakes.traffic import DEFAULT_DOMAINS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -134,3 +152,35 @@ def test_tables_align_and_say_when_they_are_empty() -> None:
         "y",
     ]
     assert table(["event name", "count"], []).splitlines()[-1] == "(none)"
+
+
+def test_serve_keeps_the_fakes_up_and_saves_brevo_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "tests.fakes.sandbox", "serve", "--dir", str(tmp_path)]
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [*argv, "--mailgun-port=0", "--brevo-port=0"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops the sandbox." not in log.read_text():
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        printed = log.read_text()
+        brevo = re.search(r"Brevo state:\s+(http://\S+)/_fake/state", printed)
+        mailgun = re.search(r"export TAP_MAILGUN_BASE_URL=(\S+)", printed)
+        assert brevo and mailgun
+        assert summarize(fetch_state(brevo.group(1))).startswith("Brevo now holds")
+        domains = requests.get(
+            f"{mailgun.group(1)}/v4/domains", auth=("api", MAILGUN_KEY), timeout=10
+        )
+        assert {d["name"] for d in domains.json()["items"]} == set(DEFAULT_DOMAINS)
+    finally:
+        server.terminate()
+        assert server.wait(timeout=60) == 0
+    saved = json.loads((tmp_path / "brevo.json").read_text())
+    assert [lst["name"] for lst in saved["lists"].values()] == list(BREVO_LISTS)
