@@ -445,12 +445,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, default=RECIPIENTS, help="size of a new sandbox")
     args = parser.parse_args(argv)
     ports = (args.mailgun_port, args.brevo_port)
+    # A taken port ends here with werkzeug's own message, which says what to do.
     if args.command == "demo":
         return demo(args.meltano, args.dir, ports, (args.messages_per_day, args.recipients))
     if args.command == "serve":
         return serve(args.dir, ports)
     if args.command == "summary":
-        print(summarize(fetch_state(args.brevo_url)))
+        try:
+            print(summarize(fetch_state(args.brevo_url)))
+        except OSError as exc:
+            raise SystemExit(
+                f"No sandbox answers at {args.brevo_url} ({exc}): start one with `make sandbox`."
+            ) from None
         return 0
     return reset(args.meltano, args.dir)
 
