@@ -64,12 +64,38 @@ def test_indexed_fake_pages_like_the_fake(
         assert _traverse(indexed, domain, params) == expected
 
 
-def test_indexed_fake_sees_events_added_later(pair: tuple[FakeMailgun, FakeMailgun]) -> None:
-    _, indexed = pair
-    domain = next(iter(indexed.domains))
-    before = sum(len(p) for p in _traverse(indexed, domain, {"ascending": "yes", "limit": 300}))
-    late = dict(indexed.events[domain][0], id="late-event", timestamp=1790812800.5)
-    indexed.add_events(domain, [late])
-    pages = _traverse(indexed, domain, {"ascending": "yes", "limit": 300})
+def test_indexed_fake_sees_events_added_later() -> None:
+    indexed = IndexedFakeMailgun(validate=False)
+    load(indexed, Traffic(TrafficSpec(messages=300, recipients=50, seed=5)))
+    with indexed:
+        domain = next(iter(indexed.domains))
+        query = {"ascending": "yes", "limit": 300}
+        before = sum(len(p) for p in _traverse(indexed, domain, query))
+        late = dict(indexed.events[domain][0], id="late-event", timestamp=1790812800.5)
+        indexed.add_events(domain, [late])
+        pages = _traverse(indexed, domain, query)
     assert sum(len(p) for p in pages) == before + 1
     assert "late-event" in pages[0]
+    assert indexed.violations == []
+
+
+@pytest.mark.parametrize("resolution", ["hour", "day", "month"])
+@pytest.mark.parametrize("dimensions", [["time"], ["time", "domain"], ["time", "tag"], ["tag"]])
+def test_indexed_fake_metrics_like_the_fake(
+    pair: tuple[FakeMailgun, FakeMailgun], resolution: str, dimensions: list[str]
+) -> None:
+    body = {
+        "resolution": resolution,
+        "dimensions": dimensions,
+        "metrics": ["accepted_count", "delivered_count", "opened_rate", "permanent_failed_count"],
+        "start": "Wed, 30 Sep 2026 00:00:00 +0000",
+        "end": "Sun, 01 Nov 2026 00:00:00 +0000",
+        "pagination": {"skip": 0, "limit": 1500},
+    }
+    answers = [
+        requests.post(f"{fake.base_url}/v1/analytics/metrics", json=body, auth=AUTH, timeout=10)
+        for fake in pair
+    ]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["items"], "the window must hold events"
+    assert answers[1].json() == answers[0].json()
