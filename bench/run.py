@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -106,8 +107,15 @@ def _store_bytes(path: Path) -> int:
 
 
 def _brevo_summary(brevo: FakeBrevo) -> dict[str, Any]:
-    """What the target left in Brevo, after every pending import was allowed to complete."""
+    """What the target left in Brevo, after every pending import was allowed to complete.
+
+    Counts for people, and a digest of every contact, attribute, list and event, so two runs
+    that left Brevo differently in any detail compare unequal.
+    """
     brevo.settle()
+    state = brevo.state()
+    state.pop("processes")
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
     with brevo.lock:
         members: Counter[str] = Counter()
         for contact in brevo.contacts.values():
@@ -121,6 +129,7 @@ def _brevo_summary(brevo: FakeBrevo) -> dict[str, Any]:
             "events_by_name": dict(
                 sorted(Counter(e.get("event_name") for e in brevo.events).items())
             ),
+            "state_digest": digest,
         }
 
 
