@@ -328,6 +328,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "work", help="scratch files")
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the scratch files (tap output, logs, stores) of successful runs too",
+    )
     parser.add_argument("--name", help="results file name (default from the sizes)")
     return parser.parse_args(argv)
 
@@ -368,6 +373,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = args.work / str(size)
         shutil.rmtree(work, ignore_errors=True)
         runs.append(bench_one(size, args, work, args.results))
+        if not args.keep_work:  # a million events leave ~2 GB of scratch; failures keep theirs
+            shutil.rmtree(work, ignore_errors=True)
     result = {
         "name": args.name or _name(args.events),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
