@@ -86,8 +86,8 @@ class TapMailgun(Tap):
         th.Property(
             "domains",
             th.ArrayType(th.StringType),
-            description="Sending domains to read (MAILGUN_DOMAIN). Empty: every active domain "
-            "of the account.",
+            description="Sending domains to read (MAILGUN_DOMAIN); an item may hold several, "
+            "comma-separated. Empty: every active domain of the account.",
         ),
         th.Property(
             "start_date",
@@ -170,7 +170,13 @@ class TapMailgun(Tap):
     @cached_property
     def domain_names(self) -> list[str]:
         """The configured domains, or else every active domain of the account (read once)."""
-        configured = [d.strip() for d in self.config.get("domains") or [] if d.strip()]
+        # Meltano passes MAILGUN_DOMAIN=a.com,b.com to this list setting as ["a.com,b.com"].
+        configured = [
+            name.strip()
+            for item in self.config.get("domains") or []
+            for name in item.split(",")
+            if name.strip()
+        ]
         if configured:
             return configured
         listing = self.streams["domains"]

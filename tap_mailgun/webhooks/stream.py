@@ -72,6 +72,17 @@ class WebhookEventsStream(Stream):
         """Rows come in sequence order, so an interrupted run resumes from its bookmark."""
         return True
 
+    def get_starting_replication_key_value(self, context: Context | None) -> int:
+        """The sequence bookmark, else 0. `start_date` is a time for the polled streams; it
+        means nothing for a sequence, and the spool holds only what Mailgun pushed anyway."""
+        state = self.get_context_state(context)
+        value = state.get("replication_key_value")
+        return int(value) if value and state.get("replication_key") == SEQUENCE else 0
+
+    def compare_start_date(self, value: str, start_date_value: str) -> str:
+        """Keep the sequence bookmark: it is not comparable with `start_date`."""
+        return value
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Spooled events past the bookmark; rows read by an earlier run may be pruned first."""
         path = Path(self.config["webhook_spool_path"]).expanduser()
@@ -83,7 +94,7 @@ class WebhookEventsStream(Stream):
                 path,
             )
             return
-        start = int(self.get_starting_replication_key_value(context) or 0)
+        start = self.get_starting_replication_key_value(context)
         with Spool(path) as spool:
             if start > spool.last_sequence():
                 start = self._restart(context, start, spool)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from email.utils import format_datetime, parsedate_to_datetime
 
+import pytest
+
 from tap_mailgun.tap import TapMailgun
 from tests.fakes.mailgun import FakeMailgun, days_ago, mailgun_event
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
@@ -127,6 +129,15 @@ def test_domains_come_from_the_environment_too(mailgun: FakeMailgun, monkeypatch
     del config["domains"]
     tap = TapMailgun(config=config, parse_env_config=True)
     assert tap.domain_names == [OTHER_DOMAIN]
+
+
+@pytest.mark.parametrize(
+    "configured", [[f"{DOMAIN},{OTHER_DOMAIN}"], [DOMAIN, f" {OTHER_DOMAIN} ,"]]
+)
+def test_comma_separated_domains_are_split(mailgun: FakeMailgun, configured: list[str]) -> None:
+    # Meltano passes MAILGUN_DOMAIN=a.com,b.com to the list setting as ["a.com,b.com"].
+    tap = TapMailgun(config=tap_config(mailgun, domains=configured), parse_env_config=False)
+    assert tap.domain_names == [DOMAIN, OTHER_DOMAIN]
 
 
 def test_tags_have_snake_case_keys(mailgun: FakeMailgun) -> None:

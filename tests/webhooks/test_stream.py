@@ -59,6 +59,20 @@ def test_runs_read_only_what_is_new(send: Callable[..., dict[str, Any]], spool_p
     assert run3.state["bookmarks"][STREAM]["replication_key_value"] == 5
 
 
+def test_start_date_does_not_stand_in_for_the_sequence_bookmark(
+    send: Callable[..., dict[str, Any]], spool_path: Path
+) -> None:
+    # start_date is a time for the polled streams; the spool's bookmark is a sequence number.
+    with_start = config(spool_path, start_date="2026-01-01T00:00:00Z")
+    first = send(mailgun_event("delivered"))
+    run1 = run_tap(with_start, STREAM)
+    assert [r["id"] for r in run1.records[STREAM]] == [first["id"]]
+    second = send(mailgun_event("opened"))
+    run2 = run_tap(with_start, STREAM, state=run1.state)
+    assert [r["id"] for r in run2.records[STREAM]] == [second["id"]]
+    assert run2.state["bookmarks"][STREAM]["replication_key_value"] == 2
+
+
 def test_a_record_matches_the_polled_record_of_the_same_event(
     send: Callable[..., dict[str, Any]], spool_path: Path
 ) -> None:
