@@ -21,6 +21,8 @@ EVENTS_PER_BATCH = 200
 EVENTS_BATCH_BYTES = 512 * 1024
 IMPORT_BYTES = 8 * 1024 * 1024  # the "safe limit" Brevo recommends for one /contacts/import
 LIST_EMAILS_PER_CALL = 150
+# Brevo's general plan: 10 requests a second on contacts and on events (separate budgets).
+BREVO_REQUESTS_PER_SECOND = 10
 # Mailgun's page sizes: events at most 300; suppressions and tags 1000; mailing lists and
 # their members 100 (the API returns no more than 100 members a call, whatever the limit).
 EVENTS_PER_PAGE = 300
@@ -148,7 +150,23 @@ def brevo_table(calls: Iterable[Call], baseline: int) -> dict[str, Any]:
         "ratio_to_minimum": round(total / minimum, 3) if minimum else None,
         "one_call_per_event_baseline": baseline,
         "ratio_to_baseline": round(total / baseline, 5) if baseline else None,
+        "rate_limit_floor_s": rate_limit_floor(rows),
+        "baseline_rate_limit_floor_s": round(baseline / BREVO_REQUESTS_PER_SECOND, 1),
     }
+
+
+def rate_limit_floor(rows: Iterable[Mapping[str, Any]]) -> float:
+    """Seconds the calls need at least under Brevo's per-second limits, sent one at a time.
+
+    Contacts and events calls each allow 10 a second; process polls have an hourly budget
+    of 100 and cost no per-second time, so they are left out.
+    """
+    paced: int = sum(
+        row["calls"]
+        for row in rows
+        if not row["endpoint"].split(" ")[1].startswith("/v3/processes")
+    )
+    return round(paced / BREVO_REQUESTS_PER_SECOND, 1)
 
 
 def _pages(items: int, per_page: int, *, short_page_ends: bool) -> int:

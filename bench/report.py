@@ -49,6 +49,11 @@ def _baseline(brevo: dict[str, Any]) -> str:
     return f"{baseline:,} ({_n(baseline / max(brevo['total'], 1))}x ours)"
 
 
+def _floor(run: dict[str, Any]) -> str:
+    brevo = run["calls"]["brevo"]
+    return f"{_n(brevo['rate_limit_floor_s'])} s / {_n(brevo['baseline_rate_limit_floor_s'])} s"
+
+
 def _fakes(run: dict[str, Any]) -> str:
     parts = (run["tap"], run["target"], run["pipeline"])
     return " / ".join(_n(p["fakes_cpu_s"]) for p in parts)
@@ -102,6 +107,7 @@ def _figures(runs: list[dict[str, Any]]) -> list[str]:
             runs,
             lambda r: _baseline(r["calls"]["brevo"]),
         ),
+        _row("Brevo time floor at 10 calls/s: ours / baseline", runs, _floor),
         _row(
             "Mailgun calls / minimum",
             runs,

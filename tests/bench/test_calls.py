@@ -91,3 +91,12 @@ def test_metrics_queries_are_counted_apart_from_their_pagination() -> None:
         _post("/v1/analytics/metrics", {**query, "dimensions": ["tag"]}),
     ]
     assert calls.mailgun_minimum("POST", "/v1/analytics/metrics", sent, {}, {}) == 2
+
+
+def test_rate_limit_floor_counts_paced_calls_at_ten_a_second() -> None:
+    sent = [_post("/v3/events/batch", {"events": [{"event_name": "x"}]})] * 30
+    sent += [_post("/v3/contacts/import", {"jsonBody": [], "listIds": [1]})] * 5
+    sent += [Call("GET", "/v3/processes/1")] * 50  # hourly budget, no per-second cost
+    table = calls.brevo_table(sent, baseline=1000)
+    assert table["rate_limit_floor_s"] == 3.5
+    assert table["baseline_rate_limit_floor_s"] == 100
