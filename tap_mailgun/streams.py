@@ -92,12 +92,13 @@ class DomainPartitionedStream(MailgunStream):
         return super().request_records(context)
 
     def bookmark(self, context: Context | None) -> datetime | None:
-        """This partition's bookmark from state, ignoring start_date."""
+        """This partition's bookmark from state (UTC), ignoring start_date."""
         state = self.get_context_state(context)
         value = state.get("replication_key_value")
         if not value or state.get("replication_key") != self.replication_key:
             return None
-        return datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class DomainsStream(MailgunStream):
@@ -215,8 +216,18 @@ class EventsStream(DomainPartitionedStream):
             self.logger.info("events of %s: up to date within the lag window", context["domain"])
             return
         domain = context["domain"]
+        # The window starts BOOKMARK_MARGIN early, so events just below the bookmark (already
+        # emitted) come again; emitting them would break the ascending order the SDK checks.
+        # Compared as strings in the records' ISO format, as the SDK compares them.
+        since = self.bookmark(context)
+        emitted_up_to = (
+            since.astimezone(timezone.utc).isoformat(timespec="microseconds") if since else None
+        )
         for item in self.request_records(context):
-            yield event_record(item, domain)
+            record = event_record(item, domain)
+            if emitted_up_to and record["timestamp"] < emitted_up_to:
+                continue
+            yield record
 
 
 class SuppressionStream(DomainPartitionedStream):

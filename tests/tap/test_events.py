@@ -219,3 +219,33 @@ def test_never_follows_a_link_to_another_host(mailgun: FakeMailgun) -> None:
 
     assert len(run.records["events"]) == 1
     assert "another host" in run.tap.failures[0]
+
+
+def test_resuming_drops_boundary_events_below_the_bookmark(mailgun: FakeMailgun) -> None:
+    """The window starts a microsecond before the bookmark, so events stored up to 1 µs
+    before it come again; emitting them would break the ascending order the SDK checks
+    (the run crashes and the bookmark never moves again). They were emitted: drop them."""
+    whole = float(int(hours_ago(2)))
+    # One microsecond apart, and sub-microsecond floats either side of a rounding boundary:
+    # .0000004 rounds down to .000000, .0000006 and .0000014 round to .000001.
+    stamps = [whole - 0.000001, whole + 0.0000004, whole + 0.0000006, whole + 0.0000014]
+    events = [mailgun_event("delivered", s, event_id=f"e{i}") for i, s in enumerate(stamps)]
+    mailgun.add_events(DOMAIN, events)
+    config = tap_config(mailgun, domains=[DOMAIN])
+
+    run1 = run_tap(config, "events")
+    assert [r["id"] for r in run1.records["events"]] == ["e0", "e1", "e2", "e3"]
+    (part,) = run1.state["bookmarks"]["events"]["partitions"]
+    bookmark = part["replication_key_value"]
+
+    newer = mailgun_event("opened", whole + 1, event_id="e4")
+    mailgun.add_events(DOMAIN, [newer])
+    run2 = run_tap(config, "events", state=run1.state)
+
+    emitted = run2.records["events"]
+    # Only the events at the bookmark itself come again (the target dedups), and the new one.
+    assert [r["id"] for r in emitted] == ["e2", "e3", "e4"]
+    assert all(r["timestamp"] >= bookmark for r in emitted)
+    (part2,) = run2.state["bookmarks"]["events"]["partitions"]
+    assert part2["replication_key_value"] == emitted[-1]["timestamp"] > bookmark
+    assert not run2.tap.failures
