@@ -374,10 +374,13 @@ class MetricsStream(DomainPartitionedStream):
             start = now - timedelta(days=EVENT_RETENTION_DAYS)
         if start.tzinfo is None:
             start = start.replace(tzinfo=timezone.utc)
+        resolution = self.config.get("metrics_resolution", "day")
         return {
-            "start": format_datetime(start.astimezone(timezone.utc)),
+            # A row's counts cover only the part of its bucket inside the query: start on a
+            # bucket boundary, or the first row would replace a full one with a partial one.
+            "start": format_datetime(bucket_start(start, resolution)),
             "end": format_datetime(now),
-            "resolution": self.config.get("metrics_resolution", "day"),
+            "resolution": resolution,
             "dimensions": list(self.dimensions),
             "metrics": [*COUNT_METRICS, *RATE_METRICS],
             "filter": {
@@ -413,6 +416,15 @@ class MetricsStream(DomainPartitionedStream):
             for name in RATE_METRICS:
                 record[name] = _rate(metrics.get(name))
             yield record
+
+
+def bucket_start(moment: datetime, resolution: str) -> datetime:
+    """The start (UTC) of the hour, day or month bucket `moment` falls in."""
+    moment = moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    if resolution == "hour":
+        return moment
+    moment = moment.replace(hour=0)
+    return moment.replace(day=1) if resolution == "month" else moment
 
 
 def _rate(value: Any) -> float | None:

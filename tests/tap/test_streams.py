@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 
 import pytest
@@ -268,3 +269,68 @@ def test_an_account_without_active_domains_syncs_nothing_quietly() -> None:
     assert not run.tap.failures
     assert [r["name"] for r in run.records["domains"]] == ["mg.new.com"]
     assert not run.records["events"] and not run.records["bounces"]
+
+
+def test_monthly_metrics_rows_are_never_partial_on_a_later_run(mailgun: FakeMailgun) -> None:
+    """The lookback from a bookmark on the 1st lands mid-month: unaligned, the previous
+    month's row came back counting only its last days and replaced the full one downstream."""
+    now = datetime.now(timezone.utc)
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    mid_last = (last_month + timedelta(days=4)).timestamp()
+    end_last = (this_month - timedelta(hours=12)).timestamp()
+    mailgun.add_events(DOMAIN, [mailgun_event("delivered", mid_last + i) for i in range(10)])
+    mailgun.add_events(DOMAIN, [mailgun_event("delivered", end_last + i) for i in range(2)])
+    mailgun.add_events(DOMAIN, [mailgun_event("delivered", this_month.timestamp() + 1)])
+    # start_date is mid-month too: the first row must still count its whole month.
+    config = tap_config(
+        mailgun,
+        domains=[DOMAIN],
+        metrics_resolution="month",
+        start_date=(last_month + timedelta(days=2, hours=5)).isoformat(),
+    )
+
+    run1 = run_tap(config, "domain_metrics")
+    run2 = run_tap(config, "domain_metrics", state=run1.state)
+
+    first = {r["time"]: r["delivered_count"] for r in run1.records["domain_metrics"]}
+    assert first == {
+        last_month.isoformat(timespec="microseconds"): 12,
+        this_month.isoformat(timespec="microseconds"): 1,
+    }
+    for row in run2.records["domain_metrics"]:
+        assert row["delivered_count"] == first[row["time"]], row["time"]
+    starts = [parsedate_to_datetime(c.json()["start"]) for c in mailgun.calls("POST", "metrics")]
+    assert starts == [last_month, last_month]
+
+
+def test_hourly_metrics_start_on_the_hour(mailgun: FakeMailgun) -> None:
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(
+        hours=5
+    )
+    mailgun.add_events(
+        DOMAIN, [mailgun_event("delivered", hour.timestamp() + 60 * i) for i in range(50)]
+    )
+    config = tap_config(
+        mailgun,
+        domains=[DOMAIN],
+        metrics_resolution="hour",
+        start_date=(hour + timedelta(minutes=30)).isoformat(),
+    )
+
+    run = run_tap(config, "domain_metrics")
+
+    (row,) = run.records["domain_metrics"]
+    assert row["time"] == hour.isoformat(timespec="microseconds")
+    assert row["delivered_count"] == 50
+    (call,) = mailgun.calls("POST", "metrics")
+    assert parsedate_to_datetime(call.json()["start"]) == hour
+
+
+def test_daily_metrics_without_start_date_start_at_midnight(mailgun: FakeMailgun) -> None:
+    run_tap(tap_config(mailgun, domains=[DOMAIN]), "domain_metrics")
+
+    (call,) = mailgun.calls("POST", "metrics")
+    start = parsedate_to_datetime(call.json()["start"])
+    assert start == start.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert timedelta(days=30) <= datetime.now(timezone.utc) - start < timedelta(days=32)
