@@ -22,7 +22,7 @@ $(MELTANO):
 
 # One venv per plugin under .meltano/ (Meltano uses uv: seconds); redone when plugins change.
 .meltano/.installed: $(MELTANO) meltano.yml pyproject.toml
-	$(MELTANO) install --force
+	$(MELTANO) install
 	touch $@
 
 meltano: .meltano/.installed
