@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Generator, Iterable
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
@@ -109,6 +110,15 @@ def retry_hint_seconds(response: requests.Response | None) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return max(0.0, float(value))
     return None
+
+
+def server_time(response: requests.Response) -> datetime | None:
+    """The moment Mailgun answered, by its own clock (the `Date` header), when it says."""
+    try:
+        moment = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class _Paging(msgspec.Struct):

@@ -18,7 +18,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import OffsetPaginator
 
-from tap_mailgun.client import MailgunStream
+from tap_mailgun.client import MailgunStream, server_time
 from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ DEFAULT_METRICS_LOOKBACK_DAYS = 3
 # A bookmark keeps microseconds; an event's float may carry more digits and round up. Starting
 # a microsecond earlier re-reads boundary events (the target dedups) but never skips one.
 BOOKMARK_MARGIN = timedelta(microseconds=1)
+
+# Mailgun's servers and the clock that stamps created_at may differ by a little: a bookmark
+# this much before the listing's start still covers everything created during the listing.
+LISTING_CLOCK_MARGIN = timedelta(seconds=30)
 
 COUNT_METRICS = (
     "accepted_count",
@@ -235,7 +239,9 @@ class SuppressionStream(DomainPartitionedStream):
 
     The API has no time filter: every run lists all, and emits those created at or after the
     bookmark (the first run emits all). Not sorted by time, so the bookmark moves only when a
-    domain's listing completes.
+    domain's listing completes. An address added during the listing behind the cursor is not
+    seen by this run, so the bookmark never passes the listing's start (by Mailgun's clock,
+    less LISTING_CLOCK_MARGIN): the next run emits it.
     """
 
     primary_keys = ("domain", "address")
@@ -255,9 +261,19 @@ class SuppressionStream(DomainPartitionedStream):
             additional_properties=True,
         ).to_dict()
 
+    _listing_started: datetime | None = None
+
+    def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
+        """The page's items; the first page's Date tells when the listing started."""
+        if self._listing_started is None:
+            self._listing_started = server_time(response)
+        return super().parse_response(response)
+
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Items created at or after the bookmark, with ISO `created_at`."""
         since = self.bookmark(context)
+        self._listing_started = None
+        started_here = datetime.now(timezone.utc)  # if Mailgun sends no Date header
         for item in self.request_records(context):
             record: dict[str, Any] = snake_keys(item)
             if record.get("created_at"):
@@ -265,6 +281,13 @@ class SuppressionStream(DomainPartitionedStream):
                 if since and datetime.fromisoformat(record["created_at"]) < since:
                     continue
             yield record
+        # Completed (a failed listing dropped its progress): cap what becomes the bookmark.
+        progress = self.get_context_state(context).get("progress_markers") or {}
+        newest = progress.get("replication_key_value")
+        started = self._listing_started or started_here
+        cap = (started - LISTING_CLOCK_MARGIN).astimezone(timezone.utc)
+        if newest and str(newest) > cap.isoformat(timespec="microseconds"):
+            progress["replication_key_value"] = cap.isoformat(timespec="microseconds")
 
 
 class BouncesStream(SuppressionStream):

@@ -66,6 +66,14 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def send_header(self, keyword: str, value: str) -> None:
+        """One Date header: a fake that sets its own (its clock may be skewed on purpose)
+        replaces the one the HTTP server adds."""
+        if keyword.lower() == "date":
+            buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+            buffered[:] = [h for h in buffered if not h.lower().startswith(b"date:")]
+        super().send_header(keyword, value)
+
 
 class FakeAPI:
     """Base of a fake vendor API.

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tap_mailgun.tap import TapMailgun
 from tests.fakes.mailgun import FakeMailgun, days_ago, mailgun_event
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 
 def bounce(address: str, days: float, code: object = "550") -> dict[str, object]:
@@ -334,3 +338,51 @@ def test_daily_metrics_without_start_date_start_at_midnight(mailgun: FakeMailgun
     start = parsedate_to_datetime(call.json()["start"])
     assert start == start.replace(hour=0, minute=0, second=0, microsecond=0)
     assert timedelta(days=30) <= datetime.now(timezone.utc) - start < timedelta(days=32)
+
+
+class RacingMailgun(FakeMailgun):
+    """While page 2 of a bounce listing is served, two addresses bounce: one sorts before
+    the cursor (this traversal never sees it), one after (this traversal emits it).
+    Its clock is `skew` off the tap's: created_at and the Date header follow its clock."""
+
+    def __init__(self, skew: timedelta) -> None:
+        super().__init__(api_key=API_KEY)
+        self.skew = skew
+        self.raced = False
+
+    def list_supp(self, request: Request, domain: str, kind: str) -> Response:
+        now = datetime.now(timezone.utc) + self.skew
+        if request.args.get("page") == "next" and not self.raced:
+            self.raced = True
+            for address, when in (
+                ("aaa-racer@x.com", now - timedelta(seconds=2)),
+                ("zzz@x.com", now),
+            ):
+                item = {**bounce(address, 0), "created_at": format_datetime(when)}
+                self.suppressions[(domain, kind)][address] = item
+        response = super().list_supp(request, domain, kind)
+        response.headers["Date"] = format_datetime(now, usegmt=True)
+        return response
+
+
+@pytest.mark.parametrize(
+    "skew", [timedelta(0), timedelta(hours=-1)], ids=["same-clock", "mailgun-behind"]
+)
+def test_a_suppression_created_behind_the_cursor_is_read_next_run(skew: timedelta) -> None:
+    """Listings are alphabetical: the bookmark may not pass the listing's start (by Mailgun's
+    clock), or an address created behind the cursor during the run is skipped for good."""
+    fake = RacingMailgun(skew)
+    fake.add_domain(DOMAIN)
+    for i in range(1000):
+        fake.add_suppression(DOMAIN, "bounces", bounce(f"m{i:04d}@x.com", 3))
+    with fake:
+        config = tap_config(fake, domains=[DOMAIN])
+        run1 = run_tap(config, "bounces")
+        run2 = run_tap(config, "bounces", state=run1.state)
+        assert fake.violations == []
+
+    first = {r["address"] for r in run1.records["bounces"]}
+    assert "zzz@x.com" in first and "aaa-racer@x.com" not in first  # the race happened
+    second = {r["address"] for r in run2.records["bounces"]}
+    assert "aaa-racer@x.com" in second
+    assert not second & {f"m{i:04d}@x.com" for i in range(1000)}  # old rows do not come back
