@@ -5,7 +5,8 @@
 - 5xx, 425 and connection errors: retry with exponential backoff, a bounded number of times;
 - 401: stop at once with a message that says which setting to check;
 - batches: /contacts/import at most 8 MB, /events/batch at most 200 events and 512 KB;
-  207 and row-naming 400 answers are turned into per-row rejections, the rest is kept.
+  a 207 keeps what Brevo stored and names what it refused; a 400 stores nothing, so the rows
+  it names are dropped and the rest is sent again.
 The API key travels only in the `api-key` header and never appears in logs or errors.
 """
 
@@ -277,27 +278,78 @@ class BrevoClient:
     def send_events(
         self,
         items: Sequence[tuple[K, bytes]],
-        on_batch: Callable[[list[K], list[tuple[K, str]]], None],
+        on_batch: Callable[[list[K], list[tuple[K, str]], int], None],
     ) -> None:
         """Send JSON-encoded events in batches within Brevo's limits.
 
-        After each batch Brevo answered, `on_batch(keys, rejected)` gets the keys of the batch
-        and the (key, reason) of the events Brevo refused (207, or a 400 naming rows).
+        After each batch Brevo settled, `on_batch(done, refused, unnamed)` gets the keys that
+        must never be sent again (accepted or refused for good), the (key, reason) of those
+        Brevo refused, and how many refusals a 207 counted without naming them.
         """
         for chunk in chunk_by_size(items, MAX_EVENTS, MAX_EVENT_BYTES):
+            self._send_batch(chunk, on_batch)
+
+    def _send_batch(
+        self,
+        chunk: list[tuple[K, bytes]],
+        on_batch: Callable[[list[K], list[tuple[K, str]], int], None],
+    ) -> None:
+        """One batch: a 400 stores none of it, so drop the rows it names and send the rest.
+
+        Brevo answers 202 (all stored), 207 (the rows it names failed, the others are stored)
+        or 400 (nothing stored; the rows it names are the reason). Each resend after a 400 is
+        strictly smaller, so this ends; a 400 naming no row is an error the run stops on, with
+        nothing marked sent.
+        """
+        refused: list[tuple[K, str]] = []
+        done: list[K] = []
+        while chunk:
             keys = [key for key, _ in chunk]
             body = b'{"events":' + _json_array(chunk) + b"}"
             response = self.request("POST", "/events/batch", body)
             if response is None or response.status_code == 202:
-                on_batch(keys, [])
-                continue
-            rejected = self._rejected_rows(response, keys)
-            if response.status_code not in (207, 400) or rejected is None:
+                on_batch(done + keys, refused, 0)
+                return
+            named = self._rejected_rows(response, keys)
+            if response.status_code == 207:
+                unnamed = self._unnamed_failures(response, len(named or []))
+                on_batch(done + keys, refused + (named or []), unnamed)
+                return
+            if response.status_code != 400 or not named:
                 raise BrevoError(
                     f"POST /events/batch answered {response.status_code} "
-                    f"{_message(response)}; this is a bug or a new Brevo limit: please report it"
+                    f"{_message(response)} without naming the events it refused; "
+                    "none of the batch is marked sent, so the next run sends it again. "
+                    "If this repeats, please report it"
                 )
-            on_batch(keys, rejected)
+            refused.extend(named)
+            dropped = {key for key, _ in named}
+            done.extend(dropped)
+            chunk = [item for item in chunk if item[0] not in dropped]
+            if chunk:
+                self.logger.info(
+                    "Brevo refused the whole batch for %d of its events; resending the other %d",
+                    len(dropped),
+                    len(chunk),
+                )
+        on_batch(done, refused, 0)
+
+    def _unnamed_failures(self, response: requests.Response, named: int) -> int:
+        """How many of a 207's failed_events it did not name (they cannot be told apart)."""
+        try:
+            failed = response.json().get("failed_events")
+        except (ValueError, AttributeError):
+            failed = None
+        if not isinstance(failed, int) or failed <= named:
+            return 0
+        self.logger.warning(
+            "Brevo reported %d failed events but named %d; the other %d cannot be told from the "
+            "stored ones, so they are counted as refused and not resent",
+            failed,
+            named,
+            failed - named,
+        )
+        return failed - named
 
     @staticmethod
     def _rejected_rows(response: requests.Response, keys: list[K]) -> list[tuple[K, str]] | None:
@@ -307,12 +359,14 @@ class BrevoClient:
             return None
         if not isinstance(errors, list) or not errors:
             return None
-        rejected: list[tuple[K, str]] = []
+        rejected: dict[int, tuple[K, str]] = {}
         for error in errors:
+            if not isinstance(error, dict):
+                continue
             for index in error.get("eventIndex") or []:
                 if isinstance(index, int) and 0 <= index < len(keys):
-                    rejected.append((keys[index], str(error.get("message", "refused"))))
-        return rejected or None
+                    rejected.setdefault(index, (keys[index], str(error.get("message", "refused"))))
+        return list(rejected.values()) or None
 
     def _expect(self, response: requests.Response | None, status: int) -> requests.Response:
         if response is None:

@@ -192,12 +192,17 @@ class Publisher:
             self.client.send_events(page, self._events_answered)
 
     def _events_answered(
-        self, keys: list[tuple[str, str]], rejected: list[tuple[tuple[str, str], str]]
+        self,
+        keys: list[tuple[str, str]],
+        rejected: list[tuple[tuple[str, str], str]],
+        unnamed: int,
     ) -> None:
         for key, reason in rejected:
             if self.summary.skip(f"event refused by Brevo: {reason}"):
                 self.logger.warning("Brevo refused event %s at %s: %s", key[0], key[1], reason)
-        self.summary.events_sent += len(keys) - len(rejected)
+        if unnamed:
+            self.summary.skip("event refused by Brevo without naming it", unnamed)
+        self.summary.events_sent += len(keys) - len(rejected) - unnamed
         self.store.mark_sent(keys)
         self.store.commit()
 

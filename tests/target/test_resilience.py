@@ -100,6 +100,59 @@ def test_400_naming_rows_skips_them_and_the_run_goes_on(
     assert run.states == [{"bookmarks": {"run": 1}}]
 
 
+def test_a_400_naming_some_events_stores_none_so_the_others_are_resent(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    # Brevo's 400 means no event of the batch was stored, even when it names only one.
+    errors = [{"eventIndex": [1], "message": "bad o1"}]
+    refusal = {"status": "failed", "total_events": 3, "successful_events": 0,
+               "failed_events": 3, "errors": errors}  # fmt: skip
+    brevo.fail_next("POST /v3/events/batch", 400, refusal)
+    run = target.run(singer_lines({"events": opened_events(3)}))
+    assert run.returncode == 0, run.stderr
+    assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [400, 202]
+    resent = brevo.calls("POST", "/events/batch$")[1].json()["events"]
+    assert [e["event_properties"]["mailgun_event_id"] for e in resent] == ["o0", "o2"]
+    assert sent_ids(brevo) == Counter({"o0": 1, "o2": 1})
+    assert run.summary["events_sent"] == 2
+    assert run.summary["rows_skipped"] == {"event refused by Brevo: bad o1": 1}
+    again = target.run(singer_lines({"events": opened_events(3)}))  # nothing left pending
+    assert again.returncode == 0, again.stderr
+    assert len(brevo.calls("POST", "/events/batch$")) == 2
+
+
+def test_a_400_naming_no_event_stops_without_marking_any_sent(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    brevo.fail_next("POST /v3/events/batch", 400, {"message": "Something is wrong"})
+    lines = singer_lines({"events": opened_events(3)})
+    run = target.run(lines)
+    assert run.returncode == 1
+    assert "answered 400 Something is wrong without naming the events" in run.stderr
+    assert run.states == []
+    assert "Traceback" not in run.stderr
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+
+
+def test_a_207_counting_more_failures_than_it_names_counts_them_refused(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    errors = [{"eventIndex": [0], "message": "bad o0"}]
+    partial = {"status": "partial_success", "total_events": 3, "successful_events": 1,
+               "failed_events": 2, "errors": errors}  # fmt: skip
+    brevo.fail_next("POST /v3/events/batch", 207, partial)
+    run = target.run(singer_lines({"events": opened_events(3)}))
+    assert run.returncode == 0, run.stderr
+    assert run.summary["events_sent"] == 1
+    assert run.summary["rows_skipped"] == {
+        "event refused by Brevo without naming it": 1,
+        "event refused by Brevo: bad o0": 1,
+    }
+    assert "reported 2 failed events but named 1" in run.stderr
+
+
 def test_an_event_name_brevo_would_refuse_is_a_clear_settings_error(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:

@@ -176,7 +176,7 @@ def test_events_go_in_batches_of_200(brevo: FakeBrevo) -> None:
         for i in range(401)
     ]
     answered: list[int] = []
-    client.send_events(items, lambda keys, rejected: answered.append(len(keys)))
+    client.send_events(items, lambda keys, rejected, unnamed: answered.append(len(keys)))
     assert answered == [200, 200, 1]
     assert len(brevo.events) == 401
     assert client.stats.calls == {"POST /events/batch": 3}
