@@ -45,7 +45,13 @@ _EVENT_COUNTERS = {
     "complained": "complained_count",
     "stored": "stored_count",
 }
-# Rates are percentages of delivered (engagement) or of accepted (delivery), as strings.
+# "Mailgun's Metrics API ... supports up to 10 counts and rates, as well as 3 dimensions"
+# (documentation.mailgun.com, user manual, Reporting > Metric Definitions): more is refused.
+MAX_METRICS_PER_QUERY = 10
+MAX_DIMENSIONS_PER_QUERY = 3
+# Rates are ratios (0 to 1) as strings with four decimals, as in the official OpenAPI
+# example of POST /v1/analytics/metrics (clicked_rate "0.8300"): of delivered (engagement)
+# or of accepted (delivery).
 _RATES = {
     "delivered_rate": ("delivered_count", "accepted_count"),
     "opened_rate": ("opened_count", "delivered_count"),
@@ -363,6 +369,15 @@ class FakeMailgun(FakeAPI):
         if resolution not in ("hour", "day", "month"):
             return json_response({"message": f"invalid resolution {resolution}"}, 400)
         dims: list[str] = body.get("dimensions", [])
+        wanted: list[str] = body.get("metrics", [])
+        if len(wanted) > MAX_METRICS_PER_QUERY or len(dims) > MAX_DIMENSIONS_PER_QUERY:
+            return json_response(
+                {
+                    "message": f"at most {MAX_METRICS_PER_QUERY} metrics and "
+                    f"{MAX_DIMENSIONS_PER_QUERY} dimensions per query"
+                },
+                400,
+            )
         unsupported = set(dims) - {"time", "domain", "tag"}
         if unsupported:
             return json_response({"message": f"fake: dimensions {unsupported} unsupported"}, 400)
@@ -450,9 +465,9 @@ class FakeMailgun(FakeAPI):
         for name in body.get("metrics", []):
             if name in _RATES:
                 num, den = (counts.get(n, 0) for n in _RATES[name])
-                metrics[name] = f"{100 * num / den:.2f}" if den else "0.00"
+                metrics[name] = f"{num / den:.4f}" if den else "0.0000"
             elif name.endswith("_rate"):
-                metrics[name] = "0.00"  # a rate the fake does not compute; still a string
+                metrics[name] = "0.0000"  # a rate the fake does not compute; still a string
             else:
                 metrics[name] = counts.get(name, 0)
         return {"dimensions": dimensions, "metrics": metrics}
