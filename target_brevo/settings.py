@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +113,20 @@ class Settings:
         return [f"field_mapping.{k}" for k in sorted(fields)] + [
             f"event_names.{k}" for k in sorted(events)
         ]
+
+    def contact_rules_fingerprint(self) -> str:
+        """A digest of the settings that decide what a contact looks like in Brevo.
+
+        When it changes (lists, field_mapping, blocklist_on), contacts Brevo already has are
+        out of date too, not only the ones new input touches.
+        """
+        rules = {
+            "field_mapping": dict(sorted(self.field_mapping.items())),
+            "lists": dict(sorted(self.lists.items())),
+            "all_list": self.all_list,
+            "blocklist_on": sorted(self.blocklist_on),
+        }
+        return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:

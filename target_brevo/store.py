@@ -4,7 +4,8 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
 - `events`: the identity (Mailgun id, timestamp) of every event ever applied, so a replayed event
   is never counted or sent twice, and the Brevo payload of events not yet accepted (`pending`);
 - `messages`: per contact, each message delivered/opened/clicked, which the rates are made of;
-- `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind.
+- `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind;
+- `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with.
 Commits are explicit (`commit`); in dry-run nothing is ever committed.
 """
 
@@ -82,6 +83,12 @@ contacts_table = Table(
     Column("last_name", Text),
     Column("dirty", Boolean, nullable=False),
     Index("ix_brevo_contacts_dirty", "dirty"),
+)
+meta_table = Table(
+    "brevo_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text),
 )
 FLAGS = ("hard_bounce", "soft_bounce", "complained", "unsubscribed", "engaged")
 
@@ -357,6 +364,23 @@ class EngagementStore:
             .values(pending=false(), payload=null())
         )
         self._executemany("mark_sent", stmt, rows)
+
+    def mark_all_dirty(self) -> int:
+        """Every contact needs writing again (the rules changed); how many contacts there are."""
+        result = self.conn.execute(update(contacts_table).values(dirty=true()))
+        return int(result.rowcount or 0)
+
+    def get_meta(self, key: str) -> str | None:
+        """A named value kept in the store, or None."""
+        m = meta_table.c
+        return self.conn.execute(select(m.value).where(m.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep a named value (committed with the next commit)."""
+        stmt = self._insert(meta_table).values(key=key, value=value)
+        self.conn.execute(
+            stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value})
+        )
 
     def has_outstanding(self) -> bool:
         """Whether any contact or event is still waiting for Brevo."""

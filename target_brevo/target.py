@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # replay: longer than Mailgun's longest event retention (30 days), so nothing the tap can
 # still send is forgotten.
 EVENT_MEMORY_DAYS = 45
+RULES_FINGERPRINT = "contact_rules_fingerprint"
 
 
 class LineNumberReader(MsgSpecReader):
@@ -109,9 +110,27 @@ class TargetBrevo(Target):
         self.publisher = Publisher(
             self.client, self.store, self.settings, self.summary, self.logger
         )
+        self._rewrite_contacts_if_rules_changed()
         self._closed = False
         if isinstance(self.message_reader, LineNumberReader):
             self.message_reader.on_invalid_line = self.keep_what_came_before
+
+    def _rewrite_contacts_if_rules_changed(self) -> None:
+        """Settings that shape contacts changed: every contact Brevo has is rewritten once."""
+        fingerprint = self.settings.contact_rules_fingerprint()
+        before = self.store.get_meta(RULES_FINGERPRINT)
+        if before == fingerprint:
+            return
+        count = self.store.mark_all_dirty()
+        if count:
+            self.logger.info(
+                "lists, field_mapping or blocklist_on %s since the contacts were written: "
+                "all %d contacts are written again in this run",
+                "changed" if before is not None else "may have changed",
+                count,
+            )
+        self.store.set_meta(RULES_FINGERPRINT, fingerprint)
+        self.store.commit()
 
     def get_sink_class(self, stream_name: str) -> type[BatchSink]:
         """The sink that writes this stream (any other stream is accepted and skipped)."""

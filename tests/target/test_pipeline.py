@@ -250,3 +250,23 @@ def test_lists_all_is_used_as_given_and_unknown_lists_are_a_clear_error(
     assert missing.returncode == 1
     assert "list 999 (lists.engaged) does not exist in Brevo" in missing.stderr
     assert missing.states == []
+
+
+def test_changed_lists_and_mapping_reach_contacts_brevo_already_has(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    lines = singer_lines({"events": [mailgun_event("a", "opened", "ann@example.com")]})
+    assert target.run(lines).returncode == 0
+    assert "OPENS" not in brevo.contacts["ann@example.com"]["attributes"]
+    engaged = brevo.add_list("engaged")
+    changed = {"lists": {"engaged": engaged}, "field_mapping": {"open_rate": "OPENS"}}
+    run = target.run(lines, **changed)  # the same input: nothing new about Ann
+    assert run.returncode == 0, run.stderr
+    assert engaged in brevo.contacts["ann@example.com"]["listIds"]
+    assert brevo.contacts["ann@example.com"]["attributes"]["OPENS"] == 1.0
+    assert run.stderr.count("all 1 contacts are written again") == 1
+    imports = len(brevo.calls("POST", "/contacts/import$"))
+    again = target.run(lines, **changed)  # same settings again: nothing to rewrite
+    assert again.returncode == 0, again.stderr
+    assert len(brevo.calls("POST", "/contacts/import$")) == imports
+    assert "written again" not in again.stderr
