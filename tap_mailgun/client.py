@@ -155,11 +155,29 @@ class MailgunPaginator(BaseHATEOASPaginator):
         return link
 
 
+def _json_object(response: requests.Response) -> dict[str, Any]:
+    """The body as a JSON object; RetriableAPIError when it is not one."""
+    try:
+        payload = msgspec.json.decode(response.content)
+    except msgspec.DecodeError as exc:
+        payload = exc
+    if not isinstance(payload, dict):
+        start = response.content[:80].decode("utf-8", "replace")
+        raise RetriableAPIError(
+            f"Mailgun answered {response.status_code} for {urlsplit(response.url).path} with "
+            f"a body that is not a JSON object ({start!r}...)",
+            response,
+        )
+    return payload
+
+
 class MailgunStream(RESTStream[ParseResult]):
     """Base of every Mailgun stream: one place for the API's conventions."""
 
     records_key: ClassVar[str] = "items"
     page_size: ClassVar[int | None] = None  # the `limit` query parameter, when the API takes one
+    # The last validated response and its decoded body, so parse_response decodes nothing.
+    _decoded: tuple[requests.Response, dict[str, Any]] | None = None
 
     @property
     def url_base(self) -> str:
@@ -201,8 +219,9 @@ class MailgunStream(RESTStream[ParseResult]):
 
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
         """The listing's items, decoded with msgspec (floats stay floats: full precision)."""
-        payload = msgspec.json.decode(response.content)
-        items = payload.get(self.records_key) if isinstance(payload, dict) else None
+        decoded = self._decoded
+        payload = decoded[1] if decoded and decoded[0] is response else _json_object(response)
+        items = payload.get(self.records_key)
         return items or []
 
     # --- errors -------------------------------------------------------------------------
@@ -225,6 +244,9 @@ class MailgunStream(RESTStream[ParseResult]):
                 domain,
             )
         super().validate_response(response)
+        # A 200 cut short or answered by a proxy (HTML) is retried like a 5xx, instead of
+        # failing outside the retries in parse_response; decoded once, here.
+        self._decoded = (response, _json_object(response))
 
     def response_error_message(self, response: requests.Response) -> str:
         """Status, path and the start of the body: enough to act on, never the credentials."""

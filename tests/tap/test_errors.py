@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 from singer_sdk.exceptions import RetriableAPIError
+from werkzeug.wrappers import Request, Response
 
 from tap_mailgun.client import (
     MailgunAuthError,
@@ -139,3 +140,46 @@ def test_an_eu_domain_read_with_the_us_region_is_explained() -> None:
         assert [r["tag"] for r in right.records["tags"]] == ["hallo"]
         assert not right.tap.failures
         assert us.violations == [] and eu.violations == []
+
+
+class TruncatingMailgun(FakeMailgun):
+    """Answers the first `times` event listings of `domain` with 200 and a body cut short,
+    as a proxy or a dropped connection can."""
+
+    def __init__(self, domain: str, times: int) -> None:
+        super().__init__(api_key=API_KEY)
+        self.truncate_domain = domain
+        self.times = times
+
+    def list_events(self, request: Request, domain: str) -> Response:
+        if domain == self.truncate_domain and self.times > 0:
+            self.times -= 1
+            return Response('{"items": [{"id": "ev', 200, content_type="application/json")
+        return super().list_events(request, domain)
+
+
+def test_a_200_whose_body_is_not_json_is_retried() -> None:
+    fake = TruncatingMailgun(DOMAIN, times=1)
+    fake.add_domain(DOMAIN)
+    fake.add_events(DOMAIN, [mailgun_event("delivered", hours_ago(2))])
+    with fake:
+        run = run_tap(tap_config(fake, domains=[DOMAIN]), "events")
+        assert fake.violations == []
+        assert len(fake.calls("GET", rf"^/v3/{DOMAIN}/events$")) == 2
+
+    assert len(run.records["events"]) == 1
+    assert not run.tap.failures
+
+
+def test_a_body_that_stays_broken_fails_only_its_domain() -> None:
+    fake = TruncatingMailgun(DOMAIN, times=10)
+    for domain in (DOMAIN, OTHER_DOMAIN):
+        fake.add_domain(domain)
+        fake.add_events(domain, [mailgun_event("delivered", hours_ago(2))])
+    with fake:
+        run = run_tap(tap_config(fake, max_retries=1), "events")
+        assert fake.violations == []
+
+    assert [r["domain"] for r in run.records["events"]] == [OTHER_DOMAIN]
+    (failure,) = run.tap.failures
+    assert f"domain={DOMAIN}" in failure and "not a JSON object" in failure
