@@ -59,6 +59,10 @@ class MailgunUnreachableError(MailgunRunError):
     """The API host could not be reached, retries included: every request would fail."""
 
 
+class MailgunGoneError(FatalAPIError):
+    """What was being read was deleted since it was listed (e.g. a mailing list): skipped."""
+
+
 class MailgunUnknownDomainError(FatalAPIError):
     """Mailgun has no such domain (in this region): its other streams are skipped this run."""
 
@@ -263,6 +267,8 @@ class MailgunStream(RESTStream[ParseResult]):
             yield from super().request_records(context)
         except MailgunRunError:
             raise
+        except MailgunGoneError as gone:
+            self.logger.warning("%s: skipped.", gone)
         except requests.ConnectionError as exc:
             raise MailgunUnreachableError(
                 f"Could not connect to Mailgun at {where(dict(self.config))} after "

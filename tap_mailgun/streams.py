@@ -10,15 +10,17 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import cached_property
+from http import HTTPStatus
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, cast
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import OffsetPaginator
 
-from tap_mailgun.client import MailgunStream, server_time
+from tap_mailgun.client import MailgunGoneError, MailgunStream, server_time
 from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
 
 if TYPE_CHECKING:
@@ -564,6 +566,13 @@ class ListMembersStream(MailgunStream):
         th.Property("subscribed", th.BooleanType),
         additional_properties=True,
     ).to_dict()
+
+    def validate_response(self, response: requests.Response) -> None:
+        """404: the list was deleted after the lists were read; nothing of it is left."""
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            address = unquote(urlsplit(response.url).path.split("/")[3])
+            raise MailgunGoneError(f"Mailing list {address} was deleted during the run (404)")
+        super().validate_response(response)
 
 
 # Every stream of the tap (webhook_events, optional, is added by the tap itself).

@@ -430,3 +430,34 @@ def test_a_metrics_row_is_never_emitted_with_part_of_its_metrics() -> None:
     (row,) = run2.records["domain_metrics"]
     assert row["delivered_count"] == 1 and row["delivered_rate"] == 1.0
     assert not run2.tap.failures
+
+
+class ListDeletingMailgun(FakeMailgun):
+    """A list is deleted right after the lists page that names it is served."""
+
+    def list_lists(self, request: Request) -> Response:
+        response = super().list_lists(request)
+        self.lists.pop("gone@mg.example.com", None)
+        return response
+
+
+def test_a_list_deleted_before_its_members_are_read_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = ListDeletingMailgun(api_key=API_KEY)
+    fake.add_domain(DOMAIN)
+    for address in ("gone@mg.example.com", "kept@mg.example.com"):
+        fake.add_list(address)
+        fake.add_member(address, {"address": f"m@{address.split('@')[0]}.com"})
+    with fake:
+        run = run_tap(tap_config(fake, domains=[DOMAIN]), "mailing_lists", "list_members")
+        assert fake.violations == []
+        assert fake.calls("GET", "^/v3/lists/gone@mg.example.com/members/pages$")[0].status == 404
+
+    assert [r["address"] for r in run.records["mailing_lists"]] == [
+        "gone@mg.example.com",
+        "kept@mg.example.com",
+    ]
+    assert [r["list_address"] for r in run.records["list_members"]] == ["kept@mg.example.com"]
+    assert not run.tap.failures
+    assert "Mailing list gone@mg.example.com was deleted during the run" in caplog.text
