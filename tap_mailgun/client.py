@@ -7,7 +7,7 @@ Every quirk of the API lives here:
   last page, whose successor is empty; so paging stops on an empty page, and also on a
   missing, empty or already-followed link. A next link is followed verbatim (it carries the
   query's window and filters) and only on the host the tap was configured for.
-- retries: 429, 5xx and connection errors, with exponential backoff and full jitter, or the
+- retries: 429, 5xx and connection errors, with exponential backoff and equal jitter, or the
   wait the server asks for (`Retry-After` header, `retry-seconds` body); `max_retries` bounds it.
 - errors: 401 names the host and region and stops the run, as does a host that cannot be
   reached; 404 on a domain suggests the other region and fails only that domain's partitions;
@@ -296,7 +296,7 @@ class MailgunStream(RESTStream[ParseResult]):
 
     def backoff_wait_generator(self) -> Generator[float, Any, None]:
         """Waits between tries: the server's hint when it gives one, else exponential with
-        full jitter. backoff sends each failure's exception in (after a priming None)."""
+        equal jitter. backoff sends each failure's exception in (after a priming None)."""
         attempt = 0
         exception = yield 0.0
         while True:
@@ -305,9 +305,10 @@ class MailgunStream(RESTStream[ParseResult]):
             if hint is not None:
                 wait = min(hint, BACKOFF_CAP_SECONDS)
             else:
-                wait = random.uniform(
-                    0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-                )
+                # Equal jitter: half the cap, plus up to the other half at random. Full jitter
+                # (0 to cap) can draw near zero every time and spend all tries in seconds.
+                cap = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                wait = cap / 2 + random.uniform(0, cap / 2)
             attempt += 1
             exception = yield wait
 

@@ -83,9 +83,12 @@ def test_wait_hints_come_from_retry_after_or_the_body(mailgun: FakeMailgun) -> N
     next(waits)  # backoff primes the generator before the first failure
     assert waits.send(RetriableAPIError("429", with_header)) == 7
     assert waits.send(RetriableAPIError("429", with_body)) == 3
-    exponential = [waits.send(RetriableAPIError("503", without)) for _ in range(4)]
-    # Full jitter under a doubling cap: 3rd..6th tries wait at most 4, 8, 16, 32 seconds.
-    assert all(0 <= w <= cap for w, cap in zip(exponential, [4, 8, 16, 32], strict=True))
+    exponential = [waits.send(RetriableAPIError("503", without)) for _ in range(200)]
+    # Equal jitter under a doubling cap (up to 120 s): each wait is at least half its
+    # cap, so a run of retries cannot all be near zero and spend every try in a short blip.
+    caps = [min(120, 2 ** (n + 2)) for n in range(200)]  # 3rd try onwards: 4, 8, 16 ...
+    assert all(cap / 2 <= w <= cap for w, cap in zip(exponential, caps, strict=True))
+    assert len({round(w, 6) for w in exponential[10:]}) > 1  # still jittered
 
 
 def test_401_names_the_host_and_region_and_stops_the_run(mailgun: FakeMailgun) -> None:
