@@ -69,8 +69,9 @@ class BrevoSink(BatchSink):
         """Write the batch's facts to the store and commit them."""
         batch, self.pending = self.pending, []
         if batch:
-            self.store(batch)
-            self.brevo.store.commit()
+            with self.brevo.critical():
+                self.store(batch)
+                self.brevo.store.commit()
 
     def facts(self, record: dict[str, Any]) -> Any:
         """The facts one record contributes, or the reason it is skipped."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -21,6 +23,8 @@ from target_brevo.store import EngagementStore, store_url
 from target_brevo.summary import WARNINGS_PER_REASON, Summary
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.sinks import BatchSink
 
 
@@ -29,6 +33,20 @@ if TYPE_CHECKING:
 # still send is forgotten.
 EVENT_MEMORY_DAYS = 45
 RULES_FINGERPRINT = "contact_rules_fingerprint"
+
+
+class Terminated(BaseException):
+    """A termination signal arrived while the target was writing to Brevo or the store.
+
+    A BaseException, like KeyboardInterrupt, so that nothing on the way out mistakes it for an
+    error to handle and carries on: it unwinds the flush, nothing after it commits, and
+    `TargetBrevo.invoke` rolls the store back and exits 128 + the signal number.
+    """
+
+    def __init__(self, signum: int, target: TargetBrevo) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.target = target
 
 
 class LineNumberReader(MsgSpecReader):
@@ -81,6 +99,10 @@ class TargetBrevo(Target):
     message_reader_class = LineNumberReader
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before the SDK installs its signal handlers: they may run from then on.
+        self._busy = 0
+        self._ready = False
+        self._closed = False
         super().__init__(*args, **kwargs)
         # Records are short-lived and acyclic: the default young-generation threshold makes the
         # cyclic GC rescan every live batch hundreds of times (a third of the run's CPU).
@@ -110,8 +132,9 @@ class TargetBrevo(Target):
         self.publisher = Publisher(
             self.client, self.store, self.settings, self.summary, self.logger
         )
-        self._rewrite_contacts_if_rules_changed()
-        self._closed = False
+        with self.critical():
+            self._rewrite_contacts_if_rules_changed()
+        self._ready = True
         if isinstance(self.message_reader, LineNumberReader):
             self.message_reader.on_invalid_line = self.keep_what_came_before
 
@@ -136,9 +159,43 @@ class TargetBrevo(Target):
         """The sink that writes this stream (any other stream is accepted and skipped)."""
         return sink_class(stream_name)
 
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """A stretch of writing that a termination signal must abort, never re-enter."""
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGINT/SIGTERM: mid-write, abort and roll back; otherwise write what was read.
+
+        The SDK's handler drains every sink, which re-enters a flush already under way: half a
+        batch could be committed, and covered by a STATE, with exit code 0.
+        """
+        if self._busy or not self._ready:
+            self.logger.error(
+                "Received signal %d while writing to Brevo or the engagement store: rolling "
+                "back and stopping without emitting STATE (exit %d); rerun to finish, nothing "
+                "the tap sent since the last STATE is lost",
+                signum,
+                128 + signum,
+            )
+            raise Terminated(signum, self)
+        if self._closed:  # the run had already finished: nothing left to write
+            sys.exit(0)
+        self.logger.info(
+            "Received signal %d between two writes: writing what was read, then stopping", signum
+        )
+        self.drain_all(is_endofpipe=True)
+        self._finish()
+        sys.exit(0)
+
     def _write_state_message(self, state: dict[str, Any]) -> None:
         """Bring Brevo up to date first: state is emitted only once Brevo has what it covers."""
-        self.publisher.flush()
+        with self.critical():
+            self.publisher.flush()
         if self.settings.dry_run:
             self.logger.info("dry-run: state not emitted, so a real run starts from the same place")
             return
@@ -160,7 +217,7 @@ class TargetBrevo(Target):
         """The CLI: errors end the run with their message, no traceback.
 
         Code 1: a setting or Brevo refused something (the message says what to check);
-        code 2: a bad input line.
+        code 2: a bad input line; 128 + N: signal N arrived mid-write (rolled back, no STATE).
         """
         try:
             super().invoke(**kwargs)
@@ -169,11 +226,18 @@ class TargetBrevo(Target):
             raise SystemExit(1) from None
         except InvalidInputLine:
             raise SystemExit(2) from None  # already logged, with its line number
+        except Terminated as stop:
+            if hasattr(stop.target, "store"):
+                stop.target._close()  # rolls back whatever the interrupted write left
+            raise SystemExit(128 + stop.signum) from None
 
     def _finish(self) -> None:
-        self.publisher.flush()
-        forgotten = self.store.forget_old_events(EVENT_MEMORY_DAYS)
-        self.store.commit()
+        if self._closed:
+            return
+        with self.critical():
+            self.publisher.flush()
+            forgotten = self.store.forget_old_events(EVENT_MEMORY_DAYS)
+            self.store.commit()
         self.logger.debug(
             "Forgot %d event identities of over %d days", forgotten, EVENT_MEMORY_DAYS
         )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.fakes.brevo import FakeBrevo
-from tests.target.conftest import TargetRunner, mailgun_event, singer_lines
+from tests.target.conftest import TARGET, Run, TargetRunner, mailgun_event, singer_lines
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -214,6 +218,61 @@ def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
     assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
     assert rerun.summary["events_sent"] == 250
     assert rerun.states == [{"bookmarks": {"run": 1}}]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_flush_rolls_back_and_exits_non_zero_without_state(
+    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path, signum: int
+) -> None:
+    lines = singer_lines({"events": opened_events(450)})  # batches of 200, 200 and 50
+    config, data = tmp_path / "config.json", tmp_path / "input.singer"
+    config.write_text(json.dumps(target.config()))
+    data.write_text("\n".join(lines) + "\n")
+    brevo.hold("POST /v3/events/batch", after=1)
+    process = target.start(config, data)
+    assert brevo.held.wait(timeout=60), "the second batch never came"
+    process.send_signal(signum)  # Ctrl-C / SIGTERM while Brevo holds the second batch
+    stopped = target.finish(process)
+    brevo.release()
+    assert stopped.returncode == 128 + signum, stopped.stderr
+    assert stopped.states == []
+    assert "rolling back and stopping without emitting STATE" in stopped.stderr
+    assert len(brevo.calls("POST", "/events/batch$")) == 2  # no re-entered flush sent more
+    assert len(brevo.events) == 200
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
+    assert rerun.summary["events_sent"] == 250
+
+
+def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
+    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(target.config()))
+    lines = singer_lines({"events": opened_events(3)}, state={"bookmarks": {"run": 7}})
+    bad = json.dumps({"type": "RECORD", "stream": "events",
+                      "record": mailgun_event("x", "opened", "bad@", message_id="m")})  # fmt: skip
+    process = subprocess.Popen(
+        [TARGET, "--config", str(config)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.write("\n".join([*lines, bad]) + "\n")
+    process.stdin.flush()  # and the input stays open: the tap is still running
+    seen = []
+    for line in process.stderr:  # the bad record, after the STATE, is warned once read
+        seen.append(line)
+        if "Skipped events record" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    run = Run(process.returncode, stdout, "".join(seen) + stderr)
+    assert run.returncode == 0, run.stderr
+    assert run.states == [{"bookmarks": {"run": 7}}]
+    assert sorted(brevo.contacts) == [f"user{i}@example.com" for i in range(3)]
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+    assert run.summary["events_sent"] == 3
 
 
 def test_a_failed_import_stops_the_run_and_the_rerun_writes_the_contacts(
