@@ -6,7 +6,7 @@ Paging, auth, regions, retries and errors live in client.py; record shapes in re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import cached_property
@@ -150,7 +150,7 @@ class DomainsStream(MailgunStream):
 
     def get_new_paginator(self) -> OffsetPaginator:
         """skip/limit: the next skip is this one plus a page, until `total_count` is reached."""
-        return _TotalCountPaginator(start_value=0, page_size=self.page_size or 1000)
+        return _TotalPaginator(self.page_size or 1000, lambda body: body.get("total_count"))
 
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         """limit and skip on every page."""
@@ -159,17 +159,20 @@ class DomainsStream(MailgunStream):
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """The SMTP password is a credential: it never leaves the tap."""
         row.pop("smtp_password", None)
-        if row.get("created_at"):
-            row["created_at"] = rfc2822_to_iso(row["created_at"])
-        return row
+        return _iso_created_at(row)
 
 
-class _TotalCountPaginator(OffsetPaginator):
-    """/v4/domains: stop once skip passes `total_count`."""
+class _TotalPaginator(OffsetPaginator):
+    """Offset paging until the next skip reaches the total the response states."""
+
+    def __init__(self, page_size: int, total: Callable[[dict[str, Any]], Any]) -> None:
+        """`total` reads the total from a response's body."""
+        super().__init__(start_value=0, page_size=page_size)
+        self._total = total
 
     def has_more(self, response: requests.Response) -> bool:
         """More pages while the next skip is below the total."""
-        total = msgspec.json.decode(response.content).get("total_count", 0)
+        total = self._total(msgspec.json.decode(response.content)) or 0
         return bool(self.current_value + self.page_size < int(total))
 
 
@@ -286,11 +289,10 @@ class SuppressionStream(DomainPartitionedStream):
         self._listing_started = None
         started_here = datetime.now(timezone.utc)  # if Mailgun sends no Date header
         for item in self.request_records(context):
-            record: dict[str, Any] = snake_keys(item)
-            if record.get("created_at"):
-                record["created_at"] = rfc2822_to_iso(record["created_at"])
-                if since and datetime.fromisoformat(record["created_at"]) < since:
-                    continue
+            record = _iso_created_at(snake_keys(item))
+            created = record.get("created_at")
+            if since and created and datetime.fromisoformat(created) < since:
+                continue
             yield record
         # Completed (a failed listing dropped its progress): cap what becomes the bookmark.
         progress = self.get_context_state(context).get("progress_markers") or {}
@@ -385,7 +387,9 @@ class MetricsStream(DomainPartitionedStream):
 
     def get_new_paginator(self) -> OffsetPaginator:
         """Offset paging in the body, until `pagination.total` is reached."""
-        return _MetricsPaginator(start_value=0, page_size=self.metrics_page_limit)
+        return _TotalPaginator(
+            self.metrics_page_limit, lambda body: (body.get("pagination") or {}).get("total")
+        )
 
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         """Everything goes in the body."""
@@ -475,6 +479,13 @@ class MetricsStream(DomainPartitionedStream):
         return record
 
 
+def _iso_created_at(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with Mailgun's RFC 2822 `created_at`, when it has one, as ISO-8601 UTC."""
+    if record.get("created_at"):
+        record["created_at"] = rfc2822_to_iso(record["created_at"])
+    return record
+
+
 def bucket_start(moment: datetime, resolution: str) -> datetime:
     """The start (UTC) of the hour, day or month bucket `moment` falls in."""
     moment = moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -492,15 +503,6 @@ def _rate(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-class _MetricsPaginator(OffsetPaginator):
-    """Stop once skip passes `pagination.total`."""
-
-    def has_more(self, response: requests.Response) -> bool:
-        """More pages while the next skip is below the total."""
-        paging = msgspec.json.decode(response.content).get("pagination") or {}
-        return bool(self.current_value + self.page_size < int(paging.get("total", 0)))
 
 
 class DomainMetricsStream(MetricsStream):
@@ -540,9 +542,7 @@ class MailingListsStream(MailgunStream):
 
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """ISO `created_at`."""
-        if row.get("created_at"):
-            row["created_at"] = rfc2822_to_iso(row["created_at"])
-        return row
+        return _iso_created_at(row)
 
     def get_child_context(self, record: Record, context: Context | None) -> Context:
         """Members are read per list."""

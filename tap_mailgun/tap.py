@@ -16,6 +16,7 @@ from singer_sdk.singerlib.encoding.base import SingerMessageType
 
 from tap_mailgun import streams
 from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunUnknownDomainError
+from tap_mailgun.webhooks.stream import DEFAULT_RETENTION_DAYS, WebhookEventsStream
 
 if TYPE_CHECKING:
     from singer_sdk import Stream
@@ -99,7 +100,7 @@ class TapMailgun(Tap):
         th.Property(
             "event_lag_minutes",
             th.IntegerType(minimum=0),
-            default=30,
+            default=streams.DEFAULT_EVENT_LAG_MINUTES,
             description="Read events only up to this many minutes ago: Mailgun may still "
             "insert later-stored events into newer pages; older pages are final.",
         ),
@@ -138,7 +139,7 @@ class TapMailgun(Tap):
         th.Property(
             "webhook_retention_days",
             th.NumberType(minimum=0),
-            default=7,
+            default=DEFAULT_RETENTION_DAYS,
             description="Delete spooled webhook events read by a run at least this many days ago.",
         ),
     ).to_dict()
@@ -147,8 +148,6 @@ class TapMailgun(Tap):
         """Every Mailgun stream, plus webhook_events when a spool is configured."""
         found: list[Stream] = [stream_type(self) for stream_type in streams.STREAM_TYPES]
         if self.config.get("webhook_spool_path"):
-            from tap_mailgun.webhooks.stream import WebhookEventsStream
-
             found.append(WebhookEventsStream(tap=self))
         return found
 
@@ -161,8 +160,6 @@ class TapMailgun(Tap):
         info = about.AboutFormatter.get_formatter("json").format_about(cls._get_about_info())
         data = json.loads(info)
         data["streams"] = [_describe(stream_type) for stream_type in streams.STREAM_TYPES]
-        from tap_mailgun.webhooks.stream import WebhookEventsStream
-
         webhooks = {**_describe(WebhookEventsStream), "when": "webhook_spool_path is set"}
         data["streams"].append(webhooks)
         print(json.dumps(data, indent=2))

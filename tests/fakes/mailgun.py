@@ -243,6 +243,8 @@ class FakeMailgun(FakeAPI):
     def list_events(self, request: Request, domain: str) -> Response:
         """GET /v3/{domain}/events: the first page of a query."""
         limit = request.args.get("limit", 100, type=int)
+        if not 1 <= limit <= MAX_EVENTS_LIMIT:  # refused even when the spec is not checked
+            return json_response({"message": "Limit must be between 1 and 300"}, 400)
         query = {
             "begin": request.args.get("begin"),
             "end": request.args.get("end"),

@@ -5,8 +5,13 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import requests
+
+from tap_mailgun.streams import DEFAULT_EVENT_LAG_MINUTES, DEFAULT_METRICS_LOOKBACK_DAYS
+from tap_mailgun.tap import TapMailgun
+from tap_mailgun.webhooks.stream import DEFAULT_RETENTION_DAYS
 from tests.fakes.mailgun import FakeMailgun, mailgun_event
-from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
+from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
 
 def load(fake: FakeMailgun, domain: str, count: int, start_hours: float, step_s: float = 1.0):
@@ -249,3 +254,24 @@ def test_resuming_drops_boundary_events_below_the_bookmark(mailgun: FakeMailgun)
     (part2,) = run2.state["bookmarks"]["events"]["partitions"]
     assert part2["replication_key_value"] == emitted[-1]["timestamp"] > bookmark
     assert not run2.tap.failures
+
+
+def test_the_fake_refuses_more_than_300_events_a_page_without_the_spec_too() -> None:
+    """The tap's page size is the API's maximum; the fake enforces it like Mailgun, even
+    where the spec is not checked (the sandbox, the benchmarks)."""
+    with FakeMailgun(api_key=API_KEY, validate=False) as fake:
+        fake.add_domain(DOMAIN)
+        url = f"{fake.base_url}/v3/{DOMAIN}/events"
+        statuses = [
+            requests.get(url, params={"limit": n}, auth=("api", API_KEY), timeout=5).status_code
+            for n in (300, 301)
+        ]
+    assert statuses == [200, 400]
+
+
+def test_settings_defaults_are_the_code_defaults() -> None:
+    """One default per setting: the settings schema shows the constants the code falls back to."""
+    properties = TapMailgun.config_jsonschema["properties"]
+    assert properties["event_lag_minutes"]["default"] == DEFAULT_EVENT_LAG_MINUTES
+    assert properties["webhook_retention_days"]["default"] == DEFAULT_RETENTION_DAYS
+    assert properties["metrics_lookback_days"]["default"] == DEFAULT_METRICS_LOOKBACK_DAYS
