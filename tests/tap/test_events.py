@@ -275,3 +275,52 @@ def test_settings_defaults_are_the_code_defaults() -> None:
     assert properties["event_lag_minutes"]["default"] == DEFAULT_EVENT_LAG_MINUTES
     assert properties["webhook_retention_days"]["default"] == DEFAULT_RETENTION_DAYS
     assert properties["metrics_lookback_days"]["default"] == DEFAULT_METRICS_LOOKBACK_DAYS
+
+
+def test_an_empty_next_link_ends_the_listing(mailgun: FakeMailgun) -> None:
+    item = mailgun_event("delivered", hours_ago(2))
+    mailgun.fail_next(
+        rf"GET /v3/{DOMAIN}/events$", 200, body={"items": [item], "paging": {"next": ""}}
+    )
+
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
+
+    assert [r["id"] for r in run.records["events"]] == [item["id"]]
+    assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/")) == 1
+    assert not run.tap.failures
+
+
+def test_interleaved_domains_keep_their_own_bookmarks_through_an_interruption(
+    mailgun: FakeMailgun,
+) -> None:
+    """Two domains' events alternate in time; one domain's read stops early. Each domain
+    resumes from its own last emitted event: the other domain's later bookmark skips nothing."""
+    start = hours_ago(6)
+    a = [mailgun_event("delivered", start + 2 * i, event_id=f"a{i}") for i in range(400)]
+    b = [mailgun_event("opened", start + 2 * i + 1, event_id=f"b{i}") for i in range(400)]
+    mailgun.add_events(DOMAIN, a)
+    mailgun.add_events(OTHER_DOMAIN, b)
+    mailgun.fail_next(rf"GET /v3/{OTHER_DOMAIN}/events/", 503, times=3)  # b's page 2
+    config = tap_config(mailgun, max_retries=2)
+
+    run1 = run_tap(config, "events")
+    marks = {
+        p["context"]["domain"]: p["replication_key_value"]
+        for p in run1.state["bookmarks"]["events"]["partitions"]
+    }
+    emitted1 = {d: [r for r in run1.records["events"] if r["domain"] == d] for d in marks}
+    assert len(emitted1[DOMAIN]) == 400 and len(emitted1[OTHER_DOMAIN]) == 300
+    assert marks[DOMAIN] == emitted1[DOMAIN][-1]["timestamp"]
+    assert marks[OTHER_DOMAIN] == emitted1[OTHER_DOMAIN][-1]["timestamp"] < marks[DOMAIN]
+
+    late_a = [mailgun_event("clicked", start + 2 * i + 0.5, event_id=f"a+{i}") for i in (500, 600)]
+    late_b = [mailgun_event("clicked", start + 2 * i + 1.5, event_id=f"b+{i}") for i in (500, 600)]
+    mailgun.add_events(DOMAIN, late_a)
+    mailgun.add_events(OTHER_DOMAIN, late_b)
+    run2 = run_tap(config, "events", state=run1.state)
+
+    seen = {r["id"] for r in run1.records["events"] + run2.records["events"]}
+    assert seen == {e["id"] for e in a + b + late_a + late_b}
+    for record in run2.records["events"]:  # nothing before its own domain's bookmark again
+        assert record["timestamp"] >= marks[record["domain"]]
+    assert not run2.tap.failures
