@@ -462,8 +462,8 @@ class MetricsStream(DomainPartitionedStream):
                 for name in group:
                     value = metrics.get(name)
                     record[name] = _rate(value) if name in RATE_METRICS else value
-        if len(tap.failures) > failures_before:
-            return
+            if len(tap.failures) > failures_before:
+                return  # the other groups' queries would be wasted
         yield from rows.values()
 
     @staticmethod

@@ -422,6 +422,7 @@ def test_a_metrics_row_is_never_emitted_with_part_of_its_metrics() -> None:
         config = tap_config(fake, domains=[DOMAIN], max_retries=0)
         run1 = run_tap(config, "domain_metrics")
         assert run1.records["domain_metrics"] == [] and run1.tap.failures
+        assert fake.seen == 2  # no third query once the second failed
         (part,) = run1.state["bookmarks"]["domain_metrics"]["partitions"]
         assert "replication_key_value" not in part
         run2 = run_tap(config, "domain_metrics", state=run1.state)
