@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ K = TypeVar("K")
 MAX_EVENTS = 200
 MAX_EVENT_BYTES = 512 * 1024
 MAX_IMPORT_BYTES = 8 * 1024 * 1024  # Brevo's recommended safe size (hard limit 10 MB)
+PROCESS_PAGE = 50  # the most GET /processes lists in one call
 RESET_CAP_SECONDS = 300.0  # never trust a reset header to park the run for longer
 LOW_REMAINING_FRACTION = 0.1
 _ENVELOPE = 64  # bytes of JSON around a batch's items, with room to spare
@@ -268,11 +269,29 @@ class BrevoClient:
                 continue
             yield int(self._expect(response, 202).json()["processId"]), keys
 
-    def process(self, process_id: int) -> dict[str, Any]:
-        """The state of a background process (GET /processes/{id})."""
-        response = self.request("GET", f"/processes/{process_id}", label="/processes/{id}")
-        result: dict[str, Any] = self._expect(response, 200).json()
-        return result
+    def processes(
+        self, wanted: Collection[int], max_pages: int
+    ) -> tuple[dict[int, dict[str, Any]], int, bool]:
+        """The state of the `wanted` background processes, read from GET /processes.
+
+        One listing call answers for up to 50 processes, newest first, where polling each
+        GET /processes/{id} would spend one call of the 100-per-hour bucket per process. Pages
+        are read until every wanted id was seen, the listing is past the oldest of them, or
+        `max_pages` calls were made. Returns (id -> process for those seen, calls made, whether
+        the listing covered every wanted id: if so, one not seen is one Brevo no longer lists).
+        """
+        found: dict[int, dict[str, Any]] = {}
+        oldest = min(wanted, default=0)
+        calls = 0
+        while calls < max_pages and len(found) < len(wanted):
+            params = {"limit": PROCESS_PAGE, "offset": calls * PROCESS_PAGE, "sort": "desc"}
+            page = self._expect(self.request("GET", "/processes", params=params), 200).json()
+            calls += 1
+            items = [p for p in page.get("processes") or [] if isinstance(p.get("id"), int)]
+            found.update({p["id"]: p for p in items if p["id"] in wanted})
+            if len(items) < PROCESS_PAGE or min(p["id"] for p in items) <= oldest:
+                return found, calls, True
+        return found, calls, len(found) == len(wanted)
 
     # --- events ---------------------------------------------------------------------------
     def send_events(

@@ -2,10 +2,15 @@
 
 The store is the outbox: sinks only write to it. `flush` then pushes, in this order,
 1. the attributes the field mapping needs (once per run, before any contact is written),
-2. every dirty contact, through /contacts/import grouped by (blocklist flag, list ids), waiting
-   for each import process to complete before marking its contacts clean,
+2. every dirty contact, through /contacts/import grouped by (blocklist flag, list ids); once
+   Brevo accepted an import (202) its contacts are clean and the import is kept in the store as
+   unconfirmed, with its contacts,
 3. every pending event, through /events/batch, committing "sent" after each accepted batch.
-Only when `flush` returns does the target emit STATE, so state never runs ahead of Brevo.
+Only when `flush` returns does the target emit STATE, so state never runs ahead of what Brevo
+accepted. Unconfirmed imports are checked sparingly, all at once with one GET /processes (a
+100-per-hour bucket), never before FIRST_CHECK_DELAY and at growing intervals, within a budget
+per run, and at the next run's first flush: a completed one is forgotten, a failed one puts
+its contacts back to dirty, so they are imported again whatever STATE said.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ if TYPE_CHECKING:
 
 CONTACT_PAGE = 50_000  # dirty contacts held in memory at once (tens of MB at most)
 EVENT_PAGE = 10_000
-FIRST_POLL_DELAY = 0.5  # small imports are done by then: usually one poll per import
-MAX_POLL_DELAY = 60.0
-IMPORT_TIMEOUT = 30 * 60.0
+FIRST_CHECK_DELAY = 5.0  # an import of this run is not asked about before it is this old...
+MAX_CHECK_DELAY = 300.0  # ...then at doubling intervals up to this
+# GET /processes calls one run may make: Brevo allows 100 an hour, a run every 15 minutes
+# makes four runs an hour, and something else on the account may want a few.
+MAX_PROCESS_CALLS_PER_RUN = 12
 
 GroupKey = tuple[bool, frozenset[int]]
 
@@ -55,6 +62,10 @@ class Publisher:
         self.sleep = sleep
         self._all_list: int | None = None
         self._prepared = False
+        self._submitted: set[int] = set()  # imports submitted in this run
+        self._next_check: float | None = None
+        self._check_delay = FIRST_CHECK_DELAY
+        self.process_calls = 0
 
     # --- once per run ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -109,7 +120,8 @@ class Publisher:
 
     # --- each flush -----------------------------------------------------------------------
     def flush(self) -> None:
-        """Push every dirty contact, then every pending event; commit as Brevo accepts."""
+        """Confirm due imports, push every dirty contact, then every pending event."""
+        self.check_imports()
         if not self.store.has_outstanding():
             return
         self.prepare()
@@ -130,17 +142,18 @@ class Publisher:
                     ),
                 }
                 groups[key].append((facts.email, msgspec.json.encode(row)))
-            # Submit every import of the page first: Brevo works on them while we poll.
-            submitted = [
-                (process_id, emails, key, time.monotonic())
-                for key, rows in sorted(groups.items(), key=_group_order)
-                for process_id, emails in self.client.import_contacts(rows, sorted(key[1]), key[0])
-            ]
-            for process_id, emails, (blocklist, list_ids), at in submitted:
-                invalid = self._wait(process_id, at) if process_id is not None else 0
-                self.store.mark_clean(emails)
-                self.store.commit()
-                self._count_import(len(emails) - invalid, blocklist, list_ids, invalid)
+            for (blocklist, list_ids), rows in sorted(groups.items(), key=_group_order):
+                for process_id, emails in self.client.import_contacts(
+                    rows, sorted(list_ids), blocklist
+                ):
+                    if process_id is not None:  # None: dry-run
+                        self.store.record_import(process_id, emails)
+                        self._submitted.add(process_id)
+                        soonest = time.monotonic() + FIRST_CHECK_DELAY
+                        self._next_check = max(self._next_check or 0.0, soonest)
+                    self.store.mark_clean(emails)
+                    self.store.commit()
+                    self._count_import(len(emails), blocklist, list_ids)
 
     def _group(self, facts: rules.ContactFacts) -> GroupKey:
         list_ids = set(rules.list_ids(facts, self.settings.lists))
@@ -148,44 +161,57 @@ class Publisher:
             list_ids.add(self._all_list)
         return rules.blocklisted(facts, self.settings.blocklist_on), frozenset(list_ids)
 
-    def _count_import(
-        self, rows: int, blocklist: bool, list_ids: frozenset[int], invalid: int
-    ) -> None:
+    def _count_import(self, rows: int, blocklist: bool, list_ids: frozenset[int]) -> None:
         self.summary.contacts_upserted += rows
         if blocklist:
             self.summary.blocklisted += rows
         for list_id in list_ids:
             self.summary.added_to_list[list_id] += rows
-        if invalid:
-            self.summary.skip("email refused by Brevo's import", invalid)
 
-    def _wait(self, process_id: int, submitted_at: float) -> int:
-        """Poll an import sparingly until it completes; returns Brevo's invalid-email count.
+    def check_imports(self) -> None:
+        """Confirm the imports Brevo accepted, all with one GET /processes, when it is time.
 
-        GET /processes sits in Brevo's 100-requests-per-hour bucket, hence a first poll only
-        FIRST_POLL_DELAY after submission and doubling delays after that.
+        Imports of earlier runs are asked about at once; this run's not before
+        FIRST_CHECK_DELAY, then at doubling intervals; never more than
+        MAX_PROCESS_CALLS_PER_RUN calls per run. Whatever is left waits for a later check.
         """
-        self.sleep(max(0.0, submitted_at + FIRST_POLL_DELAY - time.monotonic()))
-        delay, waited = 0.0, 0.0
-        while waited <= IMPORT_TIMEOUT:
-            self.sleep(delay)
-            waited += delay
-            process = self.client.process(process_id)
-            status = process.get("status")
-            if status == "completed":
+        pending = self.store.unconfirmed_imports()
+        if not pending:
+            return
+        now = time.monotonic()
+        if self._next_check is None:  # nothing submitted or asked about yet in this run
+            if all(p in self._submitted for p in pending):
+                return
+        elif now < self._next_check:
+            return
+        budget = MAX_PROCESS_CALLS_PER_RUN - self.process_calls
+        if budget <= 0:
+            return
+        found, calls, covered = self.client.processes(set(pending), budget)
+        self.process_calls += calls
+        self._check_delay = min(MAX_CHECK_DELAY, self._check_delay * 2)
+        self._next_check = now + self._check_delay
+        for process_id in pending:
+            process = found.get(process_id)
+            status = process.get("status") if process is not None else None
+            if status == "completed" and process is not None:
+                self.store.confirm_import(process_id, completed=True)
                 info = (process.get("info") or {}).get("import") or {}
-                return int(info.get("invalid_emails") or 0)
-            if status in ("failed", "cancelled"):
-                raise BrevoError(
-                    f"Brevo import process {process_id} {status}: "
-                    f"{process.get('error', 'no reason given')}; "
-                    "its contacts stay queued in the engagement store and go again on the next run"
+                invalid = int(info.get("invalid_emails") or 0)
+                if invalid:
+                    self.summary.skip("email refused by Brevo's import", invalid)
+            elif status in ("failed", "cancelled") or (process is None and covered):
+                why = (process or {}).get("error") or (
+                    status if process is not None else "no longer listed by Brevo"
                 )
-            delay = min(MAX_POLL_DELAY, max(FIRST_POLL_DELAY, delay * 2))
-        raise BrevoError(
-            f"Brevo import process {process_id} still running after {IMPORT_TIMEOUT / 60:.0f} "
-            "minutes; its contacts stay queued and go again on the next run"
-        )
+                count = self.store.confirm_import(process_id, completed=False)
+                self.summary.imports_failed += 1
+                self.logger.error(
+                    "Brevo import process %d did not complete (%s): its %d contacts are "
+                    "imported again, now or at the next run",
+                    process_id, why, count,
+                )  # fmt: skip
+        self.store.commit()
 
     def _push_events(self) -> None:
         while page := self.store.pending_events(limit=EVENT_PAGE):

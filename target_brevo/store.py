@@ -5,6 +5,8 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
   is never counted or sent twice, and the Brevo payload of events not yet accepted (`pending`);
 - `messages`: per contact, each message delivered/opened/clicked, which the rates are made of;
 - `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind;
+- `imports`: the contacts of each Brevo import accepted (202) but not yet confirmed completed,
+  so a failed import puts exactly its contacts back to dirty, even runs later;
 - `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with.
 Commits are explicit (`commit`); in dry-run nothing is ever committed.
 """
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -83,6 +86,12 @@ contacts_table = Table(
     Column("last_name", Text),
     Column("dirty", Boolean, nullable=False),
     Index("ix_brevo_contacts_dirty", "dirty"),
+)
+imports_table = Table(
+    "brevo_imports",
+    metadata,
+    Column("process_id", BigInteger, primary_key=True),
+    Column("email", String(254), primary_key=True),
 )
 meta_table = Table(
     "brevo_meta",
@@ -364,6 +373,29 @@ class EngagementStore:
             .values(pending=false(), payload=null())
         )
         self._executemany("mark_sent", stmt, rows)
+
+    def record_import(self, process_id: int, emails: Sequence[str]) -> None:
+        """Brevo accepted an import of these contacts; it is unconfirmed until it completes."""
+        rows = [{"process_id": process_id, "email": email} for email in emails]
+        self._executemany("record_import", imports_table.insert(), rows)
+
+    def unconfirmed_imports(self) -> list[int]:
+        """Process ids of imports Brevo accepted and nobody saw complete yet, oldest first."""
+        i = imports_table.c
+        query = select(i.process_id).distinct().order_by(i.process_id)
+        return [int(row[0]) for row in self.conn.execute(query)]
+
+    def confirm_import(self, process_id: int, *, completed: bool) -> int:
+        """Forget an import that ended; if it did not complete, its contacts are dirty again.
+
+        Returns how many contacts it held.
+        """
+        i, c = imports_table.c, contacts_table.c
+        mine = select(i.email).where(i.process_id == process_id)
+        if not completed:
+            self.conn.execute(update(contacts_table).where(c.email.in_(mine)).values(dirty=true()))
+        result = self.conn.execute(delete(imports_table).where(i.process_id == process_id))
+        return int(result.rowcount or 0)
 
     def mark_all_dirty(self) -> int:
         """Every contact needs writing again (the rules changed); how many contacts there are."""

@@ -17,6 +17,8 @@ class Summary:
     blocklisted: int = 0
     added_to_list: Counter[int] = field(default_factory=Counter)
     events_sent: int = 0
+    imports_failed: int = 0
+    imports_unconfirmed: int = 0
     duplicates_ignored: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     streams_skipped: set[str] = field(default_factory=set)
@@ -34,6 +36,8 @@ class Summary:
             "blocklisted": self.blocklisted,
             "added_to_list": {str(k): v for k, v in sorted(self.added_to_list.items())},
             "events_sent": self.events_sent,
+            "imports_failed": self.imports_failed,
+            "imports_unconfirmed": self.imports_unconfirmed,
             "duplicates_ignored": self.duplicates_ignored,
             "rows_skipped": dict(sorted(self.skipped.items())),
             "streams_skipped": sorted(self.streams_skipped),

@@ -238,6 +238,7 @@ class TargetBrevo(Target):
             self.publisher.flush()
             forgotten = self.store.forget_old_events(EVENT_MEMORY_DAYS)
             self.store.commit()
+            self.summary.imports_unconfirmed = len(self.store.unconfirmed_imports())
         self.logger.debug(
             "Forgot %d event identities of over %d days", forgotten, EVENT_MEMORY_DAYS
         )

@@ -2,9 +2,10 @@
 
 It keeps what Brevo keeps and behaves as Brevo does where it matters to a writer:
 - attributes unknown to the account, and values of the wrong type, are silently dropped;
-- POST /contacts/import is asynchronous: it answers a processId, and the import lands only when
-  GET /processes/{id} reports it completed (after `import_seconds`, or after stepping
-  queued -> in_process -> completed one step per poll, whichever comes first);
+- POST /contacts/import is asynchronous: it answers a processId, and Brevo works through its
+  imports one after another, each taking `import_seconds`, whether anyone asks or not; it lands
+  (or fails) when its time is up, and GET /processes/{id} and GET /processes (the list, newest
+  first) only report what time did: queued, processing, completed or failed;
 - list add/remove take at most 150 emails; /events/batch at most 200 events and 512 KB and
   answers 202, 207 (partial) or 400 (all failed);
 - every call needs the `api-key` header (401 otherwise); optional per-bucket rate limits answer
@@ -42,7 +43,7 @@ BREVO_RATE_LIMITS: dict[str, tuple[int, float]] = {
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_PROCESS_STEPS = ("queued", "in_process", "completed")
+_FINAL = ("completed", "failed")
 
 
 def _error(code: str, message: str, status: int = 400) -> Response:
@@ -84,7 +85,7 @@ class FakeBrevo(FakeAPI):
     ) -> None:
         super().__init__(validate=validate, host=host, port=port)
         self.api_key = api_key
-        self.contacts: dict[str, dict[str, Any]] = {}
+        self._contacts: dict[str, dict[str, Any]] = {}
         self.attributes: dict[str, str] = {"FIRSTNAME": "text", "LASTNAME": "text"}
         self.folders: dict[int, str] = {1: "Your first folder"}
         self.lists: dict[int, dict[str, Any]] = {}
@@ -95,10 +96,22 @@ class FakeBrevo(FakeAPI):
         self._next_id = {"list": 1, "process": 1, "folder": 2, "contact": 1}
         self._hold: tuple[re.Pattern[str], int] | None = None
         self.import_failures: list[str] = []  # errors the next imports end with, in order
-        self.import_seconds = 0.2  # how long an import takes to complete on its own
-        self._started: dict[int, float] = {}
+        self.import_seconds = 0.2  # how long each import takes, once the ones before it are done
+        self._queue_free_at = 0.0  # when Brevo's import queue will have finished the last import
         self.held = threading.Event()  # set while a held request waits for `release`
         self._released = threading.Event()
+
+    @property
+    def contacts(self) -> dict[str, dict[str, Any]]:
+        """email -> contact, with every import whose time is up applied first."""
+        with self.lock:
+            self._complete_due()
+            return self._contacts
+
+    @contacts.setter
+    def contacts(self, value: dict[str, dict[str, Any]]) -> None:
+        with self.lock:
+            self._contacts = value
 
     # --- loading API ----------------------------------------------------------------------
     def add_list(self, name: str) -> int:
@@ -109,11 +122,10 @@ class FakeBrevo(FakeAPI):
             return list_id
 
     def settle(self) -> None:
-        """Complete every import still queued or in process, as Brevo would given time."""
+        """Complete every import still queued or processing, as Brevo would given time."""
         with self.lock:
-            for process in self.processes.values():
-                while process["status"] not in ("completed", "failed"):
-                    self._advance(process)
+            for process_id in sorted(self.processes):
+                self._complete(self.processes[process_id])
 
     def hold(self, pattern: str, after: int) -> None:
         """Hold the request matching `pattern` that comes after `after` matching ones.
@@ -130,18 +142,16 @@ class FakeBrevo(FakeAPI):
     def state(self) -> dict[str, Any]:
         """The whole state as plain JSON data (what GET /_fake/state answers)."""
         with self.lock:
+            self._complete_due()
             return {
                 "contacts": {
                     email: {**c, "listIds": sorted(c["listIds"])}
-                    for email, c in sorted(self.contacts.items())
+                    for email, c in sorted(self._contacts.items())
                 },
                 "attributes": dict(self.attributes),
                 "lists": {str(k): v for k, v in self.lists.items()},
                 "events": list(self.events),
-                "processes": {
-                    str(k): {kk: vv for kk, vv in v.items() if kk != "payload"}
-                    for k, v in self.processes.items()
-                },
+                "processes": {str(k): self._public(v) for k, v in self.processes.items()},
             }
 
     # --- routes ---------------------------------------------------------------------------
@@ -155,6 +165,7 @@ class FakeBrevo(FakeAPI):
                 endpoint="create_attribute",
             ),
             Rule("/v3/contacts/import", methods=["POST"], endpoint="import_contacts"),
+            Rule("/v3/processes", methods=["GET"], endpoint="get_processes"),
             Rule("/v3/processes/<int:process_id>", methods=["GET"], endpoint="get_process"),
             Rule("/v3/contacts/folders", methods=["GET"], endpoint="get_folders"),
             Rule("/v3/contacts/folders", methods=["POST"], endpoint="create_folder"),
@@ -196,6 +207,8 @@ class FakeBrevo(FakeAPI):
                 self._released.wait(timeout=60)
                 return _error("unavailable", "held by the test", 503)
             self._hold = (pattern, after - 1)
+        with self.lock:
+            self._complete_due()
         response = super()._respond(request, recorded)
         bucket = self._bucket(request.path)
         if bucket in self.rate_limits and "x-sib-ratelimit-limit" not in response.headers:
@@ -327,39 +340,59 @@ class FakeBrevo(FakeAPI):
         if unknown:
             return _error("invalid_parameter", f"List ids not found: {unknown}")
         process_id = self._new_id("process")
-        self._started[process_id] = time.monotonic()
+        now = time.monotonic()
+        starts = max(now, self._queue_free_at)
+        self._queue_free_at = starts + self.import_seconds
         self.processes[process_id] = {
             "id": process_id,
             "name": "IMPORTUSER",
             "status": "queued",
             "payload": body,
+            "starts_at": starts,
+            "done_at": self._queue_free_at,
         }
         return json_response({"processId": process_id}, 202)
 
     def get_process(self, request: Request, process_id: int) -> Response:
-        """GET /processes/{id}: an import completes with time, as Brevo's do.
-
-        Polled after `import_seconds` it is done; polled earlier it moves one step per poll
-        (queued -> in_process -> completed), so an eager client still gets there.
-        """
+        """GET /processes/{id}: what time made of the process (asking never moves it)."""
         process = self.processes.get(process_id)
         if process is None:
             return _error("document_not_found", "Process does not exist", 404)
-        elapsed = time.monotonic() - self._started.get(process_id, 0.0)
-        self._advance(process)
-        while elapsed >= self.import_seconds and process["status"] not in ("completed", "failed"):
-            self._advance(process)
-        return json_response({k: v for k, v in process.items() if k != "payload"})
+        return json_response(self._public(process))
 
-    def _advance(self, process: dict[str, Any]) -> None:
-        if process["status"] in ("completed", "failed"):
+    def get_processes(self, request: Request) -> Response:
+        """GET /processes: every process, newest first unless sort=asc, paged by limit/offset."""
+        order = sorted(self.processes, reverse=request.args.get("sort", "desc") != "asc")
+        items = [self._public(self.processes[i]) for i in order]
+        return json_response(self._page(request, items, "processes"))
+
+    @staticmethod
+    def _public(process: dict[str, Any]) -> dict[str, Any]:
+        hidden = ("payload", "starts_at", "done_at")
+        return {k: v for k, v in process.items() if k not in hidden}
+
+    def _complete_due(self) -> None:
+        """Bring every process up to the clock: start, complete (or fail) those due, in order."""
+        now = time.monotonic()
+        for process_id in sorted(self.processes):
+            process = self.processes[process_id]
+            if process["status"] in _FINAL:
+                continue
+            if now < process["starts_at"]:
+                return  # Brevo's queue: nothing after it has started either
+            if now < process["done_at"]:
+                process["status"] = "processing"
+                return
+            self._complete(process)
+
+    def _complete(self, process: dict[str, Any]) -> None:
+        if process["status"] in _FINAL:
             return
-        process["status"] = _PROCESS_STEPS[_PROCESS_STEPS.index(process["status"]) + 1]
-        if process["status"] == "completed" and self.import_failures:
+        if self.import_failures:
             process.update(status="failed", error=self.import_failures.pop(0))
-        elif process["status"] == "completed":
+        else:
             invalid = self._apply_import(process["payload"])
-            process["info"] = {"import": {"invalid_emails": invalid or None}}
+            process.update(status="completed", info={"import": {"invalid_emails": invalid or None}})
 
     def _apply_import(self, body: dict[str, Any]) -> int:
         """Apply one import as Brevo does; returns the number of invalid emails."""
@@ -372,9 +405,9 @@ class FakeBrevo(FakeAPI):
             if not _EMAIL.match(email):
                 invalid += 1
                 continue
-            contact = self.contacts.get(email)
+            contact = self._contacts.get(email)
             if contact is None:
-                contact = self.contacts[email] = {
+                contact = self._contacts[email] = {
                     "id": self._new_id("contact"),
                     "email": email,
                     "attributes": {},

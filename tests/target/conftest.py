@@ -139,13 +139,13 @@ class TargetRunner:
             **overrides,
         }
 
-    def run(self, lines: list[str], **overrides: Any) -> Run:
+    def run(self, lines: list[str], *, settle: bool = True, **overrides: Any) -> Run:
         """Feed `lines` to `target-brevo --config ... --input ...` as a subprocess."""
         config = self.tmp / "config.json"
         config.write_text(json.dumps(self.config(**overrides)))
         data = self.tmp / "input.singer"
         data.write_text("\n".join(lines) + "\n")
-        return self.finish(self.start(config, data))
+        return self.finish(self.start(config, data), settle=settle)
 
     def start(self, config: Path, data: Path) -> subprocess.Popen[str]:
         """Start the console script without waiting for it."""
@@ -156,10 +156,13 @@ class TargetRunner:
             text=True,
         )
 
-    @staticmethod
-    def finish(process: subprocess.Popen[str]) -> Run:
-        """Wait for the script and collect its output."""
+    def finish(self, process: subprocess.Popen[str], *, settle: bool = True) -> Run:
+        """Wait for the script and collect its output; then, unless `settle` is false, give
+        Brevo the time to finish the imports it accepted (as the 15 minutes to the next run do).
+        """
         stdout, stderr = process.communicate(timeout=120)
+        if settle:
+            self.fake.settle()
         return Run(process.returncode, stdout, stderr)
 
 

@@ -18,7 +18,7 @@ def post(fake: FakeBrevo, path: str, body: Any, headers: dict[str, str] = KEY) -
 def test_import_lands_only_when_its_process_completes(brevo: FakeBrevo) -> None:
     list_id = brevo.add_list("all")
     brevo.attributes["MG_OPEN_RATE"] = "float"
-    brevo.import_seconds = 3600.0  # step by polls only
+    brevo.import_seconds = 3600.0  # Brevo is busy: nothing completes while the test looks
     rows = [
         {"email": " Ann@X.com ", "attributes": {"MG_OPEN_RATE": 0.5, "NOPE": 1, "FIRSTNAME": 3}},
         {"email": "not-an-email"},
@@ -27,9 +27,11 @@ def test_import_lands_only_when_its_process_completes(brevo: FakeBrevo) -> None:
     answer = post(brevo, "/contacts/import", body)
     assert answer.status_code == 202
     process = f"{brevo.base_url}/v3/processes/{answer.json()['processId']}"
+    statuses = [requests.get(process, headers=KEY, timeout=5).json()["status"] for _ in range(5)]
+    assert statuses == ["processing"] * 5  # asking does not move it: only time does
     assert brevo.contacts == {}
-    statuses = [requests.get(process, headers=KEY, timeout=5).json()["status"] for _ in range(2)]
-    assert statuses == ["in_process", "completed"]
+    brevo.settle()  # the time passes
+    assert requests.get(process, headers=KEY, timeout=5).json()["status"] == "completed"
     # unknown attribute and wrong-typed value silently dropped, as Brevo does
     assert brevo.state()["contacts"] == {
         "ann@x.com": {
@@ -41,6 +43,23 @@ def test_import_lands_only_when_its_process_completes(brevo: FakeBrevo) -> None:
         }
     }
     assert brevo.processes[1]["info"] == {"import": {"invalid_emails": 1}}
+
+
+def test_imports_queue_one_after_another_and_the_listing_is_newest_first(
+    brevo: FakeBrevo,
+) -> None:
+    list_id = brevo.add_list("all")
+    brevo.import_seconds = 3600.0
+    for email in ("a@x.com", "b@x.com"):
+        post(brevo, "/contacts/import", {"jsonBody": [{"email": email}], "listIds": [list_id]})
+    listing = requests.get(
+        f"{brevo.base_url}/v3/processes", params={"limit": 50}, headers=KEY, timeout=5
+    ).json()
+    assert listing["count"] == 2
+    assert [(p["id"], p["status"]) for p in listing["processes"]] == [
+        (2, "queued"),  # waits for the one before it
+        (1, "processing"),
+    ]
 
 
 def test_import_without_a_list_is_refused(brevo: FakeBrevo) -> None:
@@ -81,12 +100,10 @@ def test_list_add_takes_at_most_150_emails_and_state_endpoint(brevo: FakeBrevo) 
     assert state["lists"] == {str(list_id): {"id": list_id, "name": "engaged", "folderId": 1}}
 
 
-def test_an_import_completes_with_time(brevo: FakeBrevo) -> None:
+def test_an_import_completes_with_time_without_being_asked(brevo: FakeBrevo) -> None:
     brevo.import_seconds = 0.0
     list_id = brevo.add_list("all")
-    answer = post(
-        brevo, "/contacts/import", {"jsonBody": [{"email": "a@x.com"}], "listIds": [list_id]}
-    )
-    process = f"{brevo.base_url}/v3/processes/{answer.json()['processId']}"
-    assert requests.get(process, headers=KEY, timeout=5).json()["status"] == "completed"
-    assert "a@x.com" in brevo.contacts
+    post(brevo, "/contacts/import", {"jsonBody": [{"email": "a@x.com"}], "listIds": [list_id]})
+    assert "a@x.com" in brevo.contacts  # nobody polled
+    assert brevo.calls("GET") == []
+    assert brevo.processes[1]["status"] == "completed"

@@ -124,7 +124,12 @@ def test_replaying_the_same_input_changes_nothing_and_sends_no_event_twice(
     after = brevo.state()
     assert after["contacts"] == before["contacts"]
     assert after["events"] == before["events"]
-    assert len(brevo.requests) == calls_before  # nothing changed, so not a single call
+    # nothing changed: the one call confirms the first run's imports, all at once
+    assert [(r.method, r.path) for r in brevo.requests[calls_before:]] == [("GET", "/v3/processes")]
+    assert second.summary["imports_unconfirmed"] == 0
+    calls_before = len(brevo.requests)
+    assert target.run(lines).returncode == 0
+    assert len(brevo.requests) == calls_before  # and then not a single call
     assert second.summary["duplicates_ignored"] == 11  # ten events and the webhook copy
     assert second.states == [{"bookmarks": {"run": 1}}]
 

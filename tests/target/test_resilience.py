@@ -56,7 +56,7 @@ def test_pacing_keeps_within_the_rate_limit(tmp_path: Path) -> None:
 def test_5xx_and_425_are_retried_with_backoff(brevo: FakeBrevo, target: TargetRunner) -> None:
     brevo.fail_next("POST /v3/contacts/import", 502)
     brevo.fail_next("POST /v3/events/batch", 425)
-    brevo.fail_next("GET /v3/processes/", 503)
+    brevo.fail_next("GET /v3/contacts/attributes", 503)
     run = target.run(singer_lines({"events": opened_events(3)}))
     assert run.returncode == 0, run.stderr
     assert run.summary["retries"] == 3
@@ -267,6 +267,7 @@ def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
             break
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
+    brevo.settle()
     run = Run(process.returncode, stdout, "".join(seen) + stderr)
     assert run.returncode == 0, run.stderr
     assert run.states == [{"bookmarks": {"run": 7}}]
@@ -275,21 +276,63 @@ def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
     assert run.summary["events_sent"] == 3
 
 
-def test_a_failed_import_stops_the_run_and_the_rerun_writes_the_contacts(
+def test_a_failed_import_is_found_at_the_next_run_which_imports_its_contacts_again(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
     brevo.import_failures.append("Processing timeout exceeded")
     lines = singer_lines({"events": opened_events(3)})
-    failed = target.run(lines)
-    assert failed.returncode == 1
-    assert "import process 1 failed: Processing timeout exceeded" in failed.stderr
-    assert "go again on the next run" in failed.stderr
-    assert failed.states == []
+    first = target.run(lines)  # Brevo accepted the import (202), then it failed
+    assert first.returncode == 0, first.stderr
+    assert first.states == [{"bookmarks": {"run": 1}}]
+    assert first.summary["imports_unconfirmed"] == 1
     assert brevo.contacts == {}
-    rerun = target.run(lines)
-    assert rerun.returncode == 0, rerun.stderr
+    second = target.run(singer_lines({}))  # nothing new from the tap
+    assert second.returncode == 0, second.stderr
+    assert "import process 1 did not complete (Processing timeout exceeded)" in second.stderr
+    assert "its 3 contacts are imported again" in second.stderr
+    assert second.summary["imports_failed"] == 1
+    assert second.summary["contacts_upserted"] == 3
     assert sorted(brevo.contacts) == [f"user{i}@example.com" for i in range(3)]
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+    third = target.run(singer_lines({}))
+    assert third.summary["imports_unconfirmed"] == 0
+    assert third.summary["imports_failed"] == 0
+
+
+def test_imports_are_checked_all_at_once_and_sparingly(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    # Five imports: (blocklisted?, lists) differ for each of the five contacts.
+    brevo.import_seconds = 3600.0  # Brevo is slow today
+    lists = {role: brevo.add_list(role) for role in ("engaged", "bounced", "complained")}
+    events = [
+        mailgun_event("a", "opened", "a@example.com", message_id="m1"),
+        mailgun_event("b", "failed", "b@example.com", severity="permanent", message_id="m2"),
+        mailgun_event("c", "complained", "c@example.com", message_id="m3"),
+        mailgun_event("d", "delivered", "d@example.com", message_id="m4"),
+        mailgun_event("e", "unsubscribed", "e@example.com", message_id="m5"),
+    ]
+    lines = singer_lines({"events": events})
+
+    def checks() -> list[dict[str, list[str]]]:
+        assert brevo.calls("GET", "/processes/") == []  # never one call per process
+        return [r.query for r in brevo.calls("GET", "/processes$")]
+
+    first = target.run(lines, lists=lists, settle=False)
+    assert first.returncode == 0, first.stderr
+    assert len(brevo.calls("POST", "/contacts/import$")) == 5
+    assert checks() == []  # too young to ask about: nothing is waited for
+    assert first.summary["imports_unconfirmed"] == 5
+    assert first.states == [{"bookmarks": {"run": 1}}]  # Brevo accepted them all (202)
+    second = target.run(singer_lines({}), lists=lists, settle=False)
+    assert checks() == [{"limit": ["50"], "offset": ["0"], "sort": ["desc"]}]
+    assert second.summary["imports_unconfirmed"] == 5  # still running: asked once, kept
+    brevo.settle()
+    third = target.run(singer_lines({}), lists=lists, settle=False)
+    assert len(checks()) == 2
+    assert third.summary["imports_unconfirmed"] == 0
+    assert target.run(singer_lines({}), lists=lists).returncode == 0
+    assert len(checks()) == 2  # nothing left to ask about
 
 
 def test_skips_are_warned_ten_per_reason_then_only_counted(
