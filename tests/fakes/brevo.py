@@ -96,7 +96,10 @@ class FakeBrevo(FakeAPI):
         self._next_id = {"list": 1, "process": 1, "folder": 2, "contact": 1}
         self._hold: tuple[re.Pattern[str], int] | None = None
         self.import_failures: list[str] = []  # errors the next imports end with, in order
-        self.import_seconds = 0.2  # how long each import takes, once the ones before it are done
+        # How long each import takes once the ones before it are done. 0: done by the time
+        # anyone looks (the target never waits for imports, and tests read the fake right after
+        # a run); tests of a slow Brevo raise it.
+        self.import_seconds = 0.0
         self._queue_free_at = 0.0  # when Brevo's import queue will have finished the last import
         self.held = threading.Event()  # set while a held request waits for `release`
         self._released = threading.Event()
