@@ -31,6 +31,9 @@ MAX_IMPORT_BYTES = 8 * 1024 * 1024  # Brevo's recommended safe size (hard limit 
 PROCESS_PAGE = 50  # the most GET /processes lists in one call
 RESET_CAP_SECONDS = 300.0  # never trust a reset header to park the run for longer
 LOW_REMAINING_FRACTION = 0.1
+# Answers after which Brevo may have acted on a request all the same (a gateway gave up, or
+# the server failed midway); 503 and 425 say it did not.
+UNSURE_STATUSES = frozenset({500, 502, 504})
 _ENVELOPE = 64  # bytes of JSON around a batch's items, with room to spare
 
 
@@ -40,6 +43,24 @@ class BrevoError(Exception):
 
 class BrevoAuthError(BrevoError):
     """Brevo refused the API key."""
+
+
+class BrevoUnsure(BrevoError):
+    """A request that must not be sent twice failed in a way that leaves its effect unknown."""
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a connection error happened before the request could reach Brevo.
+
+    requests wraps a failure to connect (refused, unresolvable, connect timeout) as urllib3's
+    ConnectTimeoutError or a subclass of it, in a MaxRetryError's `reason`; a failure after
+    sending (reset, read timeout) is anything else. Matched by name so that urllib3, which only
+    requests depends on, need not be imported.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return any(k.__name__ == "ConnectTimeoutError" for k in type(reason).__mro__)
 
 
 @dataclass
@@ -115,8 +136,16 @@ class BrevoClient:
         *,
         label: str | None = None,
         params: dict[str, Any] | None = None,
+        duplicates: bool = False,
     ) -> requests.Response | None:
-        """Send one request with retries; None in dry-run for anything that would write."""
+        """Send one request with retries; None in dry-run for anything that would write.
+
+        `duplicates`: sending it twice would store it twice (POST /events/batch has no
+        idempotency key). Such a request is retried only when Brevo surely did not act on it
+        (429, 425, 503, no connection made); after an answer that leaves it unknown (a read
+        timeout, a dropped connection, 500, 502, 504) it is not resent here: BrevoUnsure says
+        so, and the caller leaves its rows for the next run.
+        """
         endpoint = f"{method} {label or path}"
         if self.dry_run and method != "GET":
             self.stats.calls[endpoint] += 1  # planned
@@ -129,6 +158,11 @@ class BrevoClient:
             try:
                 response = self.session.request(method, url, data=body, params=params, timeout=120)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                if duplicates and not _never_sent(exc):
+                    raise BrevoUnsure(
+                        f"{endpoint}: {type(exc).__name__} before Brevo answered; Brevo may or "
+                        "may not have stored it"
+                    ) from None
                 if attempt == self.max_tries:
                     raise BrevoError(
                         f"could not reach Brevo at {self.base_url} ({type(exc).__name__}); "
@@ -143,6 +177,11 @@ class BrevoClient:
                 raise BrevoAuthError(
                     f"Brevo refused the API key at {self.base_url} (401 {_message(response)}); "
                     "check the api_key setting (BREVO_API_KEY)"
+                )
+            if duplicates and status in UNSURE_STATUSES:
+                raise BrevoUnsure(
+                    f"{endpoint} answered {status} {_message(response)}; Brevo may or may not "
+                    "have stored it"
                 )
             if status == 429 and attempt < self.max_tries:
                 self._retry(endpoint, attempt, "429", self._reset_wait(response))
@@ -325,7 +364,16 @@ class BrevoClient:
         while chunk:
             keys = [key for key, _ in chunk]
             body = b'{"events":' + _json_array(chunk) + b"}"
-            response = self.request("POST", "/events/batch", body)
+            try:
+                response = self.request("POST", "/events/batch", body, duplicates=True)
+            except BrevoUnsure as exc:
+                if done:  # rows settled by an earlier answer to this batch stay settled
+                    on_batch(done, refused, 0)
+                raise BrevoError(
+                    f"{exc}. Not resent now, since Brevo has no idempotency key and a resend "
+                    f"could store the {len(chunk)} events twice: they stay pending and go with "
+                    "the next run, which may then give Brevo a second copy of them"
+                ) from None
             if response is None or response.status_code == 202:
                 on_batch(done + keys, refused, 0)
                 return

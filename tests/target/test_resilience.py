@@ -64,6 +64,25 @@ def test_5xx_and_425_are_retried_with_backoff(brevo: FakeBrevo, target: TargetRu
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
 
 
+def test_an_events_batch_brevo_may_have_stored_is_not_resent_in_the_run(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    # A 502 from a gateway may come after Brevo stored the batch: a retry could store it twice.
+    brevo.fail_next("POST /v3/events/batch", 502, {"message": "Bad gateway"})
+    lines = singer_lines({"events": opened_events(3)})
+    run = target.run(lines)
+    assert run.returncode == 1
+    assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [502]
+    assert "answered 502 Bad gateway; Brevo may or may not have stored it" in run.stderr
+    assert "they stay pending and go with the next run" in run.stderr
+    assert run.states == []
+    assert "Traceback" not in run.stderr
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+    assert rerun.states == [{"bookmarks": {"run": 1}}]
+
+
 def oversized(event_id: str, event: str, recipient: str, at: float = 0.0) -> dict[str, object]:
     """An event whose subject makes its event_properties exceed Brevo's 50 KB per event."""
     headers = {"message-id": f"m-{event_id}", "subject": "s" * 60_000}

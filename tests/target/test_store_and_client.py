@@ -199,3 +199,15 @@ def test_a_429_waits_once_for_its_reset_and_low_remaining_paces(brevo: FakeBrevo
     # calls 1-8 leave >= 2 of 10: no wait; then 1 left and 0 left: spread over the reset
     assert len(waits) == 2
     assert waits[1] > waits[0] > 0
+
+
+def test_an_events_batch_that_never_reached_brevo_is_retried() -> None:
+    # Nothing listens on port 9: the connection is refused, so Brevo surely stored nothing
+    # and a retry cannot duplicate anything.
+    waits: list[float] = []
+    client = BrevoClient("http://127.0.0.1:9/v3", API_KEY, max_tries=3, sleep=waits.append)
+    item = json.dumps({"event_name": "e", "identifiers": {"email_id": "a@x.com"}}).encode()
+    with pytest.raises(BrevoError, match="could not reach Brevo"):
+        client.send_events([(0, item)], lambda *answer: None)
+    assert client.stats.calls == {"POST /events/batch": 3}
+    assert len(waits) == 2
