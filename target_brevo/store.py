@@ -7,6 +7,7 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
 - `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind;
 - `imports`: the contacts of each Brevo import accepted (202) but not yet confirmed completed,
   so a failed import puts exactly its contacts back to dirty, even runs later;
+- `run_lock`: which run uses the store now, with a lease, so two runs never overlap;
 - `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with.
 Commits are explicit (`commit`); in dry-run nothing is ever committed.
 """
@@ -14,6 +15,9 @@ Commits are explicit (`commit`); in dry-run nothing is ever committed.
 from __future__ import annotations
 
 import os
+import socket
+import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +29,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Float,
     Index,
     MetaData,
     String,
@@ -46,6 +51,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
 from target_brevo.rules import DELIVERY_EVENTS, ContactFacts, EventFacts
 
@@ -53,6 +59,8 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.expression import ClauseElement
 
 _CHUNK = 2000  # bound on bound parameters per statement (SQLite allows 32766)
+LOCK_LEASE_SECONDS = 20 * 60.0  # a run renews its lease at every commit...
+LOCK_RENEW_SECONDS = 60.0  # ...at most this often
 
 metadata = MetaData()
 events_table = Table(
@@ -93,6 +101,15 @@ imports_table = Table(
     Column("process_id", BigInteger, primary_key=True),
     Column("email", String(254), primary_key=True),
 )
+lock_table = Table(
+    "brevo_run_lock",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),  # epoch seconds
+)
 meta_table = Table(
     "brevo_meta",
     metadata,
@@ -129,6 +146,20 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[start : start + size]
 
 
+class RunLockedError(Exception):
+    """Another run holds the engagement store."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class EngagementStore:
     """Persistence for the target: aggregates, applied events and the outbox to Brevo."""
 
@@ -143,18 +174,101 @@ class EngagementStore:
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
         )
         self._compiled: dict[str, tuple[str, Sequence[str] | None]] = {}
+        self._lock_owner: str | None = None
+        self._lock_renewed = 0.0
 
     # --- transactions ---------------------------------------------------------------------
     def commit(self) -> None:
-        """Make everything since the last commit durable (never in dry-run)."""
-        if not self.dry_run:
-            self.conn.commit()
+        """Make everything since the last commit durable (never in dry-run); renew the lock."""
+        if self.dry_run:
+            return
+        if self._lock_owner and time.time() - self._lock_renewed > LOCK_RENEW_SECONDS:
+            self._renew_lock()
+        self.conn.commit()
 
     def close(self) -> None:
-        """Roll back anything uncommitted and release the database."""
+        """Roll back anything uncommitted, release the run lock and the database."""
         self.conn.rollback()
+        if self._lock_owner:
+            lock = lock_table.c
+            self.conn.execute(delete(lock_table).where(lock.owner == self._lock_owner))
+            self.conn.commit()
+            self._lock_owner = None
         self.conn.close()
         self.engine.dispose()
+
+    # --- the run lock ---------------------------------------------------------------------
+    def lock_run(self) -> None:
+        """Take the store for this run, or raise RunLockedError naming the run that has it.
+
+        A row with a lease (renewed at every commit): taken when free, expired, or held by a
+        dead process on this machine (a run killed outright frees it at once). The insert-or-
+        take-over is one statement, so two runs starting together cannot both win, on SQLite
+        as on Postgres.
+        """
+        owner, host, pid, now = uuid.uuid4().hex, socket.gethostname(), os.getpid(), time.time()
+        lock = lock_table.c
+        try:
+            held = self.conn.execute(
+                select(lock.owner, lock.host, lock.pid, lock.expires_at).where(lock.name == "run")
+            ).first()
+            # A run killed outright on this machine, or an earlier target in this very process
+            # (e.g. the SDK's test suite) that ended without closing the store.
+            dead = (
+                held is not None
+                and held.host == host
+                and (held.pid == pid or not _pid_alive(int(held.pid)))
+            )
+            stmt = self._insert(lock_table).values(
+                name="run", owner=owner, host=host, pid=pid, expires_at=now + LOCK_LEASE_SECONDS
+            )
+            free = lock.expires_at < now
+            if dead and held is not None:
+                free = or_(free, lock.owner == held.owner)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={k: stmt.excluded[k] for k in ("owner", "host", "pid", "expires_at")},
+                where=free,
+            )
+            self.conn.execute(stmt)
+            self.conn.commit()
+            winner = self.conn.execute(
+                select(lock.owner, lock.host, lock.pid, lock.expires_at).where(lock.name == "run")
+            ).first()
+            self.conn.commit()
+        except OperationalError:  # SQLite: the other run is writing right now
+            self.conn.rollback()
+            raise RunLockedError(
+                "another target-brevo run is writing to the engagement store; two runs must "
+                "not overlap: let it finish, then rerun"
+            ) from None
+        if winner is None or winner.owner != owner:
+            until = winner.expires_at if winner is not None else now
+            who = f"{winner.host} pid {winner.pid}" if winner is not None else "another run"
+            raise RunLockedError(
+                f"another target-brevo run ({who}) holds the engagement store until "
+                f"{datetime.fromtimestamp(until, timezone.utc).isoformat(timespec='seconds')} "
+                "unless it renews; two runs must not overlap (they could send the same events "
+                "twice): let it finish, or if it died on another machine, wait for that time"
+            )
+        self._lock_owner, self._lock_renewed = owner, now
+
+    def _renew_lock(self) -> None:
+        now = time.time()
+        lock = lock_table.c
+        result = self.conn.execute(
+            update(lock_table)
+            .where(lock.name == "run", lock.owner == self._lock_owner)
+            .values(expires_at=now + LOCK_LEASE_SECONDS)
+        )
+        if not result.rowcount:
+            self.conn.rollback()
+            self._lock_owner = None
+            raise RunLockedError(
+                "this run's lock on the engagement store expired and another run took it; "
+                "stopping before the two overlap: nothing uncommitted is kept"
+            )
+        self._lock_renewed = now
 
     def _executemany(self, name: str, stmt: ClauseElement, rows: Sequence[dict[str, Any]]) -> None:
         """Run `stmt` once per row through the driver's executemany.

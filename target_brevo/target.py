@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 from singer_sdk import Target
@@ -19,7 +19,7 @@ from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
 from target_brevo.sinks import sink_class
-from target_brevo.store import EngagementStore, store_url
+from target_brevo.store import EngagementStore, RunLockedError, store_url
 from target_brevo.summary import WARNINGS_PER_REASON, Summary
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class TargetBrevo(Target):
     name = "target-brevo"
     config_jsonschema = CONFIG_SCHEMA
     message_reader_class = LineNumberReader
+    _running: ClassVar[TargetBrevo | None] = None  # the CLI's target, closed however it ends
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Set before the SDK installs its signal handlers: they may run from then on.
@@ -123,6 +124,7 @@ class TargetBrevo(Target):
         self.store = EngagementStore(
             store_url(self.config.get("engagement_store")), dry_run=self.settings.dry_run
         )
+        TargetBrevo._running = self
         self.client = BrevoClient(
             self.config.get("base_url") or DEFAULT_BASE_URL,
             self.config["api_key"],
@@ -132,6 +134,8 @@ class TargetBrevo(Target):
         self.publisher = Publisher(
             self.client, self.store, self.settings, self.summary, self.logger
         )
+        if not self.settings.dry_run:  # a dry run writes nothing: it needs no lock
+            self.store.lock_run()
         with self.critical():
             self._rewrite_contacts_if_rules_changed()
         self._ready = True
@@ -221,15 +225,26 @@ class TargetBrevo(Target):
         """
         try:
             super().invoke(**kwargs)
-        except (BrevoError, SettingsError) as exc:
+        except (BrevoError, SettingsError, RunLockedError) as exc:
+            cls._close_running()
             cls.logger.error("%s", exc)
             raise SystemExit(1) from None
         except InvalidInputLine:
+            cls._close_running()
             raise SystemExit(2) from None  # already logged, with its line number
         except Terminated as stop:
-            if hasattr(stop.target, "store"):
-                stop.target._close()  # rolls back whatever the interrupted write left
+            cls._close_running()  # rolls back whatever the interrupted write left
             raise SystemExit(128 + stop.signum) from None
+
+    @classmethod
+    def _close_running(cls) -> None:
+        """Roll back and release the store (and its run lock) of a run that stops on an error."""
+        running, cls._running = cls._running, None
+        if running is not None:
+            try:
+                running._close()
+            except Exception:  # the error being reported matters more than this one
+                running.logger.debug("Could not close the engagement store", exc_info=True)
 
     def _finish(self) -> None:
         if self._closed:

@@ -295,6 +295,32 @@ def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
     assert run.summary["events_sent"] == 3
 
 
+def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
+    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+) -> None:
+    lines = singer_lines({"events": opened_events(3)})
+    config, data = tmp_path / "config.json", tmp_path / "input.singer"
+    config.write_text(json.dumps(target.config()))
+    data.write_text("\n".join(lines) + "\n")
+    brevo.hold("POST /v3/events/batch", after=0)
+    first = target.start(config, data)
+    assert brevo.held.wait(timeout=60), "the first run never sent its events"
+    calls = len(brevo.requests)
+    second = target.run(lines)  # the same store, while the first is mid-flush
+    assert second.returncode == 1
+    assert "another target-brevo run" in second.stderr
+    assert "holds the engagement store" in second.stderr
+    assert "two runs must not overlap" in second.stderr
+    assert second.states == []
+    assert len(brevo.requests) == calls  # it made no call at all
+    brevo.release()  # the held batch fails (503) and is retried by the first run
+    done = target.finish(first)
+    assert done.returncode == 0, done.stderr
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+    third = target.run(lines)  # the first released the store when it ended
+    assert third.returncode == 0, third.stderr
+
+
 def test_a_failed_import_is_found_at_the_next_run_which_imports_its_contacts_again(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
