@@ -70,7 +70,9 @@ events_table = Table(
     Column("timestamp", String(40), primary_key=True),
     Column("pending", Boolean, nullable=False),
     Column("payload", Text),
-    Index("ix_brevo_events_pending", "pending"),
+    # pending_events (pending, oldest first) and forget_old_events (sent, older than a cutoff)
+    # both filter on pending then timestamp: without it each is a scan of every event identity.
+    Index("ix_brevo_events_pending_timestamp", "pending", "timestamp"),
 )
 messages_table = Table(
     "brevo_messages",
@@ -169,6 +171,9 @@ class EngagementStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        for table in metadata.sorted_tables:  # create_all skips indexes of existing tables
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
         self.conn: Connection = self.engine.connect()
         self._insert = (
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
@@ -211,3 +212,23 @@ def test_an_events_batch_that_never_reached_brevo_is_retried() -> None:
         client.send_events([(0, item)], lambda *answer: None)
     assert client.stats.calls == {"POST /events/batch": 3}
     assert len(waits) == 2
+
+
+def test_forgetting_and_pending_reads_use_the_pending_timestamp_index(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:  # a store made before the index existed
+        old.execute(
+            "CREATE TABLE brevo_events (id VARCHAR(64) NOT NULL, timestamp VARCHAR(40) NOT NULL,"
+            " pending BOOLEAN NOT NULL, payload TEXT, PRIMARY KEY (id, timestamp))"
+        )
+    opened = EngagementStore(store_url(str(path)))
+    opened.close()
+    with sqlite3.connect(path) as db:
+        plans = [
+            " ".join(str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in (
+                "DELETE FROM brevo_events WHERE pending = 0 AND timestamp < '2026-01-01'",
+                "SELECT id FROM brevo_events WHERE pending = 1 ORDER BY timestamp, id LIMIT 10",
+            )
+        ]
+    assert all("ix_brevo_events_pending_timestamp" in plan for plan in plans), plans
