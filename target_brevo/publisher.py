@@ -77,10 +77,10 @@ class Publisher:
             kind = rules.FIELD_TYPES.get(field)
             if not attribute or kind is None:
                 continue
-            have = existing.get(attribute.upper())
+            have = existing.get(attribute)
             if have is None:
                 self.logger.info("Creating Brevo attribute %s (%s)", attribute, kind)
-                self.client.create_attribute(attribute.upper(), kind)
+                self.client.create_attribute(attribute, kind)
             elif have != kind:
                 self.logger.warning(
                     "Brevo attribute %s is %s, not %s: Brevo will drop %s values; "

@@ -135,7 +135,14 @@ class Settings:
         all_list = lists.pop("all", None)
         events_enabled = config.get("events_enabled", True)
         return cls(
-            field_mapping={**DEFAULT_FIELD_MAPPING, **(config.get("field_mapping") or {})},
+            field_mapping={
+                # Brevo names attributes in capitals and drops values under any other spelling
+                field: attribute.upper() if attribute and field != "email" else attribute
+                for field, attribute in {
+                    **DEFAULT_FIELD_MAPPING,
+                    **(config.get("field_mapping") or {}),
+                }.items()
+            },
             lists={role: int(i) for role, i in lists.items() if i is not None},
             all_list=int(all_list) if all_list is not None else None,
             blocklist_on=frozenset(config.get("blocklist_on", BLOCKLIST_REASONS)),

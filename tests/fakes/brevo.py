@@ -1,7 +1,8 @@
 """A stateful fake of Brevo's v3 API: contacts, attributes, lists, imports, processes, events.
 
 It keeps what Brevo keeps and behaves as Brevo does where it matters to a writer:
-- attributes unknown to the account, and values of the wrong type, are silently dropped;
+- attributes unknown to the account, and values of the wrong type, are silently dropped; an
+  attribute is created in capitals, and an import must name it so ("score" is not SCORE);
 - POST /contacts/import is asynchronous: it answers a processId, and Brevo works through its
   imports one after another, each taking `import_seconds`, whether anyone asks or not; it lands
   (or fails) when its time is up, and GET /processes/{id} and GET /processes (the list, newest
@@ -420,12 +421,12 @@ class FakeBrevo(FakeAPI):
             elif not update:
                 continue
             for name, value in (row.get("attributes") or {}).items():
-                kind = self.attributes.get(name.upper())
+                kind = self.attributes.get(name)  # exact name: Brevo's are in capitals
                 if value is None or value == "":
                     if erase:
-                        contact["attributes"].pop(name.upper(), None)
+                        contact["attributes"].pop(name, None)
                 elif kind is not None and _fits(kind, value):
-                    contact["attributes"][name.upper()] = value
+                    contact["attributes"][name] = value
             if body.get("emailBlacklist"):
                 contact["emailBlacklisted"] = True
             contact["listIds"] |= list_ids

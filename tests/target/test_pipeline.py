@@ -275,3 +275,14 @@ def test_changed_lists_and_mapping_reach_contacts_brevo_already_has(
     assert again.returncode == 0, again.stderr
     assert len(brevo.calls("POST", "/contacts/import$")) == imports
     assert "written again" not in again.stderr
+
+
+def test_attribute_names_in_field_mapping_are_written_in_capitals(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    run = target.run(singer_lines(scenario()), field_mapping={"engagement_score": "mg_Score"})
+    assert run.returncode == 0, run.stderr
+    assert brevo.attributes["MG_SCORE"] == "float"
+    assert brevo.contacts["ann@example.com"]["attributes"]["MG_SCORE"] == 33.3
+    rows = [row for r in brevo.calls("POST", "/contacts/import$") for row in r.json()["jsonBody"]]
+    assert all(name == name.upper() for row in rows for name in row.get("attributes", {}))
