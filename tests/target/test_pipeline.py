@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import signal
 from typing import TYPE_CHECKING, Any
 
-from tests.target.conftest import API_KEY, TargetRunner, mailgun_event, singer_lines
+from target_brevo.target import TargetBrevo
+from tests.target.conftest import API_KEY, SCHEMAS, TargetRunner, mailgun_event, singer_lines
 
 if TYPE_CHECKING:
     from tests.fakes.brevo import FakeBrevo
@@ -182,7 +186,11 @@ def test_never_unblocklists_anyone(brevo: FakeBrevo, target: TargetRunner) -> No
     assert target.run(singer_lines({"events": [delivered]})).returncode == 0
     assert brevo.contacts["gus@example.com"]["emailBlacklisted"] is True
     bodies = [r.json() for r in brevo.calls("POST", "/contacts/import$")]
-    assert all(b["emailBlacklist"] in (True, False) for b in bodies)
+    # both runs import gus blocklisted: a later delivery never turns the flag off
+    assert [(b["emailBlacklist"], [row["email"] for row in b["jsonBody"]]) for b in bodies] == [
+        (True, ["gus@example.com"]),
+        (True, ["gus@example.com"]),
+    ]
     assert not any("emailBlacklisted" in row for b in bodies for row in b["jsonBody"])
 
 
@@ -286,3 +294,48 @@ def test_attribute_names_in_field_mapping_are_written_in_capitals(
     assert brevo.contacts["ann@example.com"]["attributes"]["MG_SCORE"] == 33.3
     rows = [row for r in brevo.calls("POST", "/contacts/import$") for row in r.json()["jsonBody"]]
     assert all(name == name.upper() for row in rows for name in row.get("attributes", {}))
+
+
+class StateWitness(io.StringIO):
+    """stdout for an in-process target: at each STATE line, what Brevo held at that moment."""
+
+    def __init__(self, fake: FakeBrevo) -> None:
+        super().__init__()
+        self.fake = fake
+        self.seen: list[tuple[dict[str, Any], set[str], set[str]]] = []
+
+    def write(self, text: str) -> int:
+        """Note Brevo's events and contacts as each STATE goes out."""
+        for line in text.splitlines():
+            held = self.fake.state()
+            ids = {e["event_properties"]["mailgun_event_id"] for e in held["events"]}
+            self.seen.append((json.loads(line), ids, set(held["contacts"])))
+        return super().write(text)
+
+
+def test_each_state_goes_out_only_once_brevo_holds_what_it_covers(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    lines = [json.dumps({"type": "SCHEMA", "stream": "events", "key_properties": ["id"],
+                         "schema": SCHEMAS["events"][0]})]  # fmt: skip
+    for n in range(5):
+        record = mailgun_event(f"e{n}", "opened", f"u{n}@example.com", at=n, message_id=f"m{n}")
+        lines.append(json.dumps({"type": "RECORD", "stream": "events", "record": record}))
+        lines.append(json.dumps({"type": "STATE", "value": {"through": n}}))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    witness = StateWitness(brevo)
+    try:
+        runner = TargetBrevo(config=target.config())
+        runner._MAX_RECORD_AGE_IN_MINUTES = 0.0  # drain (and emit STATE) after every record
+        with contextlib.redirect_stdout(witness):
+            runner.listen(io.StringIO("\n".join(lines) + "\n"))
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    states = [state["through"] for state, _, _ in witness.seen]
+    assert len(set(states)) >= 4, states  # several STATEs went out, not only the last
+    assert states == sorted(states) and states[-1] == 4
+    for state, ids, contacts in witness.seen:
+        covered = range(state["through"] + 1)
+        assert {f"e{n}" for n in covered} <= ids, (state, ids)
+        assert {f"u{n}@example.com" for n in covered} <= contacts, (state, contacts)
