@@ -405,7 +405,10 @@ def serve(directory: Path, ports: tuple[int, int]) -> int:
 
 def reset(meltano: Path, directory: Path) -> int:
     """Forget the sandbox: its data folder and the Meltano state of the sandbox environment."""
-    for name in ("clock.json", "brevo.json", "engagement.sqlite", "last-run.log"):
+    # SQLite in WAL mode keeps committed pages in -wal until a checkpoint: a -wal left behind
+    # would replay into the next, fresh engagement.sqlite.
+    store = ("engagement.sqlite", "engagement.sqlite-wal", "engagement.sqlite-shm")
+    for name in ("clock.json", "brevo.json", *store, "last-run.log"):
         (directory / name).unlink(missing_ok=True)
     if meltano.exists():
         run_meltano(

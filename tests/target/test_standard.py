@@ -7,6 +7,8 @@ and state handling, odd records, errors where the SDK demands them. No Brevo cal
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,7 +16,11 @@ from singer_sdk.testing import get_target_test_class
 
 from target_brevo.target import TargetBrevo
 
-_STORE = Path(tempfile.mkdtemp(prefix="target-brevo-standard-")) / "engagement.sqlite"
+# The SDK takes the config when the class is made, at collection: the folder is made then, and
+# removed when the test process ends (it used to be left behind by every collection).
+_FOLDER = Path(tempfile.mkdtemp(prefix="target-brevo-standard-"))
+atexit.register(shutil.rmtree, _FOLDER, ignore_errors=True)
+_STORE = _FOLDER / "engagement.sqlite"
 
 TestTargetBrevoStandard = get_target_test_class(
     TargetBrevo,

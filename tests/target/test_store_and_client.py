@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -11,11 +14,11 @@ import pytest
 from target_brevo import rules
 from target_brevo.client import MAX_EVENT_BYTES, BrevoClient, BrevoError, chunk_by_size
 from target_brevo.store import EngagementStore, store_url
+from tests.fakes.sandbox import reset
 from tests.target.conftest import API_KEY, mailgun_event
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from tests.fakes.brevo import FakeBrevo
 
@@ -232,3 +235,24 @@ def test_forgetting_and_pending_reads_use_the_pending_timestamp_index(tmp_path: 
             )
         ]
     assert all("ix_brevo_events_pending_timestamp" in plan for plan in plans), plans
+
+
+def test_collecting_the_standard_suite_leaves_no_folder_behind() -> None:
+    code = "import tests.target.test_standard as t; print(t._STORE.parent)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    folder = Path(done.stdout.strip())
+    assert folder.name.startswith("target-brevo-standard-")
+    assert not folder.exists()
+
+
+def test_sandbox_reset_removes_the_store_with_its_wal_and_shm(tmp_path: Path) -> None:
+    store = EngagementStore(store_url(str(tmp_path / "engagement.sqlite")))
+    store.apply_events(facts(mailgun_event("1", "opened", "a@x.com", message_id="m")))
+    store.commit()
+    store.close()
+    for leftover in ("engagement.sqlite-wal", "engagement.sqlite-shm"):  # as a killed run leaves
+        (tmp_path / leftover).write_bytes(b"\0" * 32)
+    reset(tmp_path / "no-meltano", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
