@@ -132,6 +132,7 @@ class Publisher:
         after = ""
         while page := self.store.dirty_contacts(after=after, limit=CONTACT_PAGE):
             after = page[-1].email
+            before = self.store.pushed([facts.email for facts in page])
             groups: dict[GroupKey, list[tuple[str, bytes]]] = defaultdict(list)
             for facts in page:
                 key = self._group(facts)
@@ -152,8 +153,8 @@ class Publisher:
                         soonest = time.monotonic() + FIRST_CHECK_DELAY
                         self._next_check = max(self._next_check or 0.0, soonest)
                     self.store.mark_clean(emails)
+                    self._count_import(emails, blocklist, list_ids, before)
                     self.store.commit()
-                    self._count_import(len(emails), blocklist, list_ids)
 
     def _group(self, facts: rules.ContactFacts) -> GroupKey:
         list_ids = set(rules.list_ids(facts, self.settings.lists))
@@ -161,12 +162,25 @@ class Publisher:
             list_ids.add(self._all_list)
         return rules.blocklisted(facts, self.settings.blocklist_on), frozenset(list_ids)
 
-    def _count_import(self, rows: int, blocklist: bool, list_ids: frozenset[int]) -> None:
-        self.summary.contacts_upserted += rows
-        if blocklist:
-            self.summary.blocklisted += rows
-        for list_id in list_ids:
-            self.summary.added_to_list[list_id] += rows
+    def _count_import(
+        self,
+        emails: list[str],
+        blocklist: bool,
+        list_ids: frozenset[int],
+        before: dict[str, tuple[bool, frozenset[int]]],
+    ) -> None:
+        """Count the import's rows, and as blocklisted or added only what Brevo did not have."""
+        self.summary.contacts_upserted += len(emails)
+        now: list[tuple[str, bool, frozenset[int]]] = []
+        for email in emails:
+            was_blocklisted, had = before.get(email, (False, frozenset()))
+            if blocklist and not was_blocklisted:
+                self.summary.blocklisted += 1
+            for list_id in list_ids - had:
+                self.summary.added_to_list[list_id] += 1
+            # Brevo never unsets either: the import only adds lists and sets the flag
+            now.append((email, blocklist or was_blocklisted, list_ids | had))
+        self.store.record_pushed(now)
 
     def check_imports(self) -> None:
         """Confirm the imports Brevo accepted, all with one GET /processes, when it is time.

@@ -7,6 +7,8 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
 - `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind;
 - `imports`: the contacts of each Brevo import accepted (202) but not yet confirmed completed,
   so a failed import puts exactly its contacts back to dirty, even runs later;
+- `pushed`: per contact, the blocklist flag and lists Brevo accepted, so the summary counts
+  only what changed;
 - `run_lock`: which run uses the store now, with a lease, so two runs never overlap;
 - `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with.
 Commits are explicit (`commit`); in dry-run nothing is ever committed.
@@ -102,6 +104,13 @@ imports_table = Table(
     metadata,
     Column("process_id", BigInteger, primary_key=True),
     Column("email", String(254), primary_key=True),
+)
+pushed_table = Table(
+    "brevo_pushed",
+    metadata,
+    Column("email", String(254), primary_key=True),
+    Column("blocklisted", Boolean, nullable=False),
+    Column("list_ids", Text, nullable=False),  # sorted, comma-separated
 )
 lock_table = Table(
     "brevo_run_lock",
@@ -492,6 +501,30 @@ class EngagementStore:
             .values(pending=false(), payload=null())
         )
         self._executemany("mark_sent", stmt, rows)
+
+    def pushed(self, emails: Sequence[str]) -> dict[str, tuple[bool, frozenset[int]]]:
+        """What Brevo was last given for these contacts: (blocklisted, list ids)."""
+        p = pushed_table.c
+        known: dict[str, tuple[bool, frozenset[int]]] = {}
+        for chunk in _chunks(emails):
+            query = select(p.email, p.blocklisted, p.list_ids).where(p.email.in_(chunk))
+            for email, blocklisted, list_ids in self.conn.execute(query):
+                ids = frozenset(int(i) for i in list_ids.split(",") if i)
+                known[email] = (bool(blocklisted), ids)
+        return known
+
+    def record_pushed(self, rows: Sequence[tuple[str, bool, frozenset[int]]]) -> None:
+        """Brevo accepted these contacts with this blocklist flag and these lists."""
+        stmt = self._insert(pushed_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["email"],
+            set_={"blocklisted": stmt.excluded.blocklisted, "list_ids": stmt.excluded.list_ids},
+        )
+        encoded = [
+            {"email": e, "blocklisted": b, "list_ids": ",".join(map(str, sorted(ids)))}
+            for e, b, ids in rows
+        ]
+        self._executemany("record_pushed", stmt, encoded)
 
     def record_import(self, process_id: int, emails: Sequence[str]) -> None:
         """Brevo accepted an import of these contacts; it is unconfirmed until it completes."""

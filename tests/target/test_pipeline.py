@@ -339,3 +339,23 @@ def test_each_state_goes_out_only_once_brevo_holds_what_it_covers(
         covered = range(state["through"] + 1)
         assert {f"e{n}" for n in covered} <= ids, (state, ids)
         assert {f"u{n}@example.com" for n in covered} <= contacts, (state, contacts)
+
+
+def test_the_summary_counts_only_blocklisting_and_list_additions_brevo_did_not_have(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    bounced = brevo.add_list("bounced")
+    first = target.run(singer_lines({"bounces": scenario()["bounces"]}), lists={"bounced": bounced})
+    assert first.returncode == 0, first.stderr
+    everyone = 2  # the "Mailgun contacts" list the target created
+    assert (first.summary["blocklisted"], first.summary["added_to_list"]) == (
+        1,
+        {str(bounced): 1, str(everyone): 1},
+    )
+    delivered = mailgun_event("g1", "delivered", "gus@example.com", at=DAY)  # gus again
+    second = target.run(singer_lines({"events": [delivered]}), lists={"bounced": bounced})
+    assert second.returncode == 0, second.stderr
+    assert second.summary["contacts_upserted"] == 1  # re-imported with his new date...
+    assert second.summary["blocklisted"] == 0  # ...but he was blocklisted already
+    assert second.summary["added_to_list"] == {}  # and in both lists already
+    assert brevo.contacts["gus@example.com"]["emailBlacklisted"] is True
