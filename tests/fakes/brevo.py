@@ -9,8 +9,9 @@ It keeps what Brevo keeps and behaves as Brevo does where it matters to a writer
   first) only report what time did: queued, processing, completed or failed;
 - list add/remove take at most 150 emails; /events/batch at most 200 events and 512 KB and
   answers 202, 207 (partial) or 400 (all failed);
-- every call needs the `api-key` header (401 otherwise); optional per-bucket rate limits answer
-  429 with x-sib-ratelimit-limit / -remaining / -reset, as Brevo does.
+- every call needs the `api-key` header (401 otherwise); every answer carries
+  x-sib-ratelimit-limit / -remaining / -reset for its bucket (REPORTED_LIMITS unless a test
+  gives its own), and the buckets a test passes in `rate_limits` are enforced with 429s.
 GET /_fake/state (not Brevo's, not validated) returns the whole state as JSON for humans and
 the sandbox's summary.
 """
@@ -41,6 +42,14 @@ BREVO_RATE_LIMITS: dict[str, tuple[int, float]] = {
     "processes": (100, 3600.0),
     "contacts": (10, 1.0),
     "events": (10, 1.0),
+}
+# What every answer reports when a test sets no limit: Brevo's hourly /processes bucket, and for
+# contacts and events the headroom of a larger plan, so that the target's pacing (it slows down
+# when few calls are left) does not slow every test; tests of pacing pass BREVO_RATE_LIMITS.
+REPORTED_LIMITS: dict[str, tuple[int, float]] = {
+    "processes": (100, 3600.0),
+    "contacts": (100, 1.0),
+    "events": (100, 1.0),
 }
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -189,16 +198,19 @@ class FakeBrevo(FakeAPI):
         if request.headers.get("api-key") != self.api_key:
             return _error("unauthorized", "Key not found", 401)
         bucket = self._bucket(request.path)
-        if bucket in self.rate_limits:
-            limit, window = self.rate_limits[bucket]
-            with self.lock:
-                remaining, reset = self._take(bucket, limit, window)
+        limit, window = self._limits(bucket)
+        with self.lock:
+            remaining, reset = self._take(bucket, limit, window)
+        if remaining < 0 and bucket in self.rate_limits:  # enforced only where a test asks
             headers = self._limit_headers(limit, remaining, reset)
-            if remaining < 0:
-                return json_response(
-                    {"code": "too_many_requests", "message": "Too many requests"}, 429, headers
-                )
+            return json_response(
+                {"code": "too_many_requests", "message": "Too many requests"}, 429, headers
+            )
         return None
+
+    def _limits(self, bucket: str) -> tuple[int, float]:
+        """The bucket's (limit, window): a test's, else Brevo's own."""
+        return self.rate_limits.get(bucket) or REPORTED_LIMITS[bucket]
 
     def _respond(self, request: Request, recorded: Recorded) -> Response:
         if request.path == "/_fake/state":  # the fake's own window: not Brevo, not validated
@@ -215,10 +227,10 @@ class FakeBrevo(FakeAPI):
             self._complete_due()
         response = super()._respond(request, recorded)
         bucket = self._bucket(request.path)
-        if bucket in self.rate_limits and "x-sib-ratelimit-limit" not in response.headers:
-            limit, window = self.rate_limits[bucket]
+        if "x-sib-ratelimit-limit" not in response.headers:  # Brevo sends them on every answer
+            limit, window = self._limits(bucket)
             with self.lock:
-                start, used = self._windows.get(bucket, (time.monotonic(), 0))
+                start, used = self._windows.get(f"{bucket} {limit}/{window}", (time.monotonic(), 0))
                 reset = max(0.0, start + window - time.monotonic())
             response.headers.update(self._limit_headers(limit, limit - used, reset))
         return response
@@ -234,11 +246,12 @@ class FakeBrevo(FakeAPI):
 
     def _take(self, bucket: str, limit: int, window: float) -> tuple[int, float]:
         now = time.monotonic()
-        start, used = self._windows.get(bucket, (now, 0))
+        key = f"{bucket} {limit}/{window}"  # new limits set by a test: a fresh window
+        start, used = self._windows.get(key, (now, 0))
         if now - start >= window:
             start, used = now, 0
         used += 1
-        self._windows[bucket] = (start, used)
+        self._windows[key] = (start, used)
         return limit - used, max(0.0, start + window - now)
 
     @staticmethod

@@ -107,3 +107,19 @@ def test_an_import_completes_with_time_without_being_asked(brevo: FakeBrevo) -> 
     assert "a@x.com" in brevo.contacts  # nobody polled
     assert brevo.calls("GET") == []
     assert brevo.processes[1]["status"] == "completed"
+
+
+def test_every_answer_carries_the_rate_limit_headers_of_its_bucket(brevo: FakeBrevo) -> None:
+    lists = [requests.get(f"{brevo.base_url}/v3/contacts/lists", headers=KEY, timeout=5)]
+    lists.append(requests.get(f"{brevo.base_url}/v3/contacts/lists", headers=KEY, timeout=5))
+    event = {"event_name": "email_opened", "identifiers": {"email_id": "a@x.com"}}
+    batch = post(brevo, "/events/batch", {"events": [event]})
+    listing = requests.get(f"{brevo.base_url}/v3/processes", headers=KEY, timeout=5)
+    for answer in (*lists, batch, listing):
+        assert {"x-sib-ratelimit-limit", "x-sib-ratelimit-remaining", "x-sib-ratelimit-reset"} <= {
+            k.lower() for k in answer.headers
+        }, answer.headers
+    remaining = [int(a.headers["x-sib-ratelimit-remaining"]) for a in lists]
+    assert remaining[1] == remaining[0] - 1  # one bucket, counted down
+    assert listing.headers["x-sib-ratelimit-limit"] == "100"  # the hourly /processes bucket
+    assert int(listing.headers["x-sib-ratelimit-reset"]) > 3000
