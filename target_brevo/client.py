@@ -29,6 +29,7 @@ MAX_EVENTS = 200
 MAX_EVENT_BYTES = 512 * 1024
 MAX_IMPORT_BYTES = 8 * 1024 * 1024  # Brevo's recommended safe size (hard limit 10 MB)
 PROCESS_PAGE = 50  # the most GET /processes lists in one call
+MAX_BATCH_RESENDS = 2  # resends of an events batch after 400s naming some of its rows
 RESET_CAP_SECONDS = 300.0  # never trust a reset header to park the run for longer
 LOW_REMAINING_FRACTION = 0.1
 # Answers after which Brevo may have acted on a request all the same (a gateway gave up, or
@@ -355,12 +356,13 @@ class BrevoClient:
         """One batch: a 400 stores none of it, so drop the rows it names and send the rest.
 
         Brevo answers 202 (all stored), 207 (the rows it names failed, the others are stored)
-        or 400 (nothing stored; the rows it names are the reason). Each resend after a 400 is
-        strictly smaller, so this ends; a 400 naming no row is an error the run stops on, with
-        nothing marked sent.
+        or 400 (nothing stored; the rows it names are the reason). The rest is resent, at most
+        MAX_BATCH_RESENDS times; a 400 naming no row, or one more 400 after those resends, is
+        an error the run stops on, with the rest left pending.
         """
         refused: list[tuple[K, str]] = []
         done: list[K] = []
+        resends = 0
         while chunk:
             keys = [key for key, _ in chunk]
             body = b'{"events":' + _json_array(chunk) + b"}"
@@ -382,7 +384,16 @@ class BrevoClient:
                 unnamed = self._unnamed_failures(response, len(named or []))
                 on_batch(done + keys, refused + (named or []), unnamed)
                 return
+            if response.status_code == 400 and named and resends == MAX_BATCH_RESENDS:
+                on_batch(done, refused, 0)
+                raise BrevoError(
+                    f"POST /events/batch answered 400 naming other events after {resends} "
+                    f"resends of the rest ({_message(response)}); the {len(chunk)} events "
+                    "left stay pending for the next run. If this repeats, please report it"
+                )
             if response.status_code != 400 or not named:
+                if done:  # rows settled by an earlier answer to this batch stay settled
+                    on_batch(done, refused, 0)
                 raise BrevoError(
                     f"POST /events/batch answered {response.status_code} "
                     f"{_message(response)} without naming the events it refused; "
@@ -393,6 +404,7 @@ class BrevoClient:
             dropped = {key for key, _ in named}
             done.extend(dropped)
             chunk = [item for item in chunk if item[0] not in dropped]
+            resends += 1
             if chunk:
                 self.logger.info(
                     "Brevo refused the whole batch for %d of its events; resending the other %d",

@@ -192,8 +192,9 @@ class TargetBrevo(Target):
         self.logger.info(
             "Received signal %d between two writes: writing what was read, then stopping", signum
         )
-        self.drain_all(is_endofpipe=True)
-        self._finish()
+        with self.critical():  # a second signal during this drain aborts it, never re-enters
+            self.drain_all(is_endofpipe=True)
+            self._finish()
         sys.exit(0)
 
     def _write_state_message(self, state: dict[str, Any]) -> None:

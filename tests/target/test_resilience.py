@@ -144,6 +144,23 @@ def test_a_400_naming_some_events_stores_none_so_the_others_are_resent(
     assert len(brevo.calls("POST", "/events/batch$")) == 2
 
 
+def test_400s_naming_rows_are_resent_at_most_twice_then_the_run_stops(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    first_row = {"status": "failed", "total_events": 1, "successful_events": 0,
+                 "failed_events": 1, "errors": [{"eventIndex": [0], "message": "bad"}]}  # fmt: skip
+    brevo.fail_next("POST /v3/events/batch", 400, first_row, times=3)
+    lines = singer_lines({"events": opened_events(5)})
+    run = target.run(lines)
+    assert run.returncode == 1
+    assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [400, 400, 400]
+    assert "answered 400 naming other events after 2 resends" in run.stderr
+    assert run.states == []
+    rerun = target.run(lines)  # o0 and o1 were refused for good; the rest was left pending
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({"o2": 1, "o3": 1, "o4": 1})
+
+
 def test_a_400_naming_no_event_stops_without_marking_any_sent(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
