@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -52,14 +51,12 @@ class Publisher:
         settings: Settings,
         summary: Summary,
         logger: logging.Logger,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.store = store
         self.settings = settings
         self.summary = summary
         self.logger = logger
-        self.sleep = sleep
         self._all_list: int | None = None
         self._prepared = False
         self._submitted: set[int] = set()  # imports submitted in this run
