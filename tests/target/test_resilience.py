@@ -361,6 +361,23 @@ def test_a_failed_import_is_found_at_the_next_run_which_imports_its_contacts_aga
     assert third.summary["imports_failed"] == 0
 
 
+def test_an_import_brevo_no_longer_lists_is_imported_again(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    brevo.import_seconds = 3600.0
+    lines = singer_lines({"events": opened_events(1)})
+    first = target.run(lines, settle=False)
+    assert first.summary["imports_unconfirmed"] == 1
+    with brevo.lock:
+        del brevo.processes[1]  # Brevo dropped it from its list, done or not
+    second = target.run(singer_lines({}))
+    assert second.returncode == 0, second.stderr
+    assert "import process 1 did not complete (no longer listed by Brevo)" in second.stderr
+    assert second.summary["imports_failed"] == 1
+    assert second.summary["contacts_upserted"] == 1  # imported again, from the store
+    assert "user0@example.com" in brevo.contacts
+
+
 def test_imports_are_checked_all_at_once_and_sparingly(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
