@@ -31,10 +31,13 @@ import requests
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers._typing import conform_record_data_types
+from singer_sdk.helpers._util import utc_now
 from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator
+from singer_sdk.singerlib import RecordMessage
 
 if TYPE_CHECKING:
-    from singer_sdk.helpers.types import Context
+    from singer_sdk.helpers.types import Context, Record
     from singer_sdk.streams.rest import HTTPRequest, PageContext
 
     from tap_mailgun.tap import TapMailgun
@@ -201,6 +204,39 @@ class MailgunStream(RESTStream[ParseResult]):
     def get_new_paginator(self) -> BaseAPIPaginator[Any]:
         """Follow `paging.next` links on the configured host."""
         return MailgunPaginator(self.url_base)
+
+    @cached_property
+    def _nothing_deselected(self) -> bool:
+        """Whether the catalog keeps every property of this stream (the usual case)."""
+        return all(self.mask.values())
+
+    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
+        """The SDK's record messages, without its mask walk when no property is deselected.
+
+        singer-sdk 0.54 walks every key of every record against the selection mask to drop
+        deselected properties: ~16 % of the tap's CPU (bench/results/profile-tap-100000.txt)
+        spent dropping nothing when the catalog deselects nothing. Otherwise the SDK's own
+        method runs. What follows is that method minus the walk.
+        """
+        if not self._nothing_deselected:
+            yield from super()._generate_record_messages(record)
+            return
+        record = conform_record_data_types(
+            stream_name=self.name,
+            record=record,
+            schema=self.effective_schema,
+            level=self.TYPE_CONFORMANCE_LEVEL,
+            logger=self.logger,
+        )
+        for stream_map in self.stream_maps:
+            mapped = stream_map.transform(record)
+            if mapped is not None:
+                yield RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
 
     def get_url_params(
         self, context: Context | None, next_page_token: ParseResult | None
