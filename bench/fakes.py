@@ -3,21 +3,18 @@
 `FakeMailgun` finds each events page by scanning every stored event of the domain, which is
 right for tests (a few hundred events) but quadratic over a traversal: at 1,000,000 events a
 full read would cost billions of comparisons inside the fake. Here the same pages come from a
-binary search over the (timestamp, id) order the fake already keeps. Likewise the metrics
-endpoint, which re-buckets every stored event per request, names each event's time bucket
-from a cache keyed by its hour instead of building a datetime per event. Answers are
+binary search over the (timestamp, id) order the fake already keeps. Answers are
 identical (tests/bench/test_fakes.py compares both); only the cost of finding them changes,
 and with it the share of the tap's wall time that is really the fake's.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.mailgun import FakeMailgun, _bucket_start, _parse_time
+from tests.fakes.mailgun import FakeMailgun, _parse_time
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -76,25 +73,3 @@ class IndexedFakeMailgun(FakeMailgun):
                 if len(page) >= limit:
                     break
         return page
-
-    @staticmethod
-    def _bucket_keys(
-        event: dict[str, Any], domain: str, dims: list[str], resolution: str
-    ) -> list[tuple[str, ...]]:
-        """As FakeMailgun's, with the time bucket looked up by the event's UTC hour."""
-        keys: list[tuple[str, ...]] = [()]
-        for dim in dims:
-            if dim == "time":
-                values = [_bucket_label(int(float(event["timestamp"]) // 3600), resolution)]
-            elif dim == "domain":
-                values = [domain]
-            else:
-                values = list(event.get("tags") or [])
-            keys = [(*k, v) for k in keys for v in values]
-        return keys
-
-
-@functools.cache
-def _bucket_label(hour: int, resolution: str) -> str:
-    """The bucket of every moment in one UTC hour (hour, day and month all start on an hour)."""
-    return _bucket_start(hour * 3600.0, resolution).strftime("%Y-%m-%dT%H:%M:%S")

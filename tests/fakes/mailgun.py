@@ -15,6 +15,7 @@ What it reproduces, because the tap has to cope with it:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 from collections import defaultdict
@@ -104,6 +105,13 @@ def _bucket_start(epoch: float, resolution: str) -> datetime:
     if resolution == "month":
         return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@functools.cache
+def _bucket_label(hour: int, resolution: str) -> str:
+    """The bucket label of every moment in one UTC hour (hour, day and month buckets all start
+    on a whole hour), cached: the metrics endpoint re-buckets every stored event per query."""
+    return _bucket_start(hour * 3600.0, resolution).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class FakeMailgun(FakeAPI):
@@ -435,8 +443,7 @@ class FakeMailgun(FakeAPI):
         keys: list[tuple[str, ...]] = [()]
         for dim in dims:
             if dim == "time":
-                bucket = _bucket_start(float(event["timestamp"]), resolution)
-                values = [bucket.strftime("%Y-%m-%dT%H:%M:%S")]
+                values = [_bucket_label(int(float(event["timestamp"]) // 3600), resolution)]
             elif dim == "domain":
                 values = [domain]
             else:
