@@ -141,13 +141,10 @@ def brevo_table(calls: Iterable[Call], baseline: int) -> dict[str, Any]:
                 "minimum": brevo_minimum(method, template, group),
             }
         )
-    total = sum(r["calls"] for r in rows)
-    minimum = sum(r["minimum"] for r in rows)
+    table = _with_totals(rows)
+    total = table["total"]
     return {
-        "endpoints": rows,
-        "total": total,
-        "minimum": minimum,
-        "ratio_to_minimum": round(total / minimum, 3) if minimum else None,
+        **table,
         "one_call_per_event_baseline": baseline,
         "ratio_to_baseline": round(total / baseline, 5) if baseline else None,
         "rate_limit_floor_s": rate_limit_floor(rows),
@@ -248,6 +245,11 @@ def mailgun_table(
         }
         for (method, template), group in sorted(groups.items(), key=lambda kv: kv[0][1])
     ]
+    return _with_totals(rows)
+
+
+def _with_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Endpoint rows with their total calls, total minimum and the ratio of the two."""
     total = sum(r["calls"] for r in rows)
     minimum = sum(r["minimum"] for r in rows)
     return {
