@@ -29,11 +29,11 @@ meltano: .meltano/.installed
 
 # The Quick start: the sandbox's fakes, one `meltano run tap-mailgun target-brevo`, a summary.
 demo: $(BIN)/.installed .meltano/.installed
-	$(BIN)/python -m tests.fakes.sandbox demo
+	$(BIN)/python -m fakes.sandbox demo
 
 # The sandbox's fakes on their fixed ports until Ctrl-C, for running meltano by hand.
 sandbox: $(BIN)/.installed .meltano/.installed
-	$(BIN)/python -m tests.fakes.sandbox serve
+	$(BIN)/python -m fakes.sandbox serve
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

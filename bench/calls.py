@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-# Brevo's documented limits (see /work/shared/specs/README.md and the spec's own text).
+# Brevo's documented limits (see specs/README.md and the spec's own text).
 EVENTS_PER_BATCH = 200
 EVENTS_BATCH_BYTES = 512 * 1024
 IMPORT_BYTES = 8 * 1024 * 1024  # the "safe limit" Brevo recommends for one /contacts/import

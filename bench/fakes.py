@@ -14,7 +14,7 @@ import math
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.mailgun import FakeMailgun, _parse_time
+from fakes.mailgun import FakeMailgun, _parse_time
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response

@@ -1,7 +1,7 @@
 """`make bench`: tap-mailgun and target-brevo measured alone and piped, on a seeded workload.
 
 One run, per workload size:
-1. the seeded traffic generator (tests/fakes/traffic.py) fills a fake Mailgun;
+1. the seeded traffic generator (fakes/traffic.py) fills a fake Mailgun;
 2. tap alone: the real `tap-mailgun` console script, stdout to a file;
 3. target alone: the real `target-brevo` reading that file, into a fresh fake Brevo;
 4. the two piped together, into another fresh fake Brevo;
@@ -33,11 +33,11 @@ from bench.fakes import IndexedFakeMailgun
 from bench.measure import ProcessRun, console_script, host_cost, machine, run_one, run_pipe
 from bench.profile import summary
 from bench.singer_output import StreamCounts, count
-from tests.fakes import traffic
-from tests.fakes.brevo import FakeBrevo
+from fakes import traffic
+from fakes.brevo import FakeBrevo
 
 if TYPE_CHECKING:
-    from tests.fakes.server import FakeAPI
+    from fakes.server import FakeAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 MAILGUN_KEY = "key-bench"

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import machine
-from tap_mailgun.webhooks.receiver import WEBHOOK_PATH
-from tap_mailgun.webhooks.spool import Spool
-from tests.webhooks.payloads import mailgun_event, signed_body
-from tests.webhooks.process import ReceiverProcess
+from fakes.receiver_process import ReceiverProcess
+from fakes.webhook_payloads import mailgun_event, signed_body
+from mailgun_webhooks.app import WEBHOOK_PATH
+from mailgun_webhooks.spool import Spool
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCEPTED_PER_S_GOAL = 1000

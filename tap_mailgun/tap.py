@@ -16,7 +16,7 @@ from singer_sdk.singerlib.encoding.base import SingerMessageType
 
 from tap_mailgun import streams
 from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunUnknownDomainError
-from tap_mailgun.webhooks.stream import DEFAULT_RETENTION_DAYS, WebhookEventsStream
+from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS, WebhookEventsStream
 
 if TYPE_CHECKING:
     from singer_sdk import Stream

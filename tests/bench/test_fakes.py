@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from bench.fakes import IndexedFakeMailgun
-from tests.fakes.mailgun import FakeMailgun
-from tests.fakes.traffic import Traffic, TrafficSpec, load
+from fakes.mailgun import FakeMailgun
+from fakes.traffic import Traffic, TrafficSpec, load
 
 AUTH = ("api", "key-test")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.sandbox import ROOT, Sandbox
+from fakes.sandbox import ROOT, Sandbox
 
 # The sandbox's clock starts from this moment, so every run of the tests sees the same traffic.
 REAL_NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from fakes.sandbox import ROOT, STATE_ID
+from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, signed_body
 from tests.e2e.conftest import MESSAGES_PER_DAY, RECIPIENTS
-from tests.fakes.sandbox import ROOT, STATE_ID
-from tests.webhooks.payloads import SIGNING_KEY, hard_bounce, signed_body
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from fakes.sandbox import Sandbox
     from tests.e2e.conftest import Meltano, Sandboxes
-    from tests.fakes.sandbox import Sandbox
 
 RUN_BREVO = ("--environment=sandbox", "run", "tap-mailgun", "target-brevo")
 # target-brevo's default event names for Mailgun's outcomes (its `event_names` setting).
@@ -201,7 +201,7 @@ def test_the_demo_command_prints_brevo_then_only_what_is_new_and_reset_forgets(
     folder = tmp_path / "demo"
 
     def sandbox(command: str, *options: str) -> str:
-        runner = [sys.executable, "-m", "tests.fakes.sandbox"]
+        runner = [sys.executable, "-m", "fakes.sandbox"]
         result = subprocess.run(
             [
                 *runner,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from tests.fakes.sandbox import (
+from fakes.sandbox import (
     BREVO_LISTS,
     MAILGUN_KEY,
     ROOT,
@@ -23,7 +23,7 @@ from tests.fakes.sandbox import (
     summarize,
     table,
 )
-from tests.fakes.traffic import DEFAULT_DOMAINS
+from fakes.traffic import DEFAULT_DOMAINS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -156,7 +156,7 @@ def test_tables_align_and_say_when_they_are_empty() -> None:
 
 def test_serve_keeps_the_fakes_up_and_saves_brevo_on_sigterm(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
-    argv = [sys.executable, "-m", "tests.fakes.sandbox", "serve", "--dir", str(tmp_path)]
+    argv = [sys.executable, "-m", "fakes.sandbox", "serve", "--dir", str(tmp_path)]
     with log.open("wb") as out:
         server = subprocess.Popen(
             [*argv, "--mailgun-port=0", "--brevo-port=0"],

@@ -9,9 +9,9 @@ from typing import Any
 
 import requests
 
+from fakes.mailgun import FakeMailgun
+from fakes.traffic import Traffic, TrafficSpec, load
 from tap_mailgun.records import event_record
-from tests.fakes.mailgun import FakeMailgun
-from tests.fakes.traffic import Traffic, TrafficSpec, load
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 ENGAGEMENT = {"opened", "clicked", "complained", "unsubscribed"}

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from fakes.mailgun import FakeMailgun
 from tap_mailgun.tap import TapMailgun
-from tests.fakes.mailgun import FakeMailgun
 
 API_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 DOMAIN = "mg.example.com"

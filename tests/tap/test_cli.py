@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.mailgun import FakeMailgun, mailgun_event
 from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_cli, tap_config
 
 ISSUE_STREAMS = {

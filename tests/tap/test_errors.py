@@ -7,6 +7,7 @@ import requests
 from singer_sdk.exceptions import RetriableAPIError
 from werkzeug.wrappers import Request, Response
 
+from fakes.mailgun import FakeMailgun, mailgun_event
 from tap_mailgun.client import (
     MailgunAuthError,
     MailgunStream,
@@ -14,7 +15,6 @@ from tap_mailgun.client import (
     retry_hint_seconds,
 )
 from tap_mailgun.tap import TapMailgun
-from tests.fakes.mailgun import FakeMailgun, mailgun_event
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
 

@@ -7,10 +7,10 @@ from datetime import datetime
 
 import requests
 
+from fakes.mailgun import FakeMailgun, mailgun_event
 from tap_mailgun.streams import DEFAULT_EVENT_LAG_MINUTES, DEFAULT_METRICS_LOOKBACK_DAYS
 from tap_mailgun.tap import TapMailgun
-from tap_mailgun.webhooks.stream import DEFAULT_RETENTION_DAYS
-from tests.fakes.mailgun import FakeMailgun, mailgun_event
+from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
 

@@ -11,9 +11,9 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
+from fakes.mailgun import FakeMailgun, mailgun_event
 from tap_mailgun.records import event_record
 from tap_mailgun.tap import TapMailgun
-from tests.fakes.mailgun import FakeMailgun, mailgun_event
 from tests.tap.conftest import DOMAIN, hours_ago, select_only, tap_config
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from fakes.mailgun import FakeMailgun, days_ago, mailgun_event
+from fakes.server import json_response
 from tap_mailgun.tap import TapMailgun
-from tests.fakes.mailgun import FakeMailgun, days_ago, mailgun_event
-from tests.fakes.server import json_response
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from fakes.brevo import FakeBrevo
 from tap_mailgun.records import event_record
-from tests.fakes.brevo import FakeBrevo
 
 API_KEY = "xkeysib-test"
 TARGET = str(Path(sys.executable).with_name("target-brevo"))

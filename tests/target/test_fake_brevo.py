@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from tests.fakes.brevo import BREVO_RATE_LIMITS, FakeBrevo
+from fakes.brevo import BREVO_RATE_LIMITS, FakeBrevo
 
 KEY = {"api-key": "xkeysib-test"}
 

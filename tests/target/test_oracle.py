@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
+from fakes.traffic import Traffic, TrafficSpec
 from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
-from tests.fakes.traffic import Traffic, TrafficSpec
 from tests.target.conftest import singer_lines
 
 if TYPE_CHECKING:
-    from tests.fakes.brevo import FakeBrevo
+    from fakes.brevo import FakeBrevo
     from tests.target.conftest import TargetRunner
 
 BREVO_EVENTS = {"delivered", "opened", "clicked", "failed", "complained", "unsubscribed"}

@@ -12,7 +12,7 @@ from target_brevo.target import TargetBrevo
 from tests.target.conftest import API_KEY, SCHEMAS, TargetRunner, mailgun_event, singer_lines
 
 if TYPE_CHECKING:
-    from tests.fakes.brevo import FakeBrevo
+    from fakes.brevo import FakeBrevo
 
 DAY = 86_400.0
 

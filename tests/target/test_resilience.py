@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.fakes.brevo import FakeBrevo
+from fakes.brevo import FakeBrevo
 from tests.target.conftest import TARGET, Run, TargetRunner, mailgun_event, singer_lines
 
 if TYPE_CHECKING:

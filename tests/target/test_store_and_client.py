@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from fakes.sandbox import reset
 from target_brevo import rules
 from target_brevo.client import MAX_EVENT_BYTES, BrevoClient, BrevoError, chunk_by_size
 from target_brevo.store import EngagementStore, store_url
-from tests.fakes.sandbox import reset
 from tests.target.conftest import API_KEY, mailgun_event
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.fakes.brevo import FakeBrevo
+    from fakes.brevo import FakeBrevo
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 import requests
 import uvicorn
 
-from tap_mailgun.webhooks.receiver import WEBHOOK_PATH, ReceiverSettings, create_app
-from tap_mailgun.webhooks.spool import SpoolWriter
-from tests.webhooks.payloads import SIGNING_KEY
+from fakes.webhook_payloads import SIGNING_KEY
+from mailgun_webhooks.app import WEBHOOK_PATH, ReceiverSettings, create_app
+from mailgun_webhooks.spool import SpoolWriter
 
 
 class RunningReceiver:

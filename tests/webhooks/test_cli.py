@@ -7,10 +7,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tap_mailgun.webhooks.spool import Spool
+from fakes.receiver_process import BIN, ReceiverProcess
+from fakes.webhook_payloads import SIGNING_KEY, mailgun_event, signature, signed_body
+from mailgun_webhooks.spool import Spool
 from tests.webhooks.conftest import post
-from tests.webhooks.payloads import SIGNING_KEY, mailgun_event, signature, signed_body
-from tests.webhooks.process import BIN, ReceiverProcess
 
 
 def test_the_receiver_refuses_to_start_without_a_signing_key(spool_path: Path) -> None:

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.brevo import FakeBrevo
-from tests.fakes.mailgun import FakeMailgun
-from tests.fakes.mailgun import mailgun_event as polled_event
+from fakes.brevo import FakeBrevo
+from fakes.mailgun import FakeMailgun
+from fakes.mailgun import mailgun_event as polled_event
+from fakes.receiver_process import ReceiverProcess
+from fakes.webhook_payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
 from tests.tap.conftest import API_KEY, TAP, hours_ago
 from tests.target.conftest import API_KEY as BREVO_KEY
 from tests.target.conftest import TARGET
 from tests.webhooks.conftest import post
-from tests.webhooks.payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
-from tests.webhooks.process import ReceiverProcess
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tap_mailgun.webhooks.spool import Spool
+from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, mailgun_event, signature, signed_body
+from mailgun_webhooks.spool import Spool
 from tests.webhooks.conftest import RunningReceiver, post
-from tests.webhooks.payloads import SIGNING_KEY, hard_bounce, mailgun_event, signature, signed_body
 
 
 def spooled(path: Path) -> list[tuple[str, float]]:

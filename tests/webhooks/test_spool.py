@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tap_mailgun.webhooks.spool import Delivery, Outcome, Spool, SpoolError, SpoolWriter
-from tests.webhooks.payloads import mailgun_event
-from tests.webhooks.process import BIN
+from fakes.receiver_process import BIN
+from fakes.webhook_payloads import mailgun_event
+from mailgun_webhooks.spool import Delivery, Outcome, Spool, SpoolError, SpoolWriter
 
 
 def delivery(

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from tap_mailgun.webhooks.spool import Delivery, Spool, SpoolWriter
-from tests.fakes.mailgun import FakeMailgun
-from tests.fakes.mailgun import mailgun_event as polled_event
+from fakes.mailgun import FakeMailgun
+from fakes.mailgun import mailgun_event as polled_event
+from fakes.webhook_payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
+from mailgun_webhooks.spool import Delivery, Spool, SpoolWriter
 from tests.tap.conftest import API_KEY, hours_ago, run_cli, run_tap
 from tests.webhooks.conftest import RunningReceiver, post
-from tests.webhooks.payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
 
 STREAM = "webhook_events"
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tap_mailgun.webhooks.receiver import Rejected, parse_delivery, sending_domain, sign
-from tests.webhooks.payloads import SIGNING_KEY, hard_bounce, mailgun_event, signature, signed_body
+from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, mailgun_event, signature, signed_body
+from mailgun_webhooks.verify import Rejected, parse_delivery, sending_domain, sign
 
 if TYPE_CHECKING:
-    from tap_mailgun.webhooks.spool import Delivery
+    from mailgun_webhooks.spool import Delivery
 
 KEY = SIGNING_KEY.encode()
 NOW = 1_790_000_000.0

@@ -19,7 +19,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.specs import SpecValidator
+from fakes.specs import SpecValidator
 
 Handler = Callable[..., Response]
 

@@ -33,7 +33,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.fakes.mailgun import FakeMailgun
+    from fakes.mailgun import FakeMailgun
 
 TRANSACTIONAL_DOMAIN = "mg.example.com"
 NEWSLETTER_DOMAIN = "news.example.org"

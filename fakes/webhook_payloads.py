@@ -11,7 +11,7 @@ import secrets
 import time
 from typing import Any
 
-from tap_mailgun.webhooks.receiver import sign
+from mailgun_webhooks.verify import sign
 
 SIGNING_KEY = "whsk-test-0123456789abcdef"  # the tests' webhook signing key
 DOMAIN = "mg.example.com"

@@ -1,13 +1,13 @@
 """The sandbox: the project's fake Mailgun and fake Brevo, seeded, on fixed loopback ports.
 
-    python -m tests.fakes.sandbox demo      # what `make demo` runs: one pipeline run + summary
-    python -m tests.fakes.sandbox serve     # keep both fakes up, for `meltano` by hand
-    python -m tests.fakes.sandbox summary   # print what a running sandbox's Brevo holds
-    python -m tests.fakes.sandbox reset     # forget everything (sandbox data and its Meltano state)
+    python -m fakes.sandbox demo      # what `make demo` runs: one pipeline run + summary
+    python -m fakes.sandbox serve     # keep both fakes up, for `meltano` by hand
+    python -m fakes.sandbox summary   # print what a running sandbox's Brevo holds
+    python -m fakes.sandbox reset     # forget everything (sandbox data and its Meltano state)
 
 How it keeps its data between runs, so a second run moves only what is new:
 - Mailgun is regenerated on every start from a persisted seed and clock (.sandbox/clock.json)
-  by `tests.fakes.traffic`, which gives the same traffic before a moment whatever comes after.
+  by `fakes.traffic`, which gives the same traffic before a moment whatever comes after.
   The first start covers the 29 days up to yesterday's midnight (UTC); every `demo` then moves
   the clock a simulated day forward (never past an hour ago), so each run has new traffic.
 - Brevo's state (contacts, attributes, lists, events) is saved to .sandbox/brevo.json on stop
@@ -15,7 +15,7 @@ How it keeps its data between runs, so a second run moves only what is new:
 - Meltano keeps the tap's state in its system database (.meltano/meltano.db), under the state
   id of the `sandbox` environment, apart from `dev`.
 
-The fakes are the test fakes (tests/fakes/mailgun.py, tests/fakes/brevo.py), spec-checked: a
+The fakes are the test fakes (fakes/mailgun.py, fakes/brevo.py), spec-checked: a
 request the real API would refuse is answered 400 and reported at the end.
 """
 
@@ -38,11 +38,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.brevo import FakeBrevo
-from tests.fakes.mailgun import FakeMailgun
-from tests.fakes.traffic import DEFAULT_DOMAINS, Traffic, TrafficSpec, load
+from fakes.brevo import FakeBrevo
+from fakes.mailgun import FakeMailgun
+from fakes.traffic import DEFAULT_DOMAINS, Traffic, TrafficSpec, load
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_DIR = ROOT / ".sandbox"
 MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
 # The ports and keys the `sandbox` environment of meltano.yml points at.
@@ -394,7 +394,7 @@ def serve(directory: Path, ports: tuple[int, int]) -> int:
             print(f"  export {name}={shlex.quote(value)}")
         print("  .venv-meltano/bin/meltano --environment=sandbox run tap-mailgun target-brevo")
         print(
-            "  .venv/bin/python -m tests.fakes.sandbox summary --brevo-url",
+            "  .venv/bin/python -m fakes.sandbox summary --brevo-url",
             sandbox.brevo.base_url,
         )
         print("Ctrl-C stops the sandbox.", flush=True)
@@ -423,7 +423,7 @@ def reset(meltano: Path, directory: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; see the module's docstring."""
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fakes.sandbox", description=__doc__)
     parser.add_argument("command", choices=["demo", "serve", "summary", "reset"])
     parser.add_argument(
         "--dir", type=Path, default=SANDBOX_DIR, help="where the sandbox keeps data"

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from mailgun_webhooks.spool import Spool, SpooledEvent
 from tap_mailgun.records import event_record
 from tap_mailgun.streams import load_schema
-from tap_mailgun.webhooks.spool import Spool, SpooledEvent
 
 if TYPE_CHECKING:
     from singer_sdk import Tap

@@ -21,12 +21,11 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request
 
-SPECS_DIR = Path(
-    os.environ.get("API_SPECS_DIR", Path(__file__).resolve().parents[3] / "shared" / "specs")
-)
+ROOT = Path(__file__).resolve().parents[1]
+SPECS_DIR = Path(os.environ.get("API_SPECS_DIR", ROOT / "specs"))
 MAILGUN_SPEC = "mailgun-openapi.yaml"
 BREVO_SPEC = "brevo-openapi.yaml"
-_CACHE_DIR = Path(__file__).resolve().parents[2] / ".pytest_cache" / "specs"
+_CACHE_DIR = ROOT / ".pytest_cache" / "specs"
 
 
 def _spec_dict(name: str) -> dict[str, Any]:

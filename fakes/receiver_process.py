@@ -12,8 +12,8 @@ from pathlib import Path
 
 import requests
 
-from tap_mailgun.webhooks.receiver import WEBHOOK_PATH
-from tests.webhooks.payloads import SIGNING_KEY
+from fakes.webhook_payloads import SIGNING_KEY
+from mailgun_webhooks.app import WEBHOOK_PATH
 
 BIN = Path(sys.executable).parent
 

@@ -28,8 +28,8 @@ from urllib.parse import urlencode
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeAPI, json_response
-from tests.fakes.specs import MAILGUN_SPEC
+from fakes.server import FakeAPI, json_response
+from fakes.specs import MAILGUN_SPEC
 
 SUPPRESSION_KINDS = ("bounces", "complaints", "unsubscribes")
 MAX_EVENTS_LIMIT = 300

@@ -29,8 +29,8 @@ from typing import Any
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import FakeAPI, Recorded, json_response
-from tests.fakes.specs import BREVO_SPEC
+from fakes.server import FakeAPI, Recorded, json_response
+from fakes.specs import BREVO_SPEC
 
 MAX_LIST_EMAILS = 150
 MAX_BATCH_EVENTS = 200

@@ -1,0 +1,104 @@
+"""`tap-mailgun-webhooks`: the console script that runs the receiver under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from mailgun_webhooks.app import DEFAULT_MAX_BODY_BYTES, WEBHOOK_PATH, ReceiverSettings, create_app
+from mailgun_webhooks.spool import SpoolError, SpoolWriter
+from mailgun_webhooks.verify import DEFAULT_MAX_AGE_S
+
+SIGNING_KEY_ENV = "MAILGUN_WEBHOOK_SIGNING_KEY"
+
+logger = logging.getLogger("mailgun_webhooks")
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tap-mailgun-webhooks",
+        description="Receive Mailgun webhooks, verify them and spool them for tap-mailgun "
+        "(stream webhook_events, setting webhook_spool_path).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    parser.add_argument("--spool", required=True, type=Path, help="the spool's SQLite file")
+    parser.add_argument(
+        "--max-age",
+        type=int,
+        default=DEFAULT_MAX_AGE_S,
+        help="refuse signatures whose timestamp is further than this from now (seconds)",
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this size"
+    )
+    parser.add_argument(
+        "--signing-key-file",
+        type=Path,
+        help=f"file holding the webhook signing key (default: ${SIGNING_KEY_ENV})",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument("--access-log", action="store_true", help="log every request line")
+    return parser.parse_args(argv)
+
+
+def _signing_key(args: argparse.Namespace) -> bytes:
+    if args.signing_key_file is not None:
+        try:
+            key = Path(args.signing_key_file).read_text().strip()
+        except OSError as exc:
+            msg = f"tap-mailgun-webhooks: cannot read --signing-key-file: {exc}"
+            raise SystemExit(msg) from None
+    else:
+        key = os.environ.get(SIGNING_KEY_ENV, "").strip()
+    if not key:
+        raise SystemExit(
+            f"tap-mailgun-webhooks: no signing key. Set {SIGNING_KEY_ENV} (Mailgun: Sending > "
+            "Webhooks > HTTP webhook signing key) or pass --signing-key-file; "
+            "the receiver does not start unverified."
+        )
+    return key.encode()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that name it, and
+    # without it every answer waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"tap-mailgun-webhooks: cannot listen on {host}:{port}: {exc}") from None
+    sock.listen(2048)
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the receiver until SIGINT/SIGTERM; pending writes are committed before exit."""
+    import uvicorn  # imported here: the tap itself never needs the server
+
+    args = _arguments(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = ReceiverSettings(_signing_key(args), args.max_age, args.max_body_bytes)
+    try:
+        writer = SpoolWriter(args.spool, token_ttl_s=args.max_age + 60)
+    except SpoolError as exc:
+        raise SystemExit(f"tap-mailgun-webhooks: {exc}") from None
+    sock = _listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    logger.info("listening on http://%s:%s%s, spool %s", host, port, WEBHOOK_PATH, args.spool)
+    config = uvicorn.Config(
+        create_app(settings, writer),
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
