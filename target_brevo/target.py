@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 import msgspec
 from singer_sdk import Target
 from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_brevo.client import BrevoClient, BrevoError
@@ -49,6 +50,16 @@ class Terminated(BaseException):
         self.target = target
 
 
+# What a tap's output can get wrong about the Singer protocol, besides a malformed line: the
+# SDK raises these from its message handlers. Each keeps its class (the SDK's standard tests
+# expect it), with the line number put in front of its message.
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+    MissingKeyPropertiesError,
+)
+
+
 class LineNumberReader(MsgSpecReader):
     """msgspec Singer reader that names the line number of a malformed message."""
 
@@ -57,18 +68,19 @@ class LineNumberReader(MsgSpecReader):
     def __init__(self) -> None:
         super().__init__()
         self.line_number = 0
-        self.on_invalid_line: Callable[[InvalidInputLine], None] | None = None
+        self.on_invalid_line: Callable[[Exception], None] | None = None
 
     def process_lines(
         self, file_input: IO[str] | None, callbacks: dict[str, Callable[[dict[str, Any]], None]]
     ) -> Counter[str]:
-        """Process every line; on a malformed one, let the target keep what came before."""
+        """Process every line; on a bad one, let the target keep what came before."""
         try:
             return super().process_lines(file_input, callbacks)
-        except InvalidInputLine as exc:
+        except INPUT_ERRORS as exc:
             error = exc
             if not str(exc).startswith("input line"):
-                error = InvalidInputLine(f"input line {self.line_number}: {exc}")
+                said = " ".join(str(exc).split())  # one line: some SDK messages hold newlines
+                error = type(exc)(f"input line {self.line_number}: {said}")
             if self.on_invalid_line is not None:
                 self.on_invalid_line(error)
             raise error from None
@@ -211,8 +223,8 @@ class TargetBrevo(Target):
         super().process_endofpipe()
         self._finish()
 
-    def keep_what_came_before(self, error: InvalidInputLine) -> None:
-        """A malformed line: write what came before it and emit its state; the error stands."""
+    def keep_what_came_before(self, error: Exception) -> None:
+        """A bad input line: write what came before it and emit its state; the error stands."""
         self.logger.error("%s", error)
         self.drain_all(is_endofpipe=True)
         self._finish()
@@ -222,7 +234,8 @@ class TargetBrevo(Target):
         """The CLI: errors end the run with their message, no traceback.
 
         Code 1: a setting or Brevo refused something (the message says what to check);
-        code 2: a bad input line; 128 + N: signal N arrived mid-write (rolled back, no STATE).
+        code 2: a bad input line (malformed, or against the Singer protocol);
+        128 + N: signal N arrived mid-write (rolled back, no STATE).
         """
         try:
             super().invoke(**kwargs)
@@ -230,7 +243,7 @@ class TargetBrevo(Target):
             cls._close_running()
             cls.logger.error("%s", exc)
             raise SystemExit(1) from None
-        except InvalidInputLine:
+        except INPUT_ERRORS:
             cls._close_running()
             raise SystemExit(2) from None  # already logged, with its line number
         except Terminated as stop:

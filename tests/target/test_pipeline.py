@@ -8,6 +8,8 @@ import json
 import signal
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from target_brevo.target import TargetBrevo
 from tests.target.conftest import API_KEY, SCHEMAS, TargetRunner, mailgun_event, singer_lines
 
@@ -244,6 +246,33 @@ def test_a_malformed_line_is_reported_with_its_number_and_loses_nothing_before_i
     run = target.run(lines)
     assert run.returncode == 2
     assert f"input line {len(good) + 1} is not valid JSON" in run.stderr
+    assert run.states == [json.loads(good[-1])["value"]]
+    assert [e["event_name"] for e in brevo.events] == ["email_delivered"]
+    assert "ann@example.com" in brevo.contacts
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        (  # a RECORD of a stream whose SCHEMA never came
+            {"type": "RECORD", "stream": "bounces", "record": {"address": "a@example.com"}},
+            "A record for stream 'bounces' was encountered before a corresponding schema",
+        ),
+        (  # a RECORD without its stream's key properties
+            {"type": "RECORD", "stream": "events", "record": {"event": "opened"}},
+            "Record is missing one or more key_properties",
+        ),
+    ],
+)
+def test_a_singer_protocol_error_is_reported_like_a_malformed_line(
+    brevo: FakeBrevo, target: TargetRunner, bad: dict[str, Any], says: str
+) -> None:
+    good = singer_lines({"events": [mailgun_event("e1", "delivered", "ann@example.com")]})
+    run = target.run([*good, json.dumps(bad), good[-1]])
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if f"input line {len(good) + 1}: " in line]
+    assert len(errors) == 1 and says in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
     assert run.states == [json.loads(good[-1])["value"]]
     assert [e["event_name"] for e in brevo.events] == ["email_delivered"]
     assert "ann@example.com" in brevo.contacts
