@@ -144,9 +144,15 @@ def default_store_path() -> Path:
 
 
 def store_url(setting: str | None) -> str:
-    """`engagement_store` as an SQLAlchemy URL: a URL is used as is, a path means SQLite."""
+    """`engagement_store` as an SQLAlchemy URL: a URL is used as is, a path means SQLite.
+
+    A plain libpq URL (`postgresql://` or `postgres://`, as Meltano's state backend and the
+    webhook spool take it) means psycopg 3, the driver of the `postgres` extra; SQLAlchemy
+    alone would look for psycopg2. A URL naming its driver (`postgresql+…://`) is kept.
+    """
     if setting and "://" in setting:
-        return setting
+        scheme, rest = setting.split("://", 1)
+        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else setting
     path = Path(setting).expanduser() if setting else default_store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path.resolve()}"

@@ -123,19 +123,35 @@ class Run:
         return dict(json.loads(line.split(marker, 1)[1]))
 
 
+STORE_KINDS = ("sqlite", "postgresql")
+# The tests that say what the store guarantees run on both kinds of store; the rest on SQLite.
+on_both_stores = pytest.mark.parametrize("engagement_store", STORE_KINDS, indirect=True)
+
+
+@pytest.fixture
+def engagement_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """This test's `engagement_store` setting: an SQLite file in tmp_path, or, when the test is
+    parametrized with "postgresql" (`on_both_stores`), a fresh database on the session's
+    real PostgreSQL server."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "engagement.sqlite")
+
+
 @dataclass
 class TargetRunner:
     """Runs the console script against a fake Brevo with a per-test engagement store."""
 
     fake: FakeBrevo
     tmp: Path
+    engagement_store: str = ""
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """A config pointing at the fake and the test's store; overrides win."""
         return {
             "api_key": API_KEY,
             "base_url": self.fake.base_url + "/v3",
-            "engagement_store": str(self.tmp / "engagement.sqlite"),
+            "engagement_store": self.engagement_store or str(self.tmp / "engagement.sqlite"),
             **overrides,
         }
 
@@ -167,6 +183,6 @@ class TargetRunner:
 
 
 @pytest.fixture
-def target(brevo: FakeBrevo, tmp_path: Path) -> TargetRunner:
-    """The console script wired to this test's fake Brevo."""
-    return TargetRunner(brevo, tmp_path)
+def target(brevo: FakeBrevo, tmp_path: Path, engagement_store: str) -> TargetRunner:
+    """The console script wired to this test's fake Brevo and engagement store."""
+    return TargetRunner(brevo, tmp_path, engagement_store)

@@ -1,4 +1,4 @@
-"""The engagement store (SQLite, real SQL) and the client's batching, without the CLI."""
+"""The engagement store (SQLite and real PostgreSQL) and the client's batching, not the CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fakes.sandbox import reset
 from target_brevo import rules
 from target_brevo.client import MAX_EVENT_BYTES, BrevoClient, BrevoError, chunk_by_size
 from target_brevo.store import EngagementStore, store_url
-from tests.target.conftest import API_KEY, mailgun_event
+from tests.target.conftest import API_KEY, STORE_KINDS, mailgun_event, on_both_stores
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,10 +23,13 @@ if TYPE_CHECKING:
     from fakes.brevo import FakeBrevo
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[EngagementStore]:
-    """A fresh SQLite engagement store."""
-    opened = EngagementStore(store_url(str(tmp_path / "store.sqlite")))
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngagementStore]:
+    """A fresh engagement store: SQLite, then a database on the session's PostgreSQL."""
+    setting = str(tmp_path / "store.sqlite")
+    if request.param == "postgresql":
+        setting = request.getfixturevalue("postgres_url")
+    opened = EngagementStore(store_url(setting))
     yield opened
     opened.close()
 
@@ -54,8 +57,9 @@ def test_aggregates_count_messages_not_events(store: EngagementStore) -> None:
     assert contact.last_delivered == "2026-11-01"
 
 
-def test_an_event_is_applied_once_across_batches_and_runs(tmp_path: Path) -> None:
-    url = store_url(str(tmp_path / "s.sqlite"))
+@on_both_stores
+def test_an_event_is_applied_once_across_batches_and_runs(engagement_store: str) -> None:
+    url = store_url(engagement_store)
     first = EngagementStore(url)
     event = facts(mailgun_event("1", "opened", "a@x.com", message_id="m"))
     assert first.apply_events(event + event) == 1  # twice in one batch
@@ -133,8 +137,9 @@ def test_old_sent_event_identities_are_forgotten_pending_ones_never(
     assert store.forget_old_events(45) == 1  # old_sent again; a future stamp moves nothing
 
 
-def test_dry_run_store_commits_nothing(tmp_path: Path) -> None:
-    url = store_url(str(tmp_path / "s.sqlite"))
+@on_both_stores
+def test_dry_run_store_commits_nothing(engagement_store: str) -> None:
+    url = store_url(engagement_store)
     dry = EngagementStore(url, dry_run=True)
     dry.apply_events(facts(mailgun_event("1", "opened", "a@x.com", message_id="m")))
     dry.commit()
@@ -156,7 +161,9 @@ def test_default_store_is_inside_the_meltano_project(
 
 
 def test_store_url_accepts_paths_and_urls(tmp_path: Path) -> None:
-    assert store_url("postgresql://u@db/x") == "postgresql://u@db/x"
+    assert store_url("postgresql://u@db/x") == "postgresql+psycopg://u@db/x"
+    assert store_url("postgres://u@db/x") == "postgresql+psycopg://u@db/x"
+    assert store_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
     assert store_url(str(tmp_path / "a" / "b.sqlite")) == f"sqlite:///{tmp_path}/a/b.sqlite"
     assert (tmp_path / "a").is_dir()
 
