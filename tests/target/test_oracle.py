@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fakes.traffic import Traffic, TrafficSpec
 from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
-from tests.target.conftest import singer_lines
+from tests.target.conftest import on_both_stores, singer_lines
 
 if TYPE_CHECKING:
     from fakes.brevo import FakeBrevo
@@ -118,6 +118,7 @@ def tap_records(
     return streams
 
 
+@on_both_stores
 def test_a_month_of_traffic_lands_in_brevo_exactly_as_the_issue_defines(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from target_brevo.target import TargetBrevo
-from tests.target.conftest import API_KEY, SCHEMAS, TargetRunner, mailgun_event, singer_lines
+from tests.target.conftest import (
+    API_KEY,
+    SCHEMAS,
+    TargetRunner,
+    mailgun_event,
+    on_both_stores,
+    singer_lines,
+)
 
 if TYPE_CHECKING:
     from fakes.brevo import FakeBrevo
@@ -65,6 +72,7 @@ def contacts(fake: FakeBrevo) -> dict[str, Any]:
     }
 
 
+@on_both_stores
 def test_a_run_leaves_brevo_exactly_as_the_rules_say(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
@@ -118,6 +126,7 @@ def _events(fake: FakeBrevo) -> list[dict[str, Any]]:
     return [{**e, "properties_id": e["event_properties"]["mailgun_event_id"]} for e in fake.events]
 
 
+@on_both_stores
 def test_replaying_the_same_input_changes_nothing_and_sends_no_event_twice(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
@@ -140,6 +149,7 @@ def test_replaying_the_same_input_changes_nothing_and_sends_no_event_twice(
     assert second.states == [{"bookmarks": {"run": 1}}]
 
 
+@on_both_stores
 def test_webhook_and_polled_copies_of_an_event_count_once(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from fakes.brevo import FakeBrevo
-from tests.target.conftest import TARGET, Run, TargetRunner, mailgun_event, singer_lines
+from tests.target.conftest import (
+    TARGET,
+    Run,
+    TargetRunner,
+    mailgun_event,
+    on_both_stores,
+    singer_lines,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -234,6 +241,7 @@ def test_invalid_emails_are_skipped_and_counted(brevo: FakeBrevo, target: Target
     assert "Skipped bounces record 'nobody': invalid email" in run.stderr
 
 
+@on_both_stores
 def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
     brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
 ) -> None:
@@ -256,6 +264,7 @@ def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
     assert rerun.states == [{"bookmarks": {"run": 1}}]
 
 
+@on_both_stores
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_a_flush_rolls_back_and_exits_non_zero_without_state(
     brevo: FakeBrevo, target: TargetRunner, tmp_path: Path, signum: int
@@ -312,6 +321,7 @@ def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
     assert run.summary["events_sent"] == 3
 
 
+@on_both_stores
 def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
     brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
 ) -> None:
@@ -338,6 +348,7 @@ def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
     assert third.returncode == 0, third.stderr
 
 
+@on_both_stores
 def test_a_failed_import_is_found_at_the_next_run_which_imports_its_contacts_again(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
