@@ -70,6 +70,15 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="SQLite file path or SQLAlchemy URL of the engagement store",
     ),
     th.Property(
+        "run_lock_lease_seconds",
+        th.IntegerType(minimum=2),
+        default=300,
+        description=(
+            "How long a run's lock on the engagement store lasts unrenewed: a live run renews "
+            "it every fifth of that; another machine takes over a dead run's store after it"
+        ),
+    ),
+    th.Property(
         "dry_run",
         th.BooleanType,
         default=False,

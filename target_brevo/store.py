@@ -9,15 +9,18 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
   so a failed import puts exactly its contacts back to dirty, even runs later;
 - `pushed`: per contact, the blocklist flag and lists Brevo accepted, so the summary counts
   only what changed;
-- `run_lock`: which run uses the store now, with a lease, so two runs never overlap;
+- `run_lock`: which run uses the store now, with a lease that a thread renews while the run
+  lives, so two runs never overlap, and another machine takes over only after one died;
 - `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with.
 Commits are explicit (`commit`); in dry-run nothing is ever committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +34,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Engine,
     Float,
     Index,
     MetaData,
@@ -53,7 +57,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from target_brevo.rules import DELIVERY_EVENTS, ContactFacts, EventFacts
 
@@ -61,8 +65,9 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.expression import ClauseElement
 
 _CHUNK = 2000  # bound on bound parameters per statement (SQLite allows 32766)
-LOCK_LEASE_SECONDS = 20 * 60.0  # a run renews its lease at every commit...
-LOCK_RENEW_SECONDS = 60.0  # ...at most this often
+# A live run renews its lease every fifth of it (a thread of its own, and at commits), so a
+# run another machine sees unrenewed for this long is dead, whatever it was busy with.
+LOCK_LEASE_SECONDS = 5 * 60.0
 
 metadata = MetaData()
 events_table = Table(
@@ -167,6 +172,17 @@ class RunLockedError(Exception):
     """Another run holds the engagement store."""
 
 
+def this_machine() -> str:
+    """Who may judge a run by its pid: the host name, and on Linux the pid namespace.
+
+    Two containers may share a host name (host networking) but never see each other's
+    processes: to each other they are two machines, kept apart by the lease alone.
+    """
+    with contextlib.suppress(OSError):
+        return f"{socket.gethostname()} {Path('/proc/self/ns/pid').readlink()}"
+    return socket.gethostname()
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -180,8 +196,11 @@ def _pid_alive(pid: int) -> bool:
 class EngagementStore:
     """Persistence for the target: aggregates, applied events and the outbox to Brevo."""
 
-    def __init__(self, url: str, *, dry_run: bool = False) -> None:
+    def __init__(
+        self, url: str, *, dry_run: bool = False, lease_seconds: float = LOCK_LEASE_SECONDS
+    ) -> None:
         self.dry_run = dry_run
+        self.lease_seconds = lease_seconds
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -196,19 +215,26 @@ class EngagementStore:
         self._compiled: dict[str, tuple[str, Sequence[str] | None]] = {}
         self._lock_owner: str | None = None
         self._lock_renewed = 0.0
+        self._lease: _LeaseKeeper | None = None
 
     # --- transactions ---------------------------------------------------------------------
     def commit(self) -> None:
         """Make everything since the last commit durable (never in dry-run); renew the lock."""
         if self.dry_run:
             return
-        if self._lock_owner and time.time() - self._lock_renewed > LOCK_RENEW_SECONDS:
+        if self._lock_owner and (
+            time.time() - self._lock_renewed > self.lease_seconds / 5
+            or (self._lease is not None and self._lease.lost)
+        ):
             self._renew_lock()
         self.conn.commit()
 
     def close(self) -> None:
         """Roll back anything uncommitted, release the run lock and the database."""
         self.conn.rollback()
+        if self._lease is not None:
+            self._lease.stop()
+            self._lease = None
         if self._lock_owner:
             lock = lock_table.c
             self.conn.execute(delete(lock_table).where(lock.owner == self._lock_owner))
@@ -221,12 +247,13 @@ class EngagementStore:
     def lock_run(self) -> None:
         """Take the store for this run, or raise RunLockedError naming the run that has it.
 
-        A row with a lease (renewed at every commit): taken when free, expired, or held by a
-        dead process on this machine (a run killed outright frees it at once). The insert-or-
+        A row with a lease (renewed by a thread while the run lives, see `_LeaseKeeper`): taken
+        when free, expired, or held by a dead process on this machine (a run killed outright
+        frees it at once; see `this_machine`). The insert-or-
         take-over is one statement, so two runs starting together cannot both win, on SQLite
         as on Postgres.
         """
-        owner, host, pid, now = uuid.uuid4().hex, socket.gethostname(), os.getpid(), time.time()
+        owner, host, pid, now = uuid.uuid4().hex, this_machine(), os.getpid(), time.time()
         lock = lock_table.c
         try:
             held = self.conn.execute(
@@ -240,7 +267,7 @@ class EngagementStore:
                 and (held.pid == pid or not _pid_alive(int(held.pid)))
             )
             stmt = self._insert(lock_table).values(
-                name="run", owner=owner, host=host, pid=pid, expires_at=now + LOCK_LEASE_SECONDS
+                name="run", owner=owner, host=host, pid=pid, expires_at=now + self.lease_seconds
             )
             free = lock.expires_at < now
             if dead and held is not None:
@@ -272,6 +299,8 @@ class EngagementStore:
                 "twice): let it finish, or if it died on another machine, wait for that time"
             )
         self._lock_owner, self._lock_renewed = owner, now
+        self._lease = _LeaseKeeper(self.engine, owner, self.lease_seconds)
+        self._lease.start()
 
     def _renew_lock(self) -> None:
         now = time.time()
@@ -279,7 +308,7 @@ class EngagementStore:
         result = self.conn.execute(
             update(lock_table)
             .where(lock.name == "run", lock.owner == self._lock_owner)
-            .values(expires_at=now + LOCK_LEASE_SECONDS)
+            .values(expires_at=now + self.lease_seconds)
         )
         if not result.rowcount:
             self.conn.rollback()
@@ -586,6 +615,44 @@ class EngagementStore:
             table.name: int(self.conn.execute(select(func.count()).select_from(table)).scalar_one())
             for table in (events_table, messages_table, contacts_table)
         }
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews a run's lease every fifth of it, on a connection of its own, until stopped.
+
+    Commits alone would not do: a run waiting on a slow tap or on Brevo commits nothing for
+    minutes and would look dead to another machine. A renewal that finds the row no longer
+    this run's sets `lost`; the next commit then stops the run (see `_renew_lock`). A failed
+    renewal (SQLite busy with the run's own write, the database briefly away) is retried at
+    the next tick: four can fail before the lease runs out.
+    """
+
+    def __init__(self, engine: Engine, owner: str, lease_seconds: float) -> None:
+        super().__init__(name="target-brevo-run-lease", daemon=True)
+        self.engine, self.owner, self.lease_seconds = engine, owner, lease_seconds
+        self.lost = False
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        """Renew until stopped or lost; the connection lives and dies in this thread."""
+        lock = lock_table.c
+        renew = update(lock_table).where(lock.name == "run", lock.owner == self.owner)
+        with self.engine.connect() as conn:
+            while not self._stopped.wait(self.lease_seconds / 5):
+                try:
+                    result = conn.execute(renew.values(expires_at=time.time() + self.lease_seconds))
+                    conn.commit()
+                except SQLAlchemyError:
+                    conn.rollback()
+                    continue
+                if not result.rowcount:
+                    self.lost = True
+                    return
+
+    def stop(self) -> None:
+        """Stop renewing (the run ends and releases the lock itself)."""
+        self._stopped.set()
+        self.join()
 
 
 def _contact_row(email: str) -> dict[str, Any]:

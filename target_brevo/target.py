@@ -20,7 +20,7 @@ from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
 from target_brevo.sinks import sink_class
-from target_brevo.store import EngagementStore, RunLockedError, store_url
+from target_brevo.store import LOCK_LEASE_SECONDS, EngagementStore, RunLockedError, store_url
 from target_brevo.summary import WARNINGS_PER_REASON, Summary
 
 if TYPE_CHECKING:
@@ -134,7 +134,9 @@ class TargetBrevo(Target):
             self.logger.warning("Setting %s names nothing target-brevo writes; ignored", name)
         self.summary = Summary()
         self.store = EngagementStore(
-            store_url(self.config.get("engagement_store")), dry_run=self.settings.dry_run
+            store_url(self.config.get("engagement_store")),
+            dry_run=self.settings.dry_run,
+            lease_seconds=float(self.config.get("run_lock_lease_seconds") or LOCK_LEASE_SECONDS),
         )
         TargetBrevo._running = self
         self.client = BrevoClient(
