@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +62,41 @@ class Fault:
     times: int = 1
 
 
+@dataclass
+class Cut:
+    """The next `times` requests matching `pattern` are handled, then their answer is cut.
+
+    `after_headers`: the status line and headers go out with the body's full length (or
+    chunked), then half the body, then the connection closes; otherwise it closes before
+    anything is sent. Either way the request took effect: only its answer is lost.
+    """
+
+    pattern: re.Pattern[str]
+    after_headers: bool = True
+    chunked: bool = False
+    times: int = 1
+
+
+class _CutShort(ConnectionAbortedError):
+    """Raised by a cut answer's body: werkzeug's server then closes the connection as is."""
+
+
+def _cut(response: Response, cut: Cut, connection: socket.socket) -> Response:
+    """`response` as it would arrive over a connection that drops part way through it."""
+    body = response.get_data()
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+    if not cut.chunked:
+        headers.append(("Content-Length", str(len(body))))
+
+    def parts() -> Iterator[bytes]:
+        if cut.after_headers and body:
+            yield body[: len(body) // 2]
+        connection.shutdown(socket.SHUT_RDWR)  # the client sees the end of the stream now
+        raise _CutShort("cut by the test")
+
+    return Response(parts(), status=response.status_code, headers=headers)
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log: the fakes' traffic is inspected through `FakeAPI.requests`.
 
@@ -98,6 +135,7 @@ class FakeAPI:
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self.faults: list[Fault] = []
+        self.cuts: list[Cut] = []
         self.lock = threading.RLock()
         self._server: BaseWSGIServer = make_server(
             host, port, self._wsgi, threaded=True, request_handler=_QuietHandler
@@ -116,9 +154,18 @@ class FakeAPI:
     # --- lifecycle ----------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        """The root URL of the fake, e.g. http://127.0.0.1:40123."""
+        """The root URL of the fake, e.g. http://127.0.0.1:40123 (https once `use_tls`)."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
+
+    _scheme = "http"
+
+    def use_tls(self, cert: str, key: str) -> None:
+        """Serve HTTPS with this certificate and key (PEM files); call before `start`."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https"
 
     def start(self) -> FakeAPI:
         """Serve in a daemon thread; returns self."""
@@ -152,6 +199,23 @@ class FakeAPI:
         """Answer the next `times` requests matching `pattern` ("METHOD /path" regex): `status`."""
         with self.lock:
             self.faults.append(Fault(re.compile(pattern), status, body, headers or {}, times))
+
+    def cut_next(
+        self, pattern: str, *, after_headers: bool = True, chunked: bool = False, times: int = 1
+    ) -> None:
+        """Handle the next `times` requests matching `pattern`, then lose their answers (Cut)."""
+        with self.lock:
+            self.cuts.append(Cut(re.compile(pattern), after_headers, chunked, times))
+
+    def _take_cut(self, key: str) -> Cut | None:
+        with self.lock:
+            for cut in self.cuts:
+                if cut.pattern.search(key):
+                    cut.times -= 1
+                    if cut.times <= 0:
+                        self.cuts.remove(cut)
+                    return cut
+        return None
 
     def _take_fault(self, key: str) -> Fault | None:
         with self.lock:
@@ -189,6 +253,9 @@ class FakeAPI:
             self.requests.append(recorded)
         response = self._respond(request, recorded)
         recorded.status = response.status_code
+        cut = self._take_cut(f"{request.method} {request.path}")
+        if cut is not None:
+            response = _cut(response, cut, environ["werkzeug.socket"])
         return response(environ, start_response)
 
     def _respond(self, request: Request, recorded: Recorded) -> Response:

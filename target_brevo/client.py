@@ -1,10 +1,18 @@
 """The Brevo HTTP client: the one owner of Brevo's batch limits, rate limits and retries.
 
+- every failed exchange is classified once (`classify`): surely not stored (429, 425, 503, no
+  connection made), maybe stored (500, 502, 504, a timeout or a connection dropped after
+  sending, an answer cut after its headers, a protocol or TLS error) or refused (401, a TLS
+  certificate not trusted, a base_url requests cannot use). Not stored: retried. Maybe stored:
+  retried only when a repeat is harmless (reads, imports: upserts); an events batch is not
+  resent (BrevoUnsure) and a create first looks its object up by name. Refused: stop at once
+  with a message that says which setting to check;
 - 429: wait for `x-sib-ratelimit-reset` (capped, jittered), and pace calls when
-  `x-sib-ratelimit-remaining` runs low, before Brevo has to refuse anything;
-- 5xx, 425 and connection errors: retry with exponential backoff, a bounded number of times;
-- 401: stop at once with a message that says which setting to check;
+  `x-sib-ratelimit-remaining` runs low, before Brevo has to refuse anything; other retries
+  back off exponentially, a bounded number of times;
 - batches: /contacts/import at most 8 MB, /events/batch at most 200 events and 512 KB;
+  `fit_event` makes one event fit Brevo's limits (text properties trimmed), or says which
+  limit it cannot fit;
   a 207 keeps what Brevo stored and names what it refused; a 400 stores nothing, so the rows
   it names are dropped and the rest is sent again.
 The API key travels only in the `api-key` header and never appears in logs or errors.
@@ -12,29 +20,34 @@ The API key travels only in the `api-key` header and never appears in logs or er
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from enum import Enum
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import requests
 
+from target_brevo import rules
+
 K = TypeVar("K")
+T = TypeVar("T")
 
 MAX_EVENTS = 200
 MAX_EVENT_BYTES = 512 * 1024
+MAX_EVENT_PROPERTIES_BYTES = 50 * 1024  # of an event's event_properties, as JSON
+TRUNCATED = "truncated"  # the event property that names the properties trimmed to fit
 MAX_IMPORT_BYTES = 8 * 1024 * 1024  # Brevo's recommended safe size (hard limit 10 MB)
 PROCESS_PAGE = 50  # the most GET /processes lists in one call
 MAX_BATCH_RESENDS = 2  # resends of an events batch after 400s naming some of its rows
 RESET_CAP_SECONDS = 300.0  # never trust a reset header to park the run for longer
 LOW_REMAINING_FRACTION = 0.1
-# Answers after which Brevo may have acted on a request all the same (a gateway gave up, or
-# the server failed midway); 503 and 425 say it did not.
-UNSURE_STATUSES = frozenset({500, 502, 504})
 _ENVELOPE = 64  # bytes of JSON around a batch's items, with room to spare
 
 
@@ -50,18 +63,80 @@ class BrevoUnsure(BrevoError):
     """A request that must not be sent twice failed in a way that leaves its effect unknown."""
 
 
-def _never_sent(exc: Exception) -> bool:
-    """Whether a connection error happened before the request could reach Brevo.
+class Failure(Enum):
+    """What a failed exchange with Brevo says about the request's effect."""
+
+    NOT_STORED = "surely not stored"  # retry
+    MAYBE_STORED = "maybe stored"  # retry only a request that is harmless to repeat
+    REFUSED = "refused"  # stop: no retry can help
+
+
+# Answers after which Brevo may have acted on a request all the same (a gateway gave up, or
+# the server failed midway); 429, 425 and 503 say it did not.
+_MAYBE_STORED_STATUSES = frozenset({500, 502, 504})
+_NOT_STORED_STATUSES = frozenset({425, 429})
+
+
+def classify(failure: int | requests.RequestException) -> Failure | None:
+    """The class of a failed exchange: an HTTP status, or what requests raised instead.
+
+    None for a status that is an answer for the caller to read (2xx, and 4xx other than
+    401, 425 and 429). An exception is refused when retrying cannot help (a TLS certificate
+    not trusted, a URL requests cannot use), surely not stored when no connection was made,
+    and maybe stored otherwise: a timeout or reset after sending, an answer cut after its
+    headers (ChunkedEncodingError), a body that cannot be decoded, a protocol or TLS error.
+    """
+    if isinstance(failure, int):
+        if failure == 401:
+            return Failure.REFUSED
+        if failure in _NOT_STORED_STATUSES or failure == 503:
+            return Failure.NOT_STORED
+        if failure in _MAYBE_STORED_STATUSES or failure >= 500:
+            return Failure.MAYBE_STORED
+        return None
+    if _cause(failure, ssl.SSLCertVerificationError) or isinstance(
+        failure, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                  requests.exceptions.MissingSchema, requests.TooManyRedirects)
+    ):  # fmt: skip
+        return Failure.REFUSED
+    if isinstance(failure, requests.ConnectTimeout) or _never_connected(failure):
+        return Failure.NOT_STORED
+    return Failure.MAYBE_STORED
+
+
+def _chain(exc: BaseException) -> Iterator[object]:
+    """An exception and those it wraps: requests keeps urllib3's in args and `reason`."""
+    seen: list[object] = [exc]
+    while seen:
+        current = seen.pop()
+        yield current
+        if isinstance(current, BaseException):
+            seen.extend(a for a in current.args if isinstance(a, BaseException))
+            seen.extend(x for x in (getattr(current, "reason", None), current.__cause__)
+                        if isinstance(x, BaseException))  # fmt: skip
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(link, kind) for link in _chain(exc))
+
+
+def _innermost(exc: BaseException) -> str:
+    """The message of the deepest exception requests wrapped: the one that says what failed."""
+    *_, last = _chain(exc)
+    return str(last)[:300]
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether the request failed before a connection to Brevo was made.
 
     requests wraps a failure to connect (refused, unresolvable, connect timeout) as urllib3's
-    ConnectTimeoutError or a subclass of it, in a MaxRetryError's `reason`; a failure after
-    sending (reset, read timeout) is anything else. Matched by name so that urllib3, which only
-    requests depends on, need not be imported.
+    ConnectTimeoutError or a subclass of it (NewConnectionError), in a MaxRetryError's
+    `reason`. Matched by name so that urllib3, which only requests depends on, need not be
+    imported.
     """
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return any(k.__name__ == "ConnectTimeoutError" for k in type(reason).__mro__)
+    return any(
+        k.__name__ == "ConnectTimeoutError" for link in _chain(exc) for k in type(link).__mro__
+    )
 
 
 @dataclass
@@ -79,6 +154,75 @@ def _message(response: requests.Response) -> str:
         return response.text[:300]
     text = body.get("message") if isinstance(body, dict) else None
     return str(text or body)[:300]
+
+
+def _code(response: requests.Response) -> str | None:
+    """Brevo's error code (e.g. duplicate_parameter), when the body has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body.get("code")) if isinstance(body, dict) else None
+
+
+def _decoded(response: requests.Response) -> Any:
+    """The JSON body of an answer Brevo gave with success; a clear error when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        raise BrevoError(
+            f"{response.request.method} {response.request.path_url} answered "
+            f"{response.status_code} with a body that is not JSON ({response.text[:80]!r}); "
+            "a proxy may stand in front of base_url. Rerun: nothing was lost"
+        ) from None
+
+
+class Fit(NamedTuple):
+    """One event as Brevo will take it: `payload` (None when it cannot fit), the properties
+    trimmed to make it fit, or the limit it cannot fit (`unfit`)."""
+
+    payload: bytes | None
+    trimmed: list[str]
+    unfit: str | None = None
+
+
+def _properties_size(properties: dict[str, Any]) -> int:
+    # Measured as Python's json writes it (ASCII escapes, spaces after separators): never
+    # smaller than the compact UTF-8 the target sends, however Brevo counts its 50 KB.
+    return len(json.dumps(properties))
+
+
+def fit_event(payload: bytes) -> Fit:
+    """An encoded Brevo event within Brevo's limits, or why it cannot be.
+
+    Over 50 KB of event_properties, the longest text properties are cut, each only as much as
+    needed, and a `truncated` property lists them; non-text properties are never cut. An
+    event whose name Brevo refuses, whose properties are still over 50 KB, or which alone is
+    over 512 KB with a batch around it cannot fit.
+    """
+    # Fast path: even escaped (at most 6 bytes for 2 of UTF-8), this is under the limit.
+    if len(payload) * 3 <= MAX_EVENT_PROPERTIES_BYTES:
+        return Fit(payload, [])
+    event = msgspec.json.decode(payload)
+    if not rules.is_valid_event_name(event.get("event_name")):
+        return Fit(None, [], "event_name Brevo does not accept (1-255 of A-Z a-z 0-9 _ -)")
+    properties = event.get("event_properties") or {}
+    trimmed: list[str] = []
+    while (excess := _properties_size(properties) - MAX_EVENT_PROPERTIES_BYTES) > 0:
+        texts = [(len(v), k) for k, v in properties.items() if isinstance(v, str) and v]
+        texts = [(n, k) for n, k in texts if k != TRUNCATED]
+        if not texts:
+            return Fit(None, [], "event_properties over Brevo's 50 KB with their text trimmed")
+        length, key = max(texts)
+        # Each character cut makes the JSON at least one byte shorter.
+        properties[key] = properties[key][: max(0, length - excess)]
+        if key not in trimmed:
+            trimmed.append(key)
+            properties[TRUNCATED] = sorted(trimmed)
+    fitted = msgspec.json.encode(event) if trimmed else payload
+    if _ENVELOPE + len(fitted) + 1 > MAX_EVENT_BYTES:
+        return Fit(None, [], "event over Brevo's 512 KB per batch request")
+    return Fit(fitted, sorted(trimmed))
 
 
 def chunk_by_size(
@@ -158,45 +302,62 @@ class BrevoClient:
             self.stats.calls[endpoint] += 1  # every attempt is a call Brevo counts
             try:
                 response = self.session.request(method, url, data=body, params=params, timeout=120)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                if duplicates and not _never_sent(exc):
-                    raise BrevoUnsure(
-                        f"{endpoint}: {type(exc).__name__} before Brevo answered; Brevo may or "
-                        "may not have stored it"
-                    ) from None
-                if attempt == self.max_tries:
-                    raise BrevoError(
-                        f"could not reach Brevo at {self.base_url} ({type(exc).__name__}); "
-                        "check base_url and the network, then rerun: nothing was lost"
-                    ) from None
+            except requests.RequestException as exc:
+                failure = classify(exc)
+                why = (
+                    f"could not be sent ({_innermost(exc)})"
+                    if failure is Failure.REFUSED
+                    else f"got {type(exc).__name__} before Brevo's answer was complete"
+                )
+                self._failed(endpoint, attempt, failure, why, duplicates, answered=False)
                 self._retry(endpoint, attempt, type(exc).__name__, self._backoff(attempt))
                 continue
             status = response.status_code
             if status != 429:  # a 429 waits for the reset below; pacing too would wait twice
                 self._pace(response)
+            failure = classify(status)
+            if failure is None:
+                return response
             if status == 401:
                 raise BrevoAuthError(
                     f"Brevo refused the API key at {self.base_url} (401 {_message(response)}); "
                     "check the api_key setting (BREVO_API_KEY)"
                 )
-            if duplicates and status in UNSURE_STATUSES:
-                raise BrevoUnsure(
-                    f"{endpoint} answered {status} {_message(response)}; Brevo may or may not "
-                    "have stored it"
-                )
-            if status == 429 and attempt < self.max_tries:
-                self._retry(endpoint, attempt, "429", self._reset_wait(response))
-                continue
-            if (status == 425 or status >= 500) and attempt < self.max_tries:
-                self._retry(endpoint, attempt, str(status), self._backoff(attempt))
-                continue
-            if status == 429 or status == 425 or status >= 500:
-                raise BrevoError(
-                    f"{endpoint} still failing after {self.max_tries} tries "
-                    f"({status} {_message(response)}); rerun later: nothing was lost"
-                )
-            return response
+            why = f"answered {status} {_message(response)}"
+            self._failed(endpoint, attempt, failure, why, duplicates, answered=True)
+            wait = self._reset_wait(response) if status == 429 else self._backoff(attempt)
+            self._retry(endpoint, attempt, str(status), wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _failed(
+        self,
+        endpoint: str,
+        attempt: int,
+        failure: Failure | None,
+        why: str,
+        duplicates: bool,
+        *,
+        answered: bool,
+    ) -> None:
+        """Raise what a failed attempt calls for; return when it may be retried."""
+        if failure is Failure.REFUSED:
+            raise BrevoError(
+                f"{endpoint} {why} at {self.base_url}, which no retry can change: check "
+                "base_url and the TLS certificates this machine trusts, then rerun"
+            )
+        if duplicates and failure is Failure.MAYBE_STORED:
+            raise BrevoUnsure(f"{endpoint} {why}; Brevo may or may not have stored it")
+        if attempt < self.max_tries:
+            return
+        if answered:
+            raise BrevoError(
+                f"{endpoint} still failing after {self.max_tries} tries ({why}); "
+                "rerun later: nothing was lost"
+            )
+        raise BrevoError(
+            f"could not reach Brevo at {self.base_url} ({endpoint} {why}, {self.max_tries} "
+            "tries); check base_url and the network, then rerun: nothing was lost"
+        )
 
     def _retry(self, endpoint: str, attempt: int, why: str, wait: float) -> None:
         self.stats.retries += 1
@@ -246,18 +407,17 @@ class BrevoClient:
     def attributes(self) -> dict[str, str]:
         """Contact attributes of the account: name -> type."""
         response = self._expect(self.request("GET", "/contacts/attributes"), 200)
-        return {a["name"]: a.get("type", "") for a in response.json().get("attributes", [])}
+        return {a["name"]: a.get("type", "") for a in _decoded(response).get("attributes", [])}
 
     def create_attribute(self, name: str, kind: str) -> None:
         """Create a normal contact attribute of the given type (text, float, date, boolean)."""
-        response = self._json(
-            "POST",
+        self._create_once(
             f"/contacts/attributes/normal/{name}",
             {"type": kind},
+            find=lambda: True if name in self.attributes() else None,
+            created=lambda response: True,
             label="/contacts/attributes/normal/{name}",
         )
-        if response is not None:  # None: dry-run
-            self._expect(response, 201)
 
     def list_ids(self) -> dict[int, str]:
         """Every contact list of the account: id -> name."""
@@ -272,7 +432,7 @@ class BrevoClient:
         offset = 0
         while True:
             params = {"limit": 50, "offset": offset}
-            page = self._expect(self.request("GET", path, params=params), 200).json()
+            page = _decoded(self._expect(self.request("GET", path, params=params), 200))
             items = page.get(key) or []
             found.update({int(i["id"]): str(i.get("name", "")) for i in items})
             offset += len(items)
@@ -280,11 +440,60 @@ class BrevoClient:
                 return found
 
     def create(self, path: str, payload: dict[str, Any]) -> int | None:
-        """Create a folder or a list; its id (None in dry-run)."""
-        response = self._json("POST", path, payload)
-        if response is None:
-            return None
-        return int(self._expect(response, 201).json()["id"])
+        """Create a folder or a list named `payload["name"]`; its id (None in dry-run).
+
+        Brevo does not refuse a second list of the same name, so a create is never sent twice
+        blindly: when its answer was lost, or Brevo says it is a duplicate, the object is
+        looked up by name in the listing of `path` (the oldest, if there are several).
+        """
+        name = payload["name"]
+
+        def find() -> int | None:
+            same = [i for i, n in self._paged(path, path.rsplit("/", 1)[-1]).items() if n == name]
+            return min(same, default=None)
+
+        return self._create_once(
+            path, payload, find=find, created=lambda response: int(_decoded(response)["id"])
+        )
+
+    def _create_once(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        find: Callable[[], T | None],
+        created: Callable[[requests.Response], T],
+        label: str | None = None,
+    ) -> T | None:
+        """POST a create so that it takes effect once: what `created` makes of a 201, or what
+        `find` finds when the answer was lost or was a duplicate; None in dry-run.
+
+        A create whose answer was lost may have been carried out: `find` looks first, and only
+        when the object is not there is the create sent again (at most max_tries in all).
+        """
+        endpoint = f"POST {label or path}"
+        for attempt in range(1, self.max_tries + 1):
+            try:
+                response = self._json("POST", path, payload, label=label, duplicates=True)
+            except BrevoUnsure as exc:
+                found = find()
+                if found is not None:
+                    self.logger.info("%s: the answer was lost, but Brevo has it", endpoint)
+                    return found
+                if attempt == self.max_tries:
+                    raise BrevoError(f"{exc}, and it was not there; rerun later") from None
+                self._retry(
+                    endpoint, attempt, "nothing readable (nor is it there)", self._backoff(attempt)
+                )
+                continue
+            if response is None:
+                return None
+            if response.status_code == 400 and _code(response) == "duplicate_parameter":
+                found = find()
+                if found is not None:
+                    return found
+            return created(self._expect(response, 201))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- contacts -------------------------------------------------------------------------
     def import_contacts(
@@ -307,7 +516,7 @@ class BrevoClient:
             if response is None:
                 yield None, keys
                 continue
-            yield int(self._expect(response, 202).json()["processId"]), keys
+            yield int(_decoded(self._expect(response, 202))["processId"]), keys
 
     def processes(
         self, wanted: Collection[int], max_pages: int
@@ -325,7 +534,7 @@ class BrevoClient:
         calls = 0
         while calls < max_pages and len(found) < len(wanted):
             params = {"limit": PROCESS_PAGE, "offset": calls * PROCESS_PAGE, "sort": "desc"}
-            page = self._expect(self.request("GET", "/processes", params=params), 200).json()
+            page = _decoded(self._expect(self.request("GET", "/processes", params=params), 200))
             calls += 1
             items = [p for p in page.get("processes") or [] if isinstance(p.get("id"), int)]
             found.update({p["id"]: p for p in items if p["id"] in wanted})

@@ -5,7 +5,9 @@ The store is the outbox: sinks only write to it. `flush` then pushes, in this or
 2. every dirty contact, through /contacts/import grouped by (blocklist flag, list ids); once
    Brevo accepted an import (202) its contacts are clean and the import is kept in the store as
    unconfirmed, with its contacts,
-3. every pending event, through /events/batch, committing "sent" after each accepted batch.
+3. every pending event, through /events/batch, committing "sent" after each accepted batch;
+   an event over Brevo's limits is sent with its text trimmed to fit (`fit_event`) or, when it
+   cannot fit, skipped with a warning and counted, so that one event never blocks the run.
 Only when `flush` returns does the target emit STATE, so state never runs ahead of what Brevo
 accepted. Unconfirmed imports are checked sparingly, all at once with one GET /processes (a
 100-per-hour bucket), never before FIRST_CHECK_DELAY and at growing intervals, within a budget
@@ -23,8 +25,9 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from target_brevo import rules
-from target_brevo.client import BrevoClient, BrevoError
+from target_brevo.client import BrevoClient, BrevoError, fit_event
 from target_brevo.settings import DEFAULT_ALL_LIST_NAME, Settings
+from target_brevo.summary import WARNINGS_PER_REASON
 
 if TYPE_CHECKING:
     from target_brevo.store import EngagementStore
@@ -39,6 +42,7 @@ MAX_CHECK_DELAY = 300.0  # ...then at doubling intervals up to this
 MAX_PROCESS_CALLS_PER_RUN = 12
 
 GroupKey = tuple[bool, frozenset[int]]
+EventKey = tuple[str, str]  # a Mailgun event's id and timestamp
 
 
 class Publisher:
@@ -226,7 +230,36 @@ class Publisher:
 
     def _push_events(self) -> None:
         while page := self.store.pending_events(limit=EVENT_PAGE):
-            self.client.send_events(page, self._events_answered)
+            self.client.send_events(self._fitting(page), self._events_answered)
+
+    def _fitting(self, page: list[tuple[EventKey, bytes]]) -> list[tuple[EventKey, bytes]]:
+        """The page's events as Brevo will take them; those that cannot fit are marked sent
+        (never to be tried again), counted and warned about, with their Mailgun event id."""
+        fitting: list[tuple[EventKey, bytes]] = []
+        unfit: list[EventKey] = []
+        for key, payload in page:
+            fit = fit_event(payload)
+            if fit.payload is None:
+                unfit.append(key)
+                if self.summary.skip(str(fit.unfit)):
+                    self.logger.warning(
+                        "Skipped Mailgun event %s at %s: %s (%d bytes)",
+                        key[0], key[1], fit.unfit, len(payload),
+                    )  # fmt: skip
+                continue
+            if fit.trimmed:
+                self.summary.events_trimmed += 1
+                if self.summary.events_trimmed <= WARNINGS_PER_REASON:
+                    self.logger.warning(
+                        "Mailgun event %s at %s is over Brevo's 50 KB of event_properties: "
+                        "sent with %s trimmed (listed in its 'truncated' property)",
+                        key[0], key[1], ", ".join(fit.trimmed),
+                    )  # fmt: skip
+            fitting.append((key, fit.payload))
+        if unfit:
+            self.store.mark_sent(unfit)
+            self.store.commit()
+        return fitting
 
     def _events_answered(
         self,

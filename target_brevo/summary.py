@@ -17,6 +17,7 @@ class Summary:
     blocklisted: int = 0
     added_to_list: Counter[int] = field(default_factory=Counter)
     events_sent: int = 0
+    events_trimmed: int = 0  # sent with text properties cut to fit Brevo's limits
     imports_failed: int = 0
     imports_unconfirmed: int = 0
     duplicates_ignored: int = 0
@@ -36,6 +37,7 @@ class Summary:
             "blocklisted": self.blocklisted,
             "added_to_list": {str(k): v for k, v in sorted(self.added_to_list.items())},
             "events_sent": self.events_sent,
+            "events_trimmed": self.events_trimmed,
             "imports_failed": self.imports_failed,
             "imports_unconfirmed": self.imports_unconfirmed,
             "duplicates_ignored": self.duplicates_ignored,

@@ -90,26 +90,93 @@ def test_an_events_batch_brevo_may_have_stored_is_not_resent_in_the_run(
     assert rerun.states == [{"bookmarks": {"run": 1}}]
 
 
-def oversized(event_id: str, event: str, recipient: str, at: float = 0.0) -> dict[str, object]:
-    """An event whose subject makes its event_properties exceed Brevo's 50 KB per event."""
-    headers = {"message-id": f"m-{event_id}", "subject": "s" * 60_000}
-    return mailgun_event(event_id, event, recipient, at=at, message={"headers": headers})
+# The three ways an answer gets lost on the socket, after Brevo acted on the request: a
+# Content-Length body cut short, a chunked body cut short, the connection closed unanswered.
+CUTS = pytest.mark.parametrize(
+    "cut",
+    [{}, {"chunked": True}, {"after_headers": False}],
+    ids=["content-length-cut", "chunked-cut", "no-answer"],
+)
+
+
+@CUTS
+def test_reads_and_imports_whose_answer_is_lost_are_retried(
+    brevo: FakeBrevo, target: TargetRunner, cut: dict[str, bool]
+) -> None:
+    # Imports are upserts and reads change nothing: repeating either is harmless.
+    brevo.cut_next("GET /v3/contacts/attributes", **cut)
+    brevo.cut_next("POST /v3/contacts/import", **cut)
+    run = target.run(singer_lines({"events": opened_events(3)}))
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(brevo.calls("GET", "/contacts/attributes$")) == 2
+    assert len(brevo.calls("POST", "/contacts/import$")) == 2
+    assert sorted(brevo.contacts) == [f"user{i}@example.com" for i in range(3)]
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+    assert run.summary["retries"] == 2
+    assert run.states == [{"bookmarks": {"run": 1}}]
+
+
+@CUTS
+def test_an_events_batch_whose_answer_is_lost_is_not_resent_in_the_run(
+    brevo: FakeBrevo, target: TargetRunner, cut: dict[str, bool]
+) -> None:
+    brevo.cut_next("POST /v3/events/batch", **cut)
+    lines = singer_lines({"events": opened_events(3)})
+    run = target.run(lines)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "before Brevo's answer was complete; Brevo may or may not have stored it" in run.stderr
+    assert len(brevo.calls("POST", "/events/batch$")) == 1
+    assert run.states == []
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    # Brevo had stored the batch: the rerun's copy is the one documented duplicate
+    assert sent_ids(brevo) == Counter({"o0": 2, "o1": 2, "o2": 2})
+    assert rerun.states == [{"bookmarks": {"run": 1}}]
+
+
+@CUTS
+def test_a_create_whose_answer_is_lost_is_looked_up_by_name_not_repeated(
+    brevo: FakeBrevo, target: TargetRunner, cut: dict[str, bool]
+) -> None:
+    brevo.folders.clear()  # an account without folders: the target creates one as well
+    brevo.cut_next("POST /v3/contacts/folders", **cut)
+    brevo.cut_next("POST /v3/contacts/lists", **cut)
+    brevo.cut_next("POST /v3/contacts/attributes/", **cut)  # the first attribute it creates
+    first = target.run(singer_lines({"events": opened_events(2)}))
+    assert first.returncode == 0, first.stderr
+    later = [mailgun_event("n1", "opened", "new@example.com", at=9, message_id="mn")]
+    second = target.run(singer_lines({"events": later}))
+    assert second.returncode == 0, second.stderr
+    assert list(brevo.folders.values()) == ["Mailgun"]
+    assert [lst["name"] for lst in brevo.lists.values()] == ["Mailgun contacts"]
+    assert len(brevo.calls("POST", "/contacts/(folders|lists)$")) == 2  # each created once
+    (everyone,) = brevo.lists
+    assert {email: c["listIds"] for email, c in brevo.contacts.items()} == {
+        email: {everyone} for email in ("user0@example.com", "user1@example.com", "new@example.com")
+    }
+    assert "Traceback" not in first.stderr + second.stderr
+
+
+def refusal(status: int, total: int, refused: dict[int, str]) -> dict[str, object]:
+    """Brevo's 207 or 400 body for a batch of `total` events, refusing those at `refused`."""
+    errors = [{"eventIndex": [i], "message": why} for i, why in refused.items()]
+    return {"status": "partial_success" if status == 207 else "failed", "total_events": total,
+            "successful_events": total - len(refused) if status == 207 else 0,
+            "failed_events": len(refused), "errors": errors}  # fmt: skip
 
 
 def test_207_skips_the_refused_events_and_keeps_the_rest(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    events = [
-        mailgun_event("d1", "delivered", "ann@example.com", message_id="m1"),
-        oversized("o1", "opened", "ann@example.com", at=1),
-    ]
+    events = opened_events(2)
+    brevo.fail_next("POST /v3/events/batch", 207, refusal(207, 2, {1: "not today"}))
     run = target.run(singer_lines({"events": events}))
     assert run.returncode == 0, run.stderr
     assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [207]
-    assert sent_ids(brevo) == Counter({"d1": 1})
-    skipped = run.summary["rows_skipped"]
-    assert list(skipped.values()) == [1]
-    assert "event refused by Brevo" in next(iter(skipped))
+    assert run.summary["events_sent"] == 1
+    assert run.summary["rows_skipped"] == {"event refused by Brevo: not today": 1}
     assert "Brevo refused event o1" in run.stderr
     # refused rows are not retried forever: the next run has nothing to resend
     again = target.run(singer_lines({"events": events}))
@@ -120,14 +187,52 @@ def test_207_skips_the_refused_events_and_keeps_the_rest(
 def test_400_naming_rows_skips_them_and_the_run_goes_on(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    events = [oversized(f"o{i}", "opened", f"user{i}@example.com", at=i) for i in range(3)]
-    run = target.run(singer_lines({"events": events}))
+    brevo.fail_next("POST /v3/events/batch", 400, refusal(400, 3, dict.fromkeys(range(3), "no")))
+    run = target.run(singer_lines({"events": opened_events(3)}))
     assert run.returncode == 0, run.stderr
     assert [c.status for c in brevo.calls("POST", "/events/batch$")] == [400]
     assert brevo.events == []
-    assert sum(run.summary["rows_skipped"].values()) == 3
+    assert run.summary["rows_skipped"] == {"event refused by Brevo: no": 3}
     assert len(brevo.contacts) == 3  # contacts were written all the same
     assert run.states == [{"bookmarks": {"run": 1}}]
+
+
+def with_subject(event_id: str, recipient: str, subject: str, **extra: object) -> dict[str, object]:
+    """An opened event with this subject."""
+    headers = {"message-id": f"m-{event_id}", "subject": subject}
+    return mailgun_event(event_id, "opened", recipient, message={"headers": headers}, **extra)
+
+
+def test_an_event_over_brevos_limits_is_trimmed_or_skipped_and_never_blocks_the_run(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    huge = "é" * (5 * 1024 * 1024 // 2)  # a 5 MB subject (2 bytes a character)
+    tagged = [f"tag-{i:05d}-{'t' * 20}" for i in range(3000)]  # 90 KB of tags: no text to cut
+    events = [
+        *opened_events(3),
+        with_subject("big", "big@example.com", huge, at=5),
+        with_subject("tags", "tags@example.com", "Hi", at=6, tags=tagged),
+    ]
+    lines = singer_lines({"events": events})
+    run = target.run(lines)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.states == [{"bookmarks": {"run": 1}}]
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1, "big": 1})
+    (big,) = [e for e in brevo.events if e["event_properties"]["mailgun_event_id"] == "big"]
+    assert big["event_properties"]["truncated"] == ["subject"]
+    assert huge.startswith(big["event_properties"]["subject"])
+    assert len(json.dumps(big["event_properties"])) <= 50 * 1024
+    assert "Mailgun event big at" in run.stderr and "sent with subject trimmed" in run.stderr
+    assert "Skipped Mailgun event tags at" in run.stderr and "over Brevo's 50 KB" in run.stderr
+    assert run.summary["events_trimmed"] == 1
+    assert run.summary["rows_skipped"] == {
+        "event_properties over Brevo's 50 KB with their text trimmed": 1
+    }
+    assert len(brevo.contacts) == 5  # both contacts count all the same
+    rerun = target.run(lines)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(brevo.events) == 4  # nothing was left pending, nothing was sent again
 
 
 def test_a_400_naming_some_events_stores_none_so_the_others_are_resent(

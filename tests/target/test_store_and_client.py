@@ -11,16 +11,22 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from fakes.brevo import FakeBrevo
 from fakes.sandbox import reset
 from target_brevo import rules
-from target_brevo.client import MAX_EVENT_BYTES, BrevoClient, BrevoError, chunk_by_size
+from target_brevo.client import (
+    MAX_EVENT_BYTES,
+    BrevoClient,
+    BrevoError,
+    Failure,
+    chunk_by_size,
+    classify,
+)
 from target_brevo.store import EngagementStore, store_url
 from tests.target.conftest import API_KEY, STORE_KINDS, mailgun_event, on_both_stores
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from fakes.brevo import FakeBrevo
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -222,6 +228,55 @@ def test_an_events_batch_that_never_reached_brevo_is_retried() -> None:
         client.send_events([(0, item)], lambda *answer: None)
     assert client.stats.calls == {"POST /events/batch": 3}
     assert len(waits) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "failure"),
+    [(401, Failure.REFUSED), (429, Failure.NOT_STORED), (425, Failure.NOT_STORED),
+     (503, Failure.NOT_STORED), (500, Failure.MAYBE_STORED), (502, Failure.MAYBE_STORED),
+     (504, Failure.MAYBE_STORED), (507, Failure.MAYBE_STORED), (200, None), (202, None),
+     (207, None), (400, None), (404, None)],
+)  # fmt: skip
+def test_each_status_is_classified_once(status: int, failure: Failure | None) -> None:
+    assert classify(status) is failure
+
+
+TLS = Path(__file__).parent.parent / "tls"  # a self-signed certificate for 127.0.0.1
+
+
+def test_tls_failures_end_in_one_error_and_an_untrusted_certificate_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = json.dumps({"event_name": "e", "identifiers": {"email_id": "a@x.com"}}).encode()
+    with FakeBrevo(api_key=API_KEY) as plain:  # TLS spoken to a server that does not speak it
+        waits: list[float] = []
+        client = BrevoClient(plain.base_url.replace("http:", "https:") + "/v3", API_KEY,
+                             max_tries=3, sleep=waits.append)  # fmt: skip
+        with pytest.raises(BrevoError, match=r"could not reach Brevo .*SSLError"):
+            client.attributes()  # a read: retried
+        assert len(waits) == 2
+        with pytest.raises(BrevoError, match=r"SSLError .*may or may not have stored it"):
+            client.send_events([(0, event)], lambda *answer: None)  # a batch: never resent
+        assert client.stats.calls["POST /events/batch"] == 1
+    secure = FakeBrevo(api_key=API_KEY)
+    secure.use_tls(str(TLS / "cert.pem"), str(TLS / "key.pem"))
+    with secure:
+        waits = []
+        client = BrevoClient(secure.base_url + "/v3", API_KEY, sleep=waits.append)
+        with pytest.raises(BrevoError, match=r"certificate verify failed.*no retry can change"):
+            client.attributes()  # the certificate is not one this machine trusts
+        assert waits == []
+        assert client.stats.calls == {"GET /contacts/attributes": 1}
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TLS / "cert.pem"))  # trusted: it answers
+        assert "FIRSTNAME" in client.attributes()
+        assert secure.violations == []
+
+
+def test_an_attribute_brevo_already_has_counts_as_created(brevo: FakeBrevo) -> None:
+    brevo.attributes["MG_SCORE"] = "float"  # made since the target listed them, by anyone
+    client = BrevoClient(brevo.base_url + "/v3", API_KEY)
+    client.create_attribute("MG_SCORE", "float")
+    assert [c.status for c in brevo.calls("POST", "/contacts/attributes/")] == [400]
 
 
 def test_forgetting_and_pending_reads_use_the_pending_timestamp_index(tmp_path: Path) -> None:
