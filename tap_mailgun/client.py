@@ -3,27 +3,29 @@
 Every quirk of the API lives here:
 - regions: `us` is api.mailgun.net, `eu` is api.eu.mailgun.net; `base_url` overrides both.
 - auth: HTTP basic, user `api`, password the key (only ever in the Authorization header).
-- paging: listings answer `paging.next` URLs. Events' links are always present, even on the
-  last page, whose successor is empty; so paging stops on an empty page, and also on a
-  missing, empty or already-followed link. A next link is followed verbatim (it carries the
-  query's window and filters) and only on the host the tap was configured for.
+- paging: listings answer `paging.next` URLs (MailgunPaginator). Events' links are always
+  present, even on the last page, whose successor is empty; so paging stops on an empty page,
+  and also on a missing, empty or already-followed link. A next link is followed verbatim (it
+  carries the query's window and filters) and only on the host the tap was configured for.
+  Domains and metrics page by skip and limit up to the total they state (TotalPaginator).
 - retries: 429, 5xx and connection errors, with exponential backoff and equal jitter, or the
   wait the server asks for (`Retry-After` header, `retry-seconds` body); `max_retries` bounds it.
 - errors: 401 names the host and region and stops the run, as does a host that cannot be
   reached; 404 on a domain suggests the other region and fails only that domain's partitions;
-  any other lasting failure fails only its partition. The tap exits non-zero at the end.
+  any other lasting failure fails only its partition. Failed partitions go to the RunReport
+  the streams of a run share; the tap exits non-zero at the end.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import ParseResult, urlsplit
 
 import msgspec
@@ -31,16 +33,15 @@ import requests
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.helpers._typing import conform_record_data_types
-from singer_sdk.helpers._util import utc_now
-from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator
-from singer_sdk.singerlib import RecordMessage
+from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator, OffsetPaginator
+from typing_extensions import override
+
+from tap_mailgun.sdk_compat import SkipMaskWhenAllSelected, drop_progress_markers
 
 if TYPE_CHECKING:
-    from singer_sdk.helpers.types import Context, Record
+    from singer_sdk import Tap
+    from singer_sdk.helpers.types import Context
     from singer_sdk.streams.rest import HTTPRequest, PageContext
-
-    from tap_mailgun.tap import TapMailgun
 
 REGION_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_MAX_RETRIES = 5
@@ -73,6 +74,35 @@ class MailgunUnknownDomainError(FatalAPIError):
         """`domain` is the name Mailgun did not know."""
         super().__init__(message)
         self.domain = domain
+
+
+class RunReport:
+    """What failed in one run, shared by its streams: the tap exits non-zero when anything did.
+
+    Streams report here instead of to the tap, so the streams need nothing from the tap.
+    """
+
+    def __init__(self) -> None:
+        """An empty report: nothing failed yet."""
+        self.failures: list[str] = []  # one line per failed partition, for the user
+        self.unknown_domains: set[str] = set()  # domains Mailgun answered 404 for: skipped
+        self._failed: set[tuple[str, tuple[tuple[str, Any], ...]]] = set()
+
+    def report_failure(self, stream: str, context: Context, error: Exception) -> str:
+        """Record a failed partition (e.g. one domain); return the line that says so."""
+        if isinstance(error, MailgunUnknownDomainError):
+            self.unknown_domains.add(error.domain)
+            message = f"{error} (its other streams are skipped this run)"
+        else:
+            where = ", ".join(f"{k}={v}" for k, v in context.items())
+            message = f"{stream} ({where}): {error}"
+        self.failures.append(message)
+        self._failed.add((stream, tuple(sorted(context.items()))))
+        return message
+
+    def failed(self, stream: str, context: Context) -> bool:
+        """Whether this partition of `stream` was reported failed in this run."""
+        return (stream, tuple(sorted(context.items()))) in self._failed
 
 
 def resolve_base_url(config: dict[str, Any]) -> str:
@@ -148,6 +178,7 @@ class MailgunPaginator(BaseHATEOASPaginator):
         self._origin = urlsplit(origin)[:2]
         self._followed: set[str] = set()
 
+    @override
     def get_next_url(self, response: requests.Response) -> str | None:
         """The next link, or None when paging must stop."""
         link = msgspec.json.decode(response.content, type=_Paging).paging.get("next")
@@ -160,6 +191,21 @@ class MailgunPaginator(BaseHATEOASPaginator):
             )
         self._followed.add(link)
         return link
+
+
+class TotalPaginator(OffsetPaginator):
+    """skip/limit paging until the next skip reaches the total the response states."""
+
+    def __init__(self, page_size: int, total: Callable[[dict[str, Any]], Any]) -> None:
+        """`total` reads the total from a response's body."""
+        super().__init__(start_value=0, page_size=page_size)
+        self._total = total
+
+    @override
+    def has_more(self, response: requests.Response) -> bool:
+        """More pages while the next skip is below the total."""
+        total = self._total(msgspec.json.decode(response.content)) or 0
+        return bool(self.current_value + self.page_size < int(total))
 
 
 def _json_object(response: requests.Response) -> dict[str, Any]:
@@ -178,7 +224,7 @@ def _json_object(response: requests.Response) -> dict[str, Any]:
     return payload
 
 
-class MailgunStream(RESTStream[ParseResult]):
+class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
     """Base of every Mailgun stream: one place for the API's conventions."""
 
     records_key: ClassVar[str] = "items"
@@ -186,58 +232,35 @@ class MailgunStream(RESTStream[ParseResult]):
     # The last validated response and its decoded body, so parse_response decodes nothing.
     _decoded: tuple[requests.Response, dict[str, Any]] | None = None
 
+    def __init__(self, tap: Tap, report: RunReport | None = None) -> None:
+        """A stream of `tap` reporting failed partitions to `report` (the run's, shared)."""
+        super().__init__(tap)
+        self.report = report or RunReport()
+
     @property
+    @override
     def url_base(self) -> str:
         """The region's API root, or `base_url`."""
         return resolve_base_url(dict(self.config))
 
     @cached_property
+    @override
     def authenticator(self) -> BasicAuthenticator:
         """Basic auth `api:<key>`."""
         return BasicAuthenticator(username="api", password=self.config["api_key"])
 
     @property
+    @override
     def http_headers(self) -> dict[str, str]:
         """Ask for JSON explicitly: some error pages are HTML otherwise."""
         return {"Accept": "application/json"}
 
+    @override
     def get_new_paginator(self) -> BaseAPIPaginator[Any]:
         """Follow `paging.next` links on the configured host."""
         return MailgunPaginator(self.url_base)
 
-    @cached_property
-    def _nothing_deselected(self) -> bool:
-        """Whether the catalog keeps every property of this stream (the usual case)."""
-        return all(self.mask.values())
-
-    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
-        """The SDK's record messages, without its mask walk when no property is deselected.
-
-        singer-sdk 0.54 walks every key of every record against the selection mask to drop
-        deselected properties: ~16 % of the tap's CPU (bench/results/profile-tap-100000.txt)
-        spent dropping nothing when the catalog deselects nothing. Otherwise the SDK's own
-        method runs. What follows is that method minus the walk.
-        """
-        if not self._nothing_deselected:
-            yield from super()._generate_record_messages(record)
-            return
-        record = conform_record_data_types(
-            stream_name=self.name,
-            record=record,
-            schema=self.effective_schema,
-            level=self.TYPE_CONFORMANCE_LEVEL,
-            logger=self.logger,
-        )
-        for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
-            if mapped is not None:
-                yield RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
-                )
-
+    @override
     def get_url_params(
         self, context: Context | None, next_page_token: ParseResult | None
     ) -> dict[str, Any]:
@@ -250,6 +273,7 @@ class MailgunStream(RESTStream[ParseResult]):
         """Query parameters of a listing's first request."""
         return {"limit": self.page_size} if self.page_size else {}
 
+    @override
     def get_http_request(self, *, page: PageContext[ParseResult]) -> HTTPRequest:
         """Pages after the first are the server's next link, verbatim."""
         request = super().get_http_request(page=page)
@@ -257,6 +281,7 @@ class MailgunStream(RESTStream[ParseResult]):
             request.url = page.next_page_token.geturl()
         return request
 
+    @override
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
         """The listing's items, decoded with msgspec (floats stay floats: full precision)."""
         decoded = self._decoded
@@ -265,6 +290,7 @@ class MailgunStream(RESTStream[ParseResult]):
         return items or []
 
     # --- errors -------------------------------------------------------------------------
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """401 stops the run, 404 on a domain fails that domain, 429/5xx are retried."""
         config = dict(self.config)
@@ -288,6 +314,7 @@ class MailgunStream(RESTStream[ParseResult]):
         # failing outside the retries in parse_response; decoded once, here.
         self._decoded = (response, _json_object(response))
 
+    @override
     def response_error_message(self, response: requests.Response) -> str:
         """Status, path and the start of the body: enough to act on, never the credentials."""
         body = response.text[:300] if response.content else ""
@@ -296,9 +323,10 @@ class MailgunStream(RESTStream[ParseResult]):
             f"{urlsplit(response.url).path} at {where(dict(self.config))}: {body}"
         ).rstrip(": ")
 
+    @override
     def request_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """The SDK's paged requests; a partition that fails for good is reported to the tap,
-        which syncs the other partitions and exits non-zero at the end."""
+        """The SDK's paged requests; a partition that fails for good is reported to the run
+        report: the tap syncs the other partitions and exits non-zero at the end."""
         try:
             yield from super().request_records(context)
         except MailgunRunError:
@@ -316,20 +344,24 @@ class MailgunStream(RESTStream[ParseResult]):
                 raise
             # An unsorted stream's progress covers only part of the partition: promoting it
             # to a bookmark would skip the unread rest next run. Sorted bookmarks stay.
-            self.get_context_state(context).pop("progress_markers", None)
-            cast("TapMailgun", self._tap).report_failure(self.name, context, exc)
+            drop_progress_markers(self.get_context_state(context))
+            message = self.report.report_failure(self.name, context, exc)
+            self.logger.error("%s; the rest of the sync goes on.", message)
 
     @property
+    @override
     def timeout(self) -> int:
         """Seconds to wait for an answer: Mailgun answers in well under one; a hung request
         should be retried long before the SDK's default 5 minutes."""
         return REQUEST_TIMEOUT_SECONDS
 
     # --- retries ------------------------------------------------------------------------
+    @override
     def backoff_max_tries(self) -> int:
         """The first try plus `max_retries` retries."""
         return int(self.config.get("max_retries", DEFAULT_MAX_RETRIES)) + 1
 
+    @override
     def backoff_wait_generator(self) -> Generator[float, Any, None]:
         """Waits between tries: the server's hint when it gives one, else exponential with
         equal jitter. backoff sends each failure's exception in (after a priming None)."""
@@ -348,6 +380,7 @@ class MailgunStream(RESTStream[ParseResult]):
             attempt += 1
             exception = yield wait
 
+    @override
     def backoff_jitter(self, value: float) -> float:
         """Jitter is applied by `backoff_wait_generator`, which knows whether a wait was asked."""
         return value

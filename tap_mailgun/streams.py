@@ -1,12 +1,13 @@
 """The Mailgun streams: what each endpoint is, and only what differs between them.
 
-Paging, auth, regions, retries and errors live in client.py; record shapes in records.py.
+Paging, auth, regions, retries, errors and the run report live in client.py; record shapes
+in records.py. `build_streams` makes one run's streams, sharing its report and its domains.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import cached_property
@@ -15,19 +16,24 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import unquote, urlsplit
 
-import msgspec
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.pagination import OffsetPaginator
+from typing_extensions import override
 
-from tap_mailgun.client import MailgunGoneError, MailgunStream, server_time
+from tap_mailgun.client import (
+    MailgunGoneError,
+    MailgunStream,
+    RunReport,
+    TotalPaginator,
+    server_time,
+)
 from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
+from tap_mailgun.sdk_compat import progress_markers
 
 if TYPE_CHECKING:
     import requests
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
-
-    from tap_mailgun.tap import TapMailgun
 
 EVENTS_PAGE_LIMIT = 300  # the API's maximum
 DEFAULT_EVENT_LAG_MINUTES = 30
@@ -88,16 +94,50 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+class DomainNames:
+    """The domains a run reads: the configured ones, or else every active domain of the
+    account, listed once by the `domains` stream."""
+
+    def __init__(self, configured: list[str] | None, listing: DomainsStream) -> None:
+        """`configured` is the `domains` setting; `listing` reads the account's domains."""
+        # Meltano passes MAILGUN_DOMAIN=a.com,b.com to this list setting as ["a.com,b.com"].
+        self.configured = [
+            name.strip() for item in configured or [] for name in item.split(",") if name.strip()
+        ]
+        self._listing = listing
+
+    @cached_property
+    def names(self) -> list[str]:
+        """The configured domains, or else every active domain of the account (read once)."""
+        if self.configured:
+            return self.configured
+        listing = self._listing
+        names = [d["name"] for d in listing.request_records(None) if d.get("state") == "active"]
+        listing.logger.info("No domains configured; reading the %d active ones", len(names))
+        return names
+
+
 class DomainPartitionedStream(MailgunStream):
     """A stream read once per sending domain: one partition, one bookmark, per domain."""
 
+    def __init__(
+        self, tap: Tap, report: RunReport | None = None, domains: DomainNames | None = None
+    ) -> None:
+        """A stream of `tap` over `domains` (by default its own listing of them)."""
+        super().__init__(tap, report)
+        self.domains = domains or DomainNames(
+            self.config.get("domains"), DomainsStream(tap, self.report)
+        )
+
     @property
+    @override
     def partitions(self) -> list[dict[str, Any]]:
         """One partition per configured (or, when none are, per active) domain, except those
         Mailgun already said it does not know in this run."""
-        tap = cast("TapMailgun", self._tap)
-        return [{"domain": d} for d in tap.domain_names if d not in tap.unknown_domains]
+        unknown = self.report.unknown_domains
+        return [{"domain": d} for d in self.domains.names if d not in unknown]
 
+    @override
     def request_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Nothing without a domain: with no domain to read, the SDK still makes one
         unpartitioned pass, which must not request /v3/{domain}/... literally."""
@@ -148,32 +188,21 @@ class DomainsStream(MailgunStream):
         additional_properties=True,
     ).to_dict()
 
-    def get_new_paginator(self) -> OffsetPaginator:
+    @override
+    def get_new_paginator(self) -> TotalPaginator:
         """skip/limit: the next skip is this one plus a page, until `total_count` is reached."""
-        return _TotalPaginator(self.page_size or 1000, lambda body: body.get("total_count"))
+        return TotalPaginator(self.page_size or 1000, lambda body: body.get("total_count"))
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         """limit and skip on every page."""
         return {"limit": self.page_size, "skip": next_page_token or 0}
 
+    @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """The SMTP password is a credential: it never leaves the tap."""
         row.pop("smtp_password", None)
         return _iso_created_at(row)
-
-
-class _TotalPaginator(OffsetPaginator):
-    """Offset paging until the next skip reaches the total the response states."""
-
-    def __init__(self, page_size: int, total: Callable[[dict[str, Any]], Any]) -> None:
-        """`total` reads the total from a response's body."""
-        super().__init__(start_value=0, page_size=page_size)
-        self._total = total
-
-    def has_more(self, response: requests.Response) -> bool:
-        """More pages while the next skip is below the total."""
-        total = self._total(msgspec.json.decode(response.content)) or 0
-        return bool(self.current_value + self.page_size < int(total))
 
 
 class EventsStream(DomainPartitionedStream):
@@ -194,6 +223,7 @@ class EventsStream(DomainPartitionedStream):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     @cached_property
+    @override
     def schema(self) -> dict[str, Any]:
         """tap_mailgun/schemas/events.json, shared with the webhook_events stream."""
         return load_schema("events")
@@ -213,6 +243,7 @@ class EventsStream(DomainPartitionedStream):
             start = start.replace(tzinfo=timezone.utc)
         return start - BOOKMARK_MARGIN
 
+    @override
     def first_page_params(self, context: Context | None) -> dict[str, Any]:
         """The window, ascending, 300 a page, and the optional event-type filter."""
         params: dict[str, Any] = {
@@ -225,6 +256,7 @@ class EventsStream(DomainPartitionedStream):
             params["event"] = " OR ".join(self.config["event_types"])
         return params
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Events of one domain as records; nothing to read when the window is empty."""
         if not context:
@@ -265,6 +297,7 @@ class SuppressionStream(DomainPartitionedStream):
     kind_properties: ClassVar[tuple[th.Property[Any], ...]] = ()
 
     @cached_property
+    @override
     def schema(self) -> dict[str, Any]:
         """domain, address, created_at, and what this kind adds."""
         return th.PropertiesList(
@@ -277,12 +310,14 @@ class SuppressionStream(DomainPartitionedStream):
 
     _listing_started: datetime | None = None
 
+    @override
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
         """The page's items; the first page's Date tells when the listing started."""
         if self._listing_started is None:
             self._listing_started = server_time(response)
         return super().parse_response(response)
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Items created at or after the bookmark, with ISO `created_at`."""
         since = self.bookmark(context)
@@ -295,7 +330,7 @@ class SuppressionStream(DomainPartitionedStream):
                 continue
             yield record
         # Completed (a failed listing dropped its progress): cap what becomes the bookmark.
-        progress = self.get_context_state(context).get("progress_markers") or {}
+        progress = progress_markers(self.get_context_state(context))
         newest = progress.get("replication_key_value")
         started = self._listing_started or started_here
         cap = (started - LISTING_CLOCK_MARGIN).astimezone(timezone.utc)
@@ -347,6 +382,7 @@ class TagsStream(DomainPartitionedStream):
         additional_properties=True,
     ).to_dict()
 
+    @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """snake_case keys (`first-seen` becomes `first_seen`)."""
         return cast("Record", snake_keys(row))
@@ -369,6 +405,7 @@ class MetricsStream(DomainPartitionedStream):
     dimensions: ClassVar[tuple[str, ...]] = ("time", "domain")
 
     @cached_property
+    @override
     def schema(self) -> dict[str, Any]:
         """Key dimensions, the resolution, every count (integer) and rate (number)."""
         keys = [th.Property(d, th.StringType, required=True) for d in self.dimensions]
@@ -385,16 +422,19 @@ class MetricsStream(DomainPartitionedStream):
         """Now, once per run: every page of an offset-paged query must ask the same."""
         return datetime.now(timezone.utc)
 
-    def get_new_paginator(self) -> OffsetPaginator:
+    @override
+    def get_new_paginator(self) -> TotalPaginator:
         """Offset paging in the body, until `pagination.total` is reached."""
-        return _TotalPaginator(
+        return TotalPaginator(
             self.metrics_page_limit, lambda body: (body.get("pagination") or {}).get("total")
         )
 
+    @override
     def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
         """Everything goes in the body."""
         return {}
 
+    @override
     def prepare_request_payload(
         self, context: Context | None, next_page_token: Any
     ) -> dict[str, Any]:
@@ -439,6 +479,7 @@ class MetricsStream(DomainPartitionedStream):
             },
         }
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """One record per time bucket (and tag): dimensions as columns, then every metric,
         merged from one query per group of metrics.
@@ -446,8 +487,6 @@ class MetricsStream(DomainPartitionedStream):
         A row missing some metrics would replace a complete one downstream: when any query
         of the partition fails, none of its rows is emitted (the failure is reported).
         """
-        tap = cast("TapMailgun", self._tap)
-        failures_before = len(tap.failures)
         resolution = self.config.get("metrics_resolution", "day")
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         for group in METRIC_GROUPS:
@@ -462,7 +501,7 @@ class MetricsStream(DomainPartitionedStream):
                 for name in group:
                     value = metrics.get(name)
                     record[name] = _rate(value) if name in RATE_METRICS else value
-            if len(tap.failures) > failures_before:
+            if context and self.report.failed(self.name, context):
                 return  # the other groups' queries would be wasted
         yield from rows.values()
 
@@ -540,10 +579,12 @@ class MailingListsStream(MailgunStream):
         additional_properties=True,
     ).to_dict()
 
+    @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """ISO `created_at`."""
         return _iso_created_at(row)
 
+    @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
         """Members are read per list."""
         return {"list_address": record["address"]}
@@ -567,6 +608,7 @@ class ListMembersStream(MailgunStream):
         additional_properties=True,
     ).to_dict()
 
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """404: the list was deleted after the lists were read; nothing of it is left."""
         if response.status_code == HTTPStatus.NOT_FOUND:
@@ -588,3 +630,17 @@ STREAM_TYPES: tuple[type[MailgunStream], ...] = (
     MailingListsStream,
     ListMembersStream,
 )
+
+
+def build_streams(tap: Tap, report: RunReport) -> list[MailgunStream]:
+    """Every stream of STREAM_TYPES for one run of `tap`: they share `report`, and the
+    per-domain streams one list of domains, read from the `domains` stream when needed."""
+    listing = DomainsStream(tap, report)
+    domains = DomainNames(tap.config.get("domains"), listing)
+    found: list[MailgunStream] = [listing]
+    for stream_type in STREAM_TYPES:
+        if issubclass(stream_type, DomainPartitionedStream):
+            found.append(stream_type(tap, report, domains))
+        elif stream_type is not DomainsStream:
+            found.append(stream_type(tap, report))
+    return found

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from contextvars import ContextVar
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -11,35 +10,18 @@ from typing import TYPE_CHECKING, Any
 import click
 from singer_sdk import Tap, about
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.singerlib.encoding.base import SingerMessageType
+from typing_extensions import override
 
 from tap_mailgun import streams
-from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunUnknownDomainError
+from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, RunReport
+from tap_mailgun.sdk_compat import MessageWriter, about_info
 from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS, WebhookEventsStream
 
 if TYPE_CHECKING:
     from singer_sdk import Stream
-    from singer_sdk.helpers.types import Context
-    from singer_sdk.singerlib.encoding.simple import Message
 
-# Failures of the current CLI run, so `invoke` can exit non-zero once every stream has synced.
-_RUN_FAILURES: ContextVar[list[str] | None] = ContextVar("tap_mailgun_run_failures", default=None)
-
-
-class MessageWriter(MsgSpecWriter):
-    """The SDK's msgspec writer, flushing stdout after every message except RECORD.
-
-    Flushing each record costs a write system call per record (a third of the tap's time on a
-    pipe). Records now leave in full buffers; every STATE message still flushes, with all the
-    records before it, so a target never holds a state ahead of the records it covers.
-    """
-
-    def write_message(self, message: Message) -> None:
-        """Write one message; flush unless it is a record."""
-        sys.stdout.buffer.write(self.format_message(message))
-        if message.type != SingerMessageType.RECORD:
-            sys.stdout.flush()
+# The report of the current CLI run, so `invoke` can exit non-zero once every stream has synced.
+_RUN_REPORT: ContextVar[RunReport | None] = ContextVar("tap_mailgun_run_report", default=None)
 
 
 def _describe(stream_type: type[Stream]) -> dict[str, Any]:
@@ -144,20 +126,22 @@ class TapMailgun(Tap):
         ),
     ).to_dict()
 
+    @override
     def discover_streams(self) -> list[Stream]:
         """Every Mailgun stream, plus webhook_events when a spool is configured."""
-        found: list[Stream] = [stream_type(self) for stream_type in streams.STREAM_TYPES]
+        found: list[Stream] = [*streams.build_streams(self, self.report)]
         if self.config.get("webhook_spool_path"):
             found.append(WebhookEventsStream(tap=self))
         return found
 
     @classmethod
+    @override
     def print_about(cls, output_format: str | None = None) -> None:
         """The SDK's --about; the JSON form also lists the streams with keys and replication."""
         if output_format != "json":
             super().print_about(output_format)
             return
-        info = about.AboutFormatter.get_formatter("json").format_about(cls._get_about_info())
+        info = about.AboutFormatter.get_formatter("json").format_about(about_info(cls))
         data = json.loads(info)
         data["streams"] = [_describe(stream_type) for stream_type in streams.STREAM_TYPES]
         webhooks = {**_describe(WebhookEventsStream), "when": "webhook_spool_path is set"}
@@ -165,57 +149,24 @@ class TapMailgun(Tap):
         print(json.dumps(data, indent=2))
 
     @cached_property
-    def domain_names(self) -> list[str]:
-        """The configured domains, or else every active domain of the account (read once)."""
-        # Meltano passes MAILGUN_DOMAIN=a.com,b.com to this list setting as ["a.com,b.com"].
-        configured = [
-            name.strip()
-            for item in self.config.get("domains") or []
-            for name in item.split(",")
-            if name.strip()
-        ]
-        if configured:
-            return configured
-        listing = self.streams["domains"]
-        assert isinstance(listing, streams.DomainsStream)
-        names = [d["name"] for d in listing.request_records(None) if d.get("state") == "active"]
-        self.logger.info("No domains configured; reading the %d active ones", len(names))
-        return names
-
-    @cached_property
-    def failures(self) -> list[str]:
-        """Partitions that failed in this run (shared with `invoke` when run from the CLI)."""
-        shared = _RUN_FAILURES.get()
-        return shared if shared is not None else []
-
-    @cached_property
-    def unknown_domains(self) -> set[str]:
-        """Domains Mailgun answered 404 for in this run: later streams skip them."""
-        return set()
-
-    def report_failure(self, stream: str, context: Context, error: Exception) -> None:
-        """Log a failed partition (e.g. one domain) so the run carries on with the others."""
-        if isinstance(error, MailgunUnknownDomainError):
-            self.unknown_domains.add(error.domain)
-            message = f"{error} (its other streams are skipped this run)"
-        else:
-            where = ", ".join(f"{k}={v}" for k, v in context.items())
-            message = f"{stream} ({where}): {error}"
-        self.failures.append(message)
-        self.logger.error("%s; the rest of the sync goes on.", message)
+    def report(self) -> RunReport:
+        """What failed in this run (shared with `invoke` when run from the CLI)."""
+        return _RUN_REPORT.get() or RunReport()
 
     @classmethod
+    @override
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
         """Run as the SDK does, then exit non-zero when any partition failed."""
-        failures: list[str] = []
-        token = _RUN_FAILURES.set(failures)
+        report = RunReport()
+        token = _RUN_REPORT.set(report)
         try:
             super().invoke(*args, **kwargs)
         except MailgunRunError as stopped:
             # Nothing can sync (refused key, unreachable host): say so plainly, no traceback.
             raise click.ClickException(str(stopped)) from None
         finally:
-            _RUN_FAILURES.reset(token)
+            _RUN_REPORT.reset(token)
+        failures = report.failures
         if failures:
             raise click.ClickException(
                 f"{len(failures)} part(s) of the sync failed; everything else was synced:\n- "

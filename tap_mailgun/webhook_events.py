@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from typing_extensions import override
 
 from mailgun_webhooks.spool import Spool, SpooledEvent
 from tap_mailgun.records import event_record
@@ -68,10 +69,12 @@ class WebhookEventsStream(Stream):
         super().__init__(tap, schema=webhook_events_schema())
 
     @property
+    @override
     def is_sorted(self) -> bool:
         """Rows come in sequence order, so an interrupted run resumes from its bookmark."""
         return True
 
+    @override
     def get_starting_replication_key_value(self, context: Context | None) -> int:
         """The sequence bookmark, else 0. `start_date` is a time for the polled streams; it
         means nothing for a sequence, and the spool holds only what Mailgun pushed anyway."""
@@ -79,10 +82,12 @@ class WebhookEventsStream(Stream):
         value = state.get("replication_key_value")
         return int(value) if value and state.get("replication_key") == SEQUENCE else 0
 
+    @override
     def compare_start_date(self, value: str, start_date_value: str) -> str:
         """Keep the sequence bookmark: it is not comparable with `start_date`."""
         return value
 
+    @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Spooled events past the bookmark; rows read by an earlier run may be pruned first."""
         path = Path(self.config["webhook_spool_path"]).expanduser()

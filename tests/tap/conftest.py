@@ -64,6 +64,11 @@ class Run:
                 self.records[message["stream"]].append(message["record"])
 
     @property
+    def failures(self) -> list[str]:
+        """The partitions that failed, one line each, as the tap reports them."""
+        return self.tap.report.failures
+
+    @property
     def state(self) -> dict[str, Any]:
         """The last STATE message's value."""
         states = [m["value"] for m in self.messages if m["type"] == "STATE"]

@@ -61,7 +61,7 @@ def test_tries_are_bounded_and_the_other_domains_still_sync(mailgun: FakeMailgun
 
     assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/tags")) == 4  # the try and 3 retries
     assert [r["tag"] for r in run.records["tags"]] == ["receipt"]
-    (failure,) = run.tap.failures
+    (failure,) = run.failures
     assert "tags (domain=mg.example.com)" in failure and "500" in failure
 
 
@@ -112,7 +112,7 @@ def test_404_for_a_domain_suggests_the_other_region(mailgun: FakeMailgun) -> Non
     run = run_tap(config, "tags")
 
     assert [r["tag"] for r in run.records["tags"]] == ["welcome"]
-    (failure,) = run.tap.failures
+    (failure,) = run.failures
     assert "no domain 'mg.missing.com'" in failure
     assert "set region: eu" in failure
 
@@ -138,10 +138,10 @@ def test_an_eu_domain_read_with_the_us_region_is_explained() -> None:
         wrong = run_tap({**base, "base_url": us.base_url, "region": "eu"}, "tags")
         right = run_tap({**base, "base_url": eu.base_url, "region": "eu"}, "tags")
 
-        assert "set region: us" in wrong.tap.failures[0]
-        assert f"{us.base_url} (base_url, which overrides region eu)" in wrong.tap.failures[0]
+        assert "set region: us" in wrong.failures[0]
+        assert f"{us.base_url} (base_url, which overrides region eu)" in wrong.failures[0]
         assert [r["tag"] for r in right.records["tags"]] == ["hallo"]
-        assert not right.tap.failures
+        assert not right.failures
         assert us.violations == [] and eu.violations == []
 
 
@@ -171,7 +171,7 @@ def test_a_200_whose_body_is_not_json_is_retried() -> None:
         assert len(fake.calls("GET", rf"^/v3/{DOMAIN}/events$")) == 2
 
     assert len(run.records["events"]) == 1
-    assert not run.tap.failures
+    assert not run.failures
 
 
 def test_a_body_that_stays_broken_fails_only_its_domain() -> None:
@@ -184,5 +184,5 @@ def test_a_body_that_stays_broken_fails_only_its_domain() -> None:
         assert fake.violations == []
 
     assert [r["domain"] for r in run.records["events"]] == [OTHER_DOMAIN]
-    (failure,) = run.tap.failures
+    (failure,) = run.failures
     assert f"domain={DOMAIN}" in failure and "not a JSON object" in failure

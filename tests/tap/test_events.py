@@ -134,7 +134,7 @@ def test_an_interrupted_run_loses_no_event(mailgun: FakeMailgun) -> None:
     emitted = [r for r in run1.records["events"] if r["domain"] == DOMAIN]
     assert [r["id"] for r in emitted] == [e["id"] for e in events_a[:300]]
     assert len([r for r in run1.records["events"] if r["domain"] == OTHER_DOMAIN]) == 20
-    assert run1.tap.failures and DOMAIN in run1.tap.failures[0]
+    assert run1.failures and DOMAIN in run1.failures[0]
     bookmark = next(
         p
         for p in run1.state["bookmarks"]["events"]["partitions"]
@@ -146,7 +146,7 @@ def test_an_interrupted_run_loses_no_event(mailgun: FakeMailgun) -> None:
 
     seen = {r["id"] for r in run1.records["events"] + run2.records["events"]}
     assert seen == {e["id"] for e in events_a + events_b}
-    assert not run2.tap.failures
+    assert not run2.failures
 
 
 def test_every_state_message_covers_only_emitted_events(mailgun: FakeMailgun) -> None:
@@ -209,7 +209,7 @@ def test_stops_on_a_missing_or_repeated_next_link(mailgun: FakeMailgun) -> None:
     assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/events")) == 2
     assert len(mailgun.calls("GET", rf"^/v3/{OTHER_DOMAIN}/events")) == 1
     assert len(run.records["events"]) == 3
-    assert not run.tap.failures
+    assert not run.failures
 
 
 def test_never_follows_a_link_to_another_host(mailgun: FakeMailgun) -> None:
@@ -223,7 +223,7 @@ def test_never_follows_a_link_to_another_host(mailgun: FakeMailgun) -> None:
     run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
 
     assert len(run.records["events"]) == 1
-    assert "another host" in run.tap.failures[0]
+    assert "another host" in run.failures[0]
 
 
 def test_resuming_drops_boundary_events_below_the_bookmark(mailgun: FakeMailgun) -> None:
@@ -253,7 +253,7 @@ def test_resuming_drops_boundary_events_below_the_bookmark(mailgun: FakeMailgun)
     assert all(r["timestamp"] >= bookmark for r in emitted)
     (part2,) = run2.state["bookmarks"]["events"]["partitions"]
     assert part2["replication_key_value"] == emitted[-1]["timestamp"] > bookmark
-    assert not run2.tap.failures
+    assert not run2.failures
 
 
 def test_the_fake_refuses_more_than_300_events_a_page_without_the_spec_too() -> None:
@@ -287,7 +287,7 @@ def test_an_empty_next_link_ends_the_listing(mailgun: FakeMailgun) -> None:
 
     assert [r["id"] for r in run.records["events"]] == [item["id"]]
     assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/")) == 1
-    assert not run.tap.failures
+    assert not run.failures
 
 
 def test_interleaved_domains_keep_their_own_bookmarks_through_an_interruption(
@@ -323,4 +323,4 @@ def test_interleaved_domains_keep_their_own_bookmarks_through_an_interruption(
     assert seen == {e["id"] for e in a + b + late_a + late_b}
     for record in run2.records["events"]:  # nothing before its own domain's bookmark again
         assert record["timestamp"] >= marks[record["domain"]]
-    assert not run2.tap.failures
+    assert not run2.failures

@@ -10,6 +10,7 @@ import pytest
 
 from fakes.mailgun import FakeMailgun, days_ago, mailgun_event
 from fakes.server import json_response
+from tap_mailgun.streams import METRIC_GROUPS, DomainPartitionedStream
 from tap_mailgun.tap import TapMailgun
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
 
@@ -96,7 +97,7 @@ def test_a_failed_suppression_listing_does_not_move_the_bookmark(mailgun: FakeMa
 
     first = run_tap(config, "bounces")
 
-    assert len(first.records["bounces"]) == 1000 and first.tap.failures
+    assert len(first.records["bounces"]) == 1000 and first.failures
     (part,) = first.state["bookmarks"]["bounces"]["partitions"]
     assert "replication_key_value" not in part and "progress_markers" not in part
     second = run_tap(config, "bounces", state=first.state)
@@ -128,13 +129,20 @@ def test_without_configured_domains_every_active_domain_is_read(mailgun: FakeMai
     assert mailgun.calls("GET", "^/v3/mg.paused.com/") == []
 
 
+def domain_names(tap: TapMailgun) -> list[str]:
+    """The domains the tap's per-domain streams read in this run."""
+    stream = tap.streams["tags"]
+    assert isinstance(stream, DomainPartitionedStream)
+    return stream.domains.names
+
+
 def test_domains_come_from_the_environment_too(mailgun: FakeMailgun, monkeypatch) -> None:
     mailgun.add_tag(OTHER_DOMAIN, "x")
     monkeypatch.setenv("TAP_MAILGUN_DOMAINS", f'["{OTHER_DOMAIN}"]')
     config = tap_config(mailgun)
     del config["domains"]
     tap = TapMailgun(config=config, parse_env_config=True)
-    assert tap.domain_names == [OTHER_DOMAIN]
+    assert domain_names(tap) == [OTHER_DOMAIN]
 
 
 @pytest.mark.parametrize(
@@ -143,7 +151,7 @@ def test_domains_come_from_the_environment_too(mailgun: FakeMailgun, monkeypatch
 def test_comma_separated_domains_are_split(mailgun: FakeMailgun, configured: list[str]) -> None:
     # Meltano passes MAILGUN_DOMAIN=a.com,b.com to the list setting as ["a.com,b.com"].
     tap = TapMailgun(config=tap_config(mailgun, domains=configured), parse_env_config=False)
-    assert tap.domain_names == [DOMAIN, OTHER_DOMAIN]
+    assert domain_names(tap) == [DOMAIN, OTHER_DOMAIN]
 
 
 def test_tags_have_snake_case_keys(mailgun: FakeMailgun) -> None:
@@ -279,7 +287,7 @@ def test_an_account_without_active_domains_syncs_nothing_quietly() -> None:
         run = run_tap({"api_key": API_KEY, "base_url": empty.base_url})
         assert empty.violations == []
         assert empty.calls("GET", "/v3/mg.new.com/|%7Bdomain%7D|{domain}") == []
-    assert not run.tap.failures
+    assert not run.failures
     assert [r["name"] for r in run.records["domains"]] == ["mg.new.com"]
     assert not run.records["events"] and not run.records["bounces"]
 
@@ -421,7 +429,7 @@ def test_a_metrics_row_is_never_emitted_with_part_of_its_metrics() -> None:
     with fake:
         config = tap_config(fake, domains=[DOMAIN], max_retries=0)
         run1 = run_tap(config, "domain_metrics")
-        assert run1.records["domain_metrics"] == [] and run1.tap.failures
+        assert run1.records["domain_metrics"] == [] and run1.failures
         assert fake.seen == 2  # no third query once the second failed
         (part,) = run1.state["bookmarks"]["domain_metrics"]["partitions"]
         assert "replication_key_value" not in part
@@ -430,7 +438,25 @@ def test_a_metrics_row_is_never_emitted_with_part_of_its_metrics() -> None:
 
     (row,) = run2.records["domain_metrics"]
     assert row["delivered_count"] == 1 and row["delivered_rate"] == 1.0
-    assert not run2.tap.failures
+    assert not run2.failures
+
+
+def test_a_failed_metrics_query_withholds_only_its_own_domain() -> None:
+    fake = MetricsFailingOnce(nth=2)  # the second query of the first domain
+    for domain in (DOMAIN, OTHER_DOMAIN):
+        fake.add_domain(domain)
+        fake.add_events(
+            domain, [mailgun_event("delivered", hours_ago(30), recipient=f"a@{domain}")]
+        )
+    with fake:
+        run = run_tap(tap_config(fake, max_retries=0), "domain_metrics")
+        assert fake.violations == []
+
+    (failure,) = run.failures
+    assert failure.startswith(f"domain_metrics (domain={DOMAIN}): ")
+    (row,) = run.records["domain_metrics"]
+    assert row["domain"] == OTHER_DOMAIN and row["delivered_count"] == 1
+    assert fake.seen == 2 + len(METRIC_GROUPS)  # the other domain asked all its groups
 
 
 class ListDeletingMailgun(FakeMailgun):
@@ -460,5 +486,5 @@ def test_a_list_deleted_before_its_members_are_read_is_skipped(
         "kept@mg.example.com",
     ]
     assert [r["list_address"] for r in run.records["list_members"]] == ["kept@mg.example.com"]
-    assert not run.tap.failures
+    assert not run.failures
     assert "Mailing list gone@mg.example.com was deleted during the run" in caplog.text

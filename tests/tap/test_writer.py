@@ -9,7 +9,7 @@ from contextlib import redirect_stdout
 
 from singer_sdk.singerlib import RecordMessage, StateMessage
 
-from tap_mailgun.tap import MessageWriter
+from tap_mailgun.sdk_compat import MessageWriter
 
 
 def _read_available(fd: int) -> bytes:
