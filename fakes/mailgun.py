@@ -86,12 +86,30 @@ def _decode_token(token: str) -> dict[str, Any] | None:
     return decoded
 
 
-def _parse_time(value: str) -> float:
+def parse_time(value: str) -> float:
     """Mailgun accepts epoch seconds or RFC 2822 dates wherever it takes a time."""
     try:
         return float(value)
     except ValueError:
         return parsedate_to_datetime(value).timestamp()
+
+
+def event_key(event: dict[str, Any]) -> tuple[float, str]:
+    """Where an event stands in the fake's order (and in a page cursor): timestamp, then id."""
+    return float(event["timestamp"]), str(event["id"])
+
+
+def query_window(query: dict[str, Any]) -> tuple[float, float]:
+    """An events query's [begin, end) in epoch seconds, unbounded where it gives none."""
+    begin = parse_time(query["begin"]) if query.get("begin") else -math.inf
+    end = parse_time(query["end"]) if query.get("end") else math.inf
+    return begin, end
+
+
+def query_kinds(query: dict[str, Any]) -> set[str] | None:
+    """The event types an events query asks for (`event=a OR b`), None for all."""
+    event = query.get("event")
+    return {k.strip() for k in event.split(" OR ")} if event else None
 
 
 def _rfc2822(epoch: float) -> str:
@@ -164,7 +182,7 @@ class FakeMailgun(FakeAPI):
         with self.lock:
             self._require_domain(domain)
             self.events[domain].extend(events)
-            self.events[domain].sort(key=lambda e: (float(e["timestamp"]), str(e["id"])))
+            self.events[domain].sort(key=event_key)
 
     def add_suppression(self, domain: str, kind: str, item: dict[str, Any]) -> None:
         """Store a bounce, complaint or unsubscribe as the API lists it (RFC 2822 created_at)."""
@@ -275,14 +293,7 @@ class FakeMailgun(FakeAPI):
         missing = self._unknown_domain(domain)
         if missing is not None:
             return missing
-        selected = self._select_events(domain, query)
-        if after is not None:
-            cursor = (float(after[0]), str(after[1]))
-            if query["ascending"] == "yes":
-                selected = [e for e in selected if (float(e["timestamp"]), e["id"]) > cursor]
-            else:
-                selected = [e for e in selected if (float(e["timestamp"]), e["id"]) < cursor]
-        page = selected[: query["limit"]]
+        page = self.select_events(domain, query, after)
         # An empty page keeps the cursor it was asked with, so its next link repeats.
         last = [page[-1]["timestamp"], page[-1]["id"]] if page else after
         base = f"{request.host_url.rstrip('/')}/v3/{domain}/events/"
@@ -295,18 +306,32 @@ class FakeMailgun(FakeAPI):
         }
         return json_response({"items": page, "paging": paging})
 
-    def _select_events(self, domain: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        begin = _parse_time(query["begin"]) if query.get("begin") else -math.inf
-        end = _parse_time(query["end"]) if query.get("end") else math.inf
-        kinds = {k.strip() for k in query["event"].split(" OR ")} if query.get("event") else None
+    def select_events(
+        self, domain: str, query: dict[str, Any], after: list[Any] | None
+    ) -> list[dict[str, Any]]:
+        """One page of an events query: events in its window and of its types, past the cursor
+        `after` ([timestamp, id]) in the query's order, at most `limit` of them.
+
+        Scans every event of the domain: plain enough to read as the reference. A subclass may
+        find the same page faster (bench/fakes.py), never a different one.
+        """
+        begin, end = query_window(query)
+        kinds = query_kinds(query)
         selected = [
             e
             for e in self.events[domain]
             if begin <= float(e["timestamp"]) < end and (kinds is None or e["event"] in kinds)
         ]
-        if query["ascending"] != "yes":
+        ascending = query["ascending"] == "yes"
+        if not ascending:
             selected.reverse()
-        return selected
+        if after is not None:
+            cursor = (float(after[0]), str(after[1]))
+            if ascending:
+                selected = [e for e in selected if event_key(e) > cursor]
+            else:
+                selected = [e for e in selected if event_key(e) < cursor]
+        return selected[: int(query["limit"])]
 
     # alphabetical cursor listings -----------------------------------------------------------
     def _cursor_page(
@@ -391,8 +416,8 @@ class FakeMailgun(FakeAPI):
         unsupported = set(dims) - {"time", "domain", "tag"}
         if unsupported:
             return json_response({"message": f"fake: dimensions {unsupported} unsupported"}, 400)
-        start = _parse_time(body["start"]) if body.get("start") else -math.inf
-        end = _parse_time(body["end"]) if body.get("end") else math.inf
+        start = parse_time(body["start"]) if body.get("start") else -math.inf
+        end = parse_time(body["end"]) if body.get("end") else math.inf
         wanted_domains = self._filter_values(body.get("filter"), "domain")
         buckets: dict[tuple[str, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for domain, events in self.events.items():
