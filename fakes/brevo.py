@@ -12,6 +12,7 @@ It keeps what Brevo keeps and behaves as Brevo does where it matters to a writer
 - every call needs the `api-key` header (401 otherwise); every answer carries
   x-sib-ratelimit-limit / -remaining / -reset for its bucket (REPORTED_LIMITS unless a test
   gives its own), and the buckets a test passes in `rate_limits` are enforced with 429s.
+GET /account answers for the key's account, as a connection check reads it.
 GET /_fake/state (not Brevo's, not validated) returns the whole state as JSON for humans and
 the sandbox's summary.
 """
@@ -171,6 +172,7 @@ class FakeBrevo(FakeAPI):
     def rules(self) -> Iterable[Rule]:
         """Brevo's routes this fake serves, all under /v3."""
         return [
+            Rule("/v3/account", methods=["GET"], endpoint="get_account"),
             Rule("/v3/contacts/attributes", methods=["GET"], endpoint="get_attributes"),
             Rule(
                 "/v3/contacts/attributes/<category>/<name>",
@@ -295,6 +297,21 @@ class FakeBrevo(FakeAPI):
         folder_id = self._new_id("folder")
         self.folders[folder_id] = str((request.get_json() or {}).get("name", ""))
         return json_response({"id": folder_id}, 201)
+
+    def get_account(self, request: Request) -> Response:
+        """GET /account: the account the key belongs to (a free plan, as a new account has)."""
+        return json_response(
+            {
+                "organization_id": "5fa2b8c123456789abcdef01",
+                "user_id": 1234567,
+                "enterprise": False,
+                "companyName": "Sandbox Shop",
+                "email": "owner@shop.example",
+                "firstName": "Sandbox",
+                "lastName": "Owner",
+                "plan": [{"type": "free", "creditsType": "sendLimit", "credits": 300}],
+            }
+        )
 
     def get_lists(self, request: Request) -> Response:
         """GET /contacts/lists, paged by limit/offset."""

@@ -37,12 +37,14 @@ def _describe(stream_type: type[Stream]) -> dict[str, Any]:
 
 
 class TapMailgun(Tap):
-    """Singer tap for Mailgun. Streams: domains, events, bounces, complaints, unsubscribes,
-    tags, domain_metrics, tag_metrics, mailing_lists, list_members, and webhook_events when
-    webhook_spool_path is set."""
+    """Singer tap for Mailgun: events, suppressions, tags, metrics, domains and mailing lists."""
 
+    # The docstring above is --about's description, kept to one line: the SDK's Markdown
+    # --about dedents its header, and a docstring's indented second line would undo that.
+    # webhook_events is the eleventh stream, when webhook_spool_path is set.
     name = "tap-mailgun"
-    package_name = "mailgun-brevo-singer"  # the distribution that ships both plugins
+    # --version reads the version of this distribution (it ships all three plugins).
+    package_name = "mailgun-brevo-singer"
     # msgspec encodes Singer messages several times faster than the stdlib writer.
     message_writer_class = MessageWriter
 
@@ -52,7 +54,7 @@ class TapMailgun(Tap):
             th.StringType,
             required=True,
             secret=True,
-            description="Mailgun private API key (MAILGUN_API_KEY). Sent only as basic auth.",
+            description="Mailgun private API key. Sent only as basic auth, never logged.",
         ),
         th.Property(
             "region",
@@ -69,8 +71,9 @@ class TapMailgun(Tap):
         th.Property(
             "domains",
             th.ArrayType(th.StringType),
-            description="Sending domains to read (MAILGUN_DOMAIN); an item may hold several, "
-            "comma-separated. Empty: every active domain of the account.",
+            default=[],
+            description="Sending domains to read; an item may hold several, comma-separated. "
+            "Empty: every active domain of the account.",
         ),
         th.Property(
             "start_date",
@@ -89,6 +92,7 @@ class TapMailgun(Tap):
         th.Property(
             "event_types",
             th.ArrayType(th.StringType),
+            default=[],
             description="Only these event types (server-side filter), e.g. [delivered, failed]. "
             "Empty: all.",
         ),
@@ -120,7 +124,9 @@ class TapMailgun(Tap):
         ),
         th.Property(
             "webhook_retention_days",
-            th.NumberType(minimum=0),
+            # Whole days: the SDK reads numbers other than integers from no environment
+            # variable (TAP_MAILGUN_WEBHOOK_RETENTION_DAYS, `--config=ENV`).
+            th.IntegerType(minimum=0),
             default=DEFAULT_RETENTION_DAYS,
             description="Delete spooled webhook events read by a run at least this many days ago.",
         ),

@@ -403,6 +403,10 @@ class BrevoClient:
     ) -> requests.Response | None:
         return self.request(method, path, msgspec.json.encode(payload), **kwargs)
 
+    def account(self) -> dict[str, Any]:
+        """The account the key belongs to (GET /account): proof that Brevo accepts the key."""
+        return dict(self._expect(self.request("GET", "/account"), 200).json())
+
     # --- attributes, folders, lists -------------------------------------------------------
     def attributes(self) -> dict[str, str]:
         """Contact attributes of the account: name -> type."""

@@ -38,6 +38,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "field_mapping",
         th.ObjectType(additional_properties=th.CustomType({"type": ["string", "null"]})),
+        default=dict(DEFAULT_FIELD_MAPPING),
         description="Contact field -> Brevo attribute (null: not written); merged over defaults",
     ),
     th.Property(
@@ -46,6 +47,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
             *(th.Property(role, th.IntegerType) for role in (*LIST_ROLES, "all")),
             additional_properties=False,
         ),
+        default={},
         description=(
             "Brevo list ids: engaged, bounced, complained (unset: skipped); all: the list every "
             f"contact is imported into (default: a list named '{DEFAULT_ALL_LIST_NAME}')"
@@ -60,6 +62,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "event_names",
         th.ObjectType(additional_properties=th.StringType),
+        default=dict(DEFAULT_EVENT_NAMES),
         description="Mailgun event kind -> Brevo event name; merged over the defaults",
     ),
     th.Property("events_enabled", th.BooleanType, default=True, description="Send Brevo events"),

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
+import click
 import msgspec
 from singer_sdk import Target
 from singer_sdk.contrib.msgspec import MsgSpecReader
@@ -106,12 +107,16 @@ class LineNumberReader(MsgSpecReader):
 class TargetBrevo(Target):
     """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity."""
 
+    # The docstring above is --about's description: one line, as the SDK's Markdown needs.
     name = "target-brevo"
+    # --version reads the version of this distribution (it ships all three plugins).
+    package_name = "mailgun-brevo-singer"
     config_jsonschema = CONFIG_SCHEMA
     message_reader_class = LineNumberReader
     _running: ClassVar[TargetBrevo | None] = None  # the CLI's target, closed however it ends
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, check_only: bool = False, **kwargs: Any) -> None:
+        """The SDK's target with its store, client and publisher; `check_only`: the client only."""
         # Set before the SDK installs its signal handlers: they may run from then on.
         self._busy = 0
         self._ready = False
@@ -132,6 +137,14 @@ class TargetBrevo(Target):
             )
         for name in self.settings.unknown_names():
             self.logger.warning("Setting %s names nothing target-brevo writes; ignored", name)
+        self.client = BrevoClient(
+            self.config.get("base_url") or DEFAULT_BASE_URL,
+            self.config["api_key"],
+            dry_run=self.settings.dry_run,
+            logger=self.logger,
+        )
+        if check_only:  # --test: Brevo and the key only; no store, no lock
+            return
         self.summary = Summary()
         self.store = EngagementStore(
             store_url(self.config.get("engagement_store")),
@@ -139,12 +152,6 @@ class TargetBrevo(Target):
             lease_seconds=float(self.config.get("run_lock_lease_seconds") or LOCK_LEASE_SECONDS),
         )
         TargetBrevo._running = self
-        self.client = BrevoClient(
-            self.config.get("base_url") or DEFAULT_BASE_URL,
-            self.config["api_key"],
-            dry_run=self.settings.dry_run,
-            logger=self.logger,
-        )
         self.publisher = Publisher(
             self.client, self.store, self.settings, self.summary, self.logger
         )
@@ -232,7 +239,38 @@ class TargetBrevo(Target):
         self._finish()
 
     @classmethod
-    def invoke(cls, **kwargs: Any) -> None:
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command line, plus --test (what `meltano test` runs)."""
+        command = super().get_singer_command()
+        command.params.append(
+            click.Option(
+                ["--test"],
+                is_flag=True,
+                help="Check that Brevo accepts the API key (GET /account), then exit.",
+            )
+        )
+        return command
+
+    @classmethod
+    def check_connection(cls, config: Any) -> None:
+        """--test: read the key's account from Brevo; BrevoError when it is refused.
+
+        `config` is the SDK's parsed --config option (files and/or ENV), None without one.
+        """
+        target = cls(
+            config=config.config if config else None,
+            parse_env_config=bool(config and config.parse_env),
+            check_only=True,
+        )
+        account = target.client.account()
+        target.logger.info(
+            "Brevo accepts the API key at %s: account of %s",
+            target.client.base_url,
+            account.get("companyName") or account.get("email"),
+        )
+
+    @classmethod
+    def invoke(cls, *, test: bool = False, **kwargs: Any) -> None:
         """The CLI: errors end the run with their message, no traceback.
 
         Code 1: a setting or Brevo refused something (the message says what to check);
@@ -240,6 +278,9 @@ class TargetBrevo(Target):
         128 + N: signal N arrived mid-write (rolled back, no STATE).
         """
         try:
+            if test and not kwargs.get("about"):
+                cls.check_connection(kwargs.get("config"))
+                return
             super().invoke(**kwargs)
         except (BrevoError, SettingsError, RunLockedError) as exc:
             cls._close_running()

@@ -1,0 +1,153 @@
+"""What a Meltano user installs: the plugin definitions, meltano.yml and the console scripts agree.
+
+The definitions in plugins/ (for `meltano add --from-ref`) and this project's meltano.yml are
+written by hand; these tests hold them to what the plugins themselves report through their
+console scripts (`--about --format=json`), so a setting, default, kind or secret cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from importlib.metadata import distribution, version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tap_mailgun.tap import TapMailgun
+from target_brevo.target import TargetBrevo
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# What pyproject.toml declares, as the installed distribution's metadata carries it.
+DISTRIBUTION = TapMailgun.package_name or ""
+METADATA = distribution(DISTRIBUTION).metadata
+REPOSITORY = dict(u.split(", ", 1) for u in METADATA.get_all("Project-URL") or [])["Repository"]
+# plugin -> (definition file, extras its pip_url installs, plugin class or None)
+PLUGINS: dict[str, tuple[str, str, Any]] = {
+    "tap-mailgun": ("plugins/extractors/tap-mailgun.yml", "", TapMailgun),
+    "target-brevo": ("plugins/loaders/target-brevo.yml", "", TargetBrevo),
+    "tap-mailgun-webhooks": ("plugins/utilities/tap-mailgun-webhooks.yml", "[webhooks]", None),
+}
+SINGER_PLUGINS = ["tap-mailgun", "target-brevo"]
+# Settings the SDK adds to every plugin that the definitions offer (capability stream-maps).
+SDK_SETTINGS = {"stream_maps", "stream_map_config"}
+
+
+def definition(plugin: str) -> dict[str, Any]:
+    """The plugin's shipped definition file."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / PLUGINS[plugin][0]).read_text())
+    return loaded
+
+
+def project_plugin(plugin: str) -> dict[str, Any]:
+    """The plugin as this repository's meltano.yml declares it."""
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    found = [p for kind in project["plugins"].values() for p in kind if p["name"] == plugin]
+    assert len(found) == 1
+    return dict(found[0])
+
+
+def run(*args: str) -> str:
+    """Run a console script of the installed package; its stdout."""
+    result = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def about(plugin: str) -> dict[str, Any]:
+    """`<plugin> --about --format=json`, through the console script."""
+    loaded: dict[str, Any] = json.loads(run(plugin, "--about", "--format=json"))
+    return loaded
+
+
+def meltano_kind(schema: dict[str, Any]) -> str:
+    """The Meltano setting kind that matches a JSON-schema property."""
+    if "enum" in schema:
+        return "options"
+    if schema.get("format") == "date-time":
+        return "date_iso8601"
+    types = [t for t in schema["type"] if t != "null"]
+    assert len(types) == 1, schema
+    return {"number": "decimal"}.get(types[0], types[0])
+
+
+@pytest.mark.parametrize("plugin", SINGER_PLUGINS)
+def test_definition_settings_are_what_the_plugin_reports(plugin: str) -> None:
+    reported = about(plugin)
+    properties = reported["settings"]["properties"]
+    settings = {s["name"]: s for s in definition(plugin)["settings"]}
+    own = set(PLUGINS[plugin][2].config_jsonschema["properties"])
+    assert set(settings) == own | SDK_SETTINGS
+    for name, setting in settings.items():
+        schema = properties[name]
+        assert setting["kind"] == meltano_kind(schema), name
+        assert setting.get("value") == schema.get("default"), name
+        assert setting.get("sensitive", False) == schema.get("secret", False), name
+        if "enum" in schema:
+            assert [o["value"] for o in setting["options"]] == schema["enum"], name
+        assert setting["label"] and setting["description"], name
+    required = set(reported["settings"].get("required", []))
+    groups = definition(plugin)["settings_group_validation"]
+    assert required == {name for group in groups for name in group}
+    assert set(definition(plugin)["capabilities"]) <= set(reported["capabilities"])
+
+
+@pytest.mark.parametrize("plugin", list(PLUGINS))
+def test_meltano_yml_declares_the_shipped_definition(plugin: str) -> None:
+    shipped, declared = definition(plugin), project_plugin(plugin)
+    for key in ("namespace", "label", "description", "executable", "settings", "commands"):
+        assert declared.get(key) == shipped.get(key), key
+    assert declared.get("capabilities") == shipped.get("capabilities")
+    # This project installs its own working tree, with the same extras.
+    assert declared["pip_url"] == f"-e .{PLUGINS[plugin][1]}"
+
+
+@pytest.mark.parametrize("plugin", list(PLUGINS))
+def test_definitions_install_from_the_project_repository(plugin: str) -> None:
+    shipped = definition(plugin)
+    assert shipped["name"] == plugin
+    assert shipped["pip_url"] == f"{DISTRIBUTION}{PLUGINS[plugin][1]}@git+{REPOSITORY}"
+    assert shipped["repo"] == REPOSITORY
+    assert shipped["docs"].startswith(REPOSITORY)
+    scripts = {
+        e.name for e in distribution(DISTRIBUTION).entry_points if e.group == "console_scripts"
+    }
+    assert shipped["executable"] in scripts
+
+
+def test_the_tap_alone_needs_neither_the_server_nor_a_postgres_driver() -> None:
+    by_extra: dict[str, set[str]] = {}
+    for requirement in METADATA.get_all("Requires-Dist") or []:
+        name = re.split(r"[\s<>=~;\[]", requirement, maxsplit=1)[0].lower()
+        extra = re.search(r"extra == \"(\w+)\"", requirement)
+        by_extra.setdefault(extra.group(1) if extra else "", set()).add(name)
+    assert not by_extra[""] & {"starlette", "uvicorn", "psycopg", "psycopg2"}
+    assert by_extra["webhooks"] == {"starlette", "uvicorn"}
+    assert by_extra["postgres"] == {"psycopg"}
+
+
+@pytest.mark.parametrize("plugin", SINGER_PLUGINS)
+def test_version_is_the_distributions(plugin: str) -> None:
+    printed = run(plugin, "--version")
+    assert printed.startswith(f"{plugin} v{version(DISTRIBUTION)}, Meltano SDK v")
+    assert "could not be detected" not in printed
+
+
+@pytest.mark.parametrize("plugin", SINGER_PLUGINS)
+def test_about_markdown_renders_as_markdown(plugin: str) -> None:
+    text = run(plugin, "--about", "--format=markdown")
+    lines = text.splitlines()
+    assert lines[0] == f"# `{plugin}`"
+    assert lines[2] == PLUGINS[plugin][2].__doc__.strip()
+    # An indented line after a blank one is a code block in Markdown.
+    assert not [line for line in lines if line.startswith(("    ", "\t"))]
+    rows = [line for line in lines if line.startswith("|")]
+    assert len(rows) > 10
+    assert {line.count("|") for line in rows} == {5}  # no stray pipe splits a settings row
