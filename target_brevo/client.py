@@ -11,10 +11,10 @@
   `x-sib-ratelimit-remaining` runs low, before Brevo has to refuse anything; other retries
   back off exponentially, a bounded number of times;
 - batches: /contacts/import at most 8 MB, /events/batch at most 200 events and 512 KB;
-  `fit_event` makes one event fit Brevo's limits (text properties trimmed), or says which
-  limit it cannot fit;
   a 207 keeps what Brevo stored and names what it refused; a 400 stores nothing, so the rows
-  it names are dropped and the rest is sent again.
+  it names are dropped and the rest is sent again;
+- one event: `fit_event` makes it fit Brevo's limits (text properties trimmed), or says which
+  limit it cannot fit.
 The API key travels only in the `api-key` header and never appears in logs or errors.
 """
 
@@ -71,10 +71,9 @@ class Failure(Enum):
     REFUSED = "refused"  # stop: no retry can help
 
 
-# Answers after which Brevo may have acted on a request all the same (a gateway gave up, or
-# the server failed midway); 429, 425 and 503 say it did not.
-_MAYBE_STORED_STATUSES = frozenset({500, 502, 504})
-_NOT_STORED_STATUSES = frozenset({425, 429})
+# Answers that say Brevo did not act on the request. After any other 5xx (500, 502, 504...)
+# it may have all the same: a gateway gave up, or the server failed midway.
+_NOT_STORED_STATUSES = frozenset({425, 429, 503})
 
 
 def classify(failure: int | requests.RequestException) -> Failure | None:
@@ -89,9 +88,9 @@ def classify(failure: int | requests.RequestException) -> Failure | None:
     if isinstance(failure, int):
         if failure == 401:
             return Failure.REFUSED
-        if failure in _NOT_STORED_STATUSES or failure == 503:
+        if failure in _NOT_STORED_STATUSES:
             return Failure.NOT_STORED
-        if failure in _MAYBE_STORED_STATUSES or failure >= 500:
+        if failure >= 500:
             return Failure.MAYBE_STORED
         return None
     if _cause(failure, ssl.SSLCertVerificationError) or isinstance(
@@ -107,8 +106,12 @@ def classify(failure: int | requests.RequestException) -> Failure | None:
 def _chain(exc: BaseException) -> Iterator[object]:
     """An exception and those it wraps: requests keeps urllib3's in args and `reason`."""
     seen: list[object] = [exc]
+    met: set[int] = set()
     while seen:
         current = seen.pop()
+        if id(current) in met:
+            continue
+        met.add(id(current))
         yield current
         if isinstance(current, BaseException):
             seen.extend(a for a in current.args if isinstance(a, BaseException))
@@ -192,6 +195,19 @@ def _properties_size(properties: dict[str, Any]) -> int:
     return len(json.dumps(properties))
 
 
+def _cut_to(text: str, size: int) -> str:
+    """The longest start of `text` that json.dumps writes in at most `size` bytes (quotes
+    aside): a character takes 1 to 12 of them, so the cut is searched for, not computed."""
+    low, high = 0, min(len(text), max(size, 0))  # k characters never take under k bytes
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(json.dumps(text[:middle])) - 2 <= size:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
+
+
 def fit_event(payload: bytes) -> Fit:
     """An encoded Brevo event within Brevo's limits, or why it cannot be.
 
@@ -209,16 +225,15 @@ def fit_event(payload: bytes) -> Fit:
     properties = event.get("event_properties") or {}
     trimmed: list[str] = []
     while (excess := _properties_size(properties) - MAX_EVENT_PROPERTIES_BYTES) > 0:
-        texts = [(len(v), k) for k, v in properties.items() if isinstance(v, str) and v]
-        texts = [(n, k) for n, k in texts if k != TRUNCATED]
-        if not texts:
+        texts = [(len(json.dumps(v)) - 2, k) for k, v in properties.items() if isinstance(v, str)]
+        size, key = max((t for t in texts if t[0] > 0), default=(0, ""))
+        if not size:
             return Fit(None, [], "event_properties over Brevo's 50 KB with their text trimmed")
-        length, key = max(texts)
-        # Each character cut makes the JSON at least one byte shorter.
-        properties[key] = properties[key][: max(0, length - excess)]
-        if key not in trimmed:
+        if key not in trimmed:  # the mark first, so that the cut makes room for it too
             trimmed.append(key)
             properties[TRUNCATED] = sorted(trimmed)
+            excess = _properties_size(properties) - MAX_EVENT_PROPERTIES_BYTES
+        properties[key] = _cut_to(properties[key], size - excess)
     fitted = msgspec.json.encode(event) if trimmed else payload
     if _ENVELOPE + len(fitted) + 1 > MAX_EVENT_BYTES:
         return Fit(None, [], "event over Brevo's 512 KB per batch request")

@@ -21,6 +21,7 @@ from target_brevo.client import (
     Failure,
     chunk_by_size,
     classify,
+    fit_event,
 )
 from target_brevo.store import EngagementStore, store_url
 from tests.target.conftest import API_KEY, STORE_KINDS, mailgun_event, on_both_stores
@@ -277,6 +278,33 @@ def test_an_attribute_brevo_already_has_counts_as_created(brevo: FakeBrevo) -> N
     client = BrevoClient(brevo.base_url + "/v3", API_KEY)
     client.create_attribute("MG_SCORE", "float")
     assert [c.status for c in brevo.calls("POST", "/contacts/attributes/")] == [400]
+
+
+def brevo_event(**properties: object) -> bytes:
+    """An encoded Brevo event with these event_properties."""
+    return json.dumps({"event_name": "email_opened", "identifiers": {"email_id": "a@x.com"},
+                       "event_properties": properties}).encode()  # fmt: skip
+
+
+def test_an_event_is_fitted_by_cutting_its_longest_text_only_as_much_as_needed() -> None:
+    small = brevo_event(subject="Hello", tags=["a"])
+    assert fit_event(small) == (small, [], None)  # the very same bytes: nothing decoded
+    fit = fit_event(brevo_event(id="e1", subject="é" * 40_000, url="u" * 30_000, n=1))
+    assert fit.payload is not None and fit.trimmed == ["subject"]
+    properties = json.loads(fit.payload)["event_properties"]
+    assert properties["truncated"] == ["subject"]
+    assert (properties["id"], properties["url"], properties["n"]) == ("e1", "u" * 30_000, 1)
+    size = len(json.dumps(properties))  # \u00e9 is 6 bytes: Brevo's 50 KB, counted at worst
+    assert 50 * 1024 - 6 < size <= 50 * 1024
+    both = json.loads(fit_event(brevo_event(a="x" * 60_000, b="y" * 60_000)).payload or b"")
+    assert both["event_properties"]["truncated"] == ["a", "b"]
+    assert fit_event(brevo_event(tags=["t" * 100] * 600)) == (
+        None, [], "event_properties over Brevo's 50 KB with their text trimmed"
+    )  # fmt: skip
+    bad_name = json.dumps({"event_name": "a b", "event_properties": {"s": "x" * 60_000}})
+    assert fit_event(bad_name.encode()).unfit == (
+        "event_name Brevo does not accept (1-255 of A-Z a-z 0-9 _ -)"
+    )
 
 
 def test_forgetting_and_pending_reads_use_the_pending_timestamp_index(tmp_path: Path) -> None:
