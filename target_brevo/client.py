@@ -81,9 +81,10 @@ def classify(failure: int | requests.RequestException) -> Failure | None:
 
     None for a status that is an answer for the caller to read (2xx, and 4xx other than
     401, 425 and 429). An exception is refused when retrying cannot help (a TLS certificate
-    not trusted, a URL requests cannot use), surely not stored when no connection was made,
-    and maybe stored otherwise: a timeout or reset after sending, an answer cut after its
-    headers (ChunkedEncodingError), a body that cannot be decoded, a protocol or TLS error.
+    not trusted, a URL or an api-key header requests cannot send), surely not stored when no
+    connection was made, and maybe stored otherwise: a timeout or reset after sending, an
+    answer cut after its headers (ChunkedEncodingError), a body that cannot be decoded, a
+    protocol or TLS error.
     """
     if isinstance(failure, int):
         if failure == 401:
@@ -95,7 +96,8 @@ def classify(failure: int | requests.RequestException) -> Failure | None:
         return None
     if _cause(failure, ssl.SSLCertVerificationError) or isinstance(
         failure, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                  requests.exceptions.MissingSchema, requests.TooManyRedirects)
+                  requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader,
+                  requests.TooManyRedirects)
     ):  # fmt: skip
         return Failure.REFUSED
     if isinstance(failure, requests.ConnectTimeout) or _never_connected(failure):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 
 from fakes.brevo import FakeBrevo
 from fakes.sandbox import reset
@@ -240,6 +241,21 @@ def test_an_events_batch_that_never_reached_brevo_is_retried() -> None:
 )  # fmt: skip
 def test_each_status_is_classified_once(status: int, failure: Failure | None) -> None:
     assert classify(status) is failure
+
+
+@pytest.mark.parametrize(
+    ("error", "failure"),
+    [(requests.ConnectTimeout(), Failure.NOT_STORED),
+     (requests.ReadTimeout(), Failure.MAYBE_STORED),
+     (requests.exceptions.ChunkedEncodingError(), Failure.MAYBE_STORED),
+     (requests.exceptions.ContentDecodingError(), Failure.MAYBE_STORED),
+     (requests.exceptions.InvalidHeader(), Failure.REFUSED),
+     (requests.exceptions.MissingSchema(), Failure.REFUSED)],
+)  # fmt: skip
+def test_each_exception_is_classified_once(
+    error: requests.RequestException, failure: Failure
+) -> None:
+    assert classify(error) is failure
 
 
 TLS = Path(__file__).parent.parent / "tls"  # a self-signed certificate for 127.0.0.1
