@@ -8,17 +8,22 @@ Every quirk of the API lives here:
   and also on a missing, empty or already-followed link. A next link is followed verbatim (it
   carries the query's window and filters) and only on the host the tap was configured for.
   Domains and metrics page by skip and limit up to the total they state (TotalPaginator).
-- retries: 429, 5xx and connection errors, with exponential backoff and equal jitter, or the
-  wait the server asks for (`Retry-After` header, `retry-seconds` body); `max_retries` bounds it.
+- retries: every request is a read, so every failed exchange a retry may mend is retried:
+  429, 5xx, connection errors, timeouts, an answer cut after its headers or undecodable; with
+  exponential backoff and equal jitter, or the wait the server asks for (`Retry-After`
+  header, `retry-seconds` body); `max_retries` bounds it. One that no retry can mend (a TLS
+  certificate not trusted, a base_url requests cannot use: `refusal`) stops the run at once.
 - errors: 401 names the host and region and stops the run, as does a host that cannot be
   reached; 404 on a domain suggests the other region and fails only that domain's partitions;
-  any other lasting failure fails only its partition. Failed partitions go to the RunReport
-  the streams of a run share; the tap exits non-zero at the end.
+  any other lasting failure fails only its partition (or its stream, for those read once).
+  Failed partitions go to the RunReport the streams of a run share; the tap exits non-zero
+  at the end, with one line per failure and no traceback.
 """
 
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timezone
@@ -95,7 +100,7 @@ class RunReport:
             message = f"{error} (its other streams are skipped this run)"
         else:
             where = ", ".join(f"{k}={v}" for k, v in context.items())
-            message = f"{stream} ({where}): {error}"
+            message = f"{stream} ({where}): {error}" if where else f"{stream}: {error}"
         self.failures.append(message)
         self._failed.add((stream, tuple(sorted(context.items()))))
         return message
@@ -121,6 +126,39 @@ def where(config: dict[str, Any]) -> str:
     if config.get("base_url"):
         return f"{resolve_base_url(config)} (base_url, which overrides region {region})"
     return f"{resolve_base_url(config)} (region {region})"
+
+
+def refusal(exc: requests.RequestException) -> str | None:
+    """What makes a failed request one that no retry can mend, or None when one may.
+
+    requests keeps the error it wraps in `args` (urllib3's, which keeps the ssl module's in
+    its own `args` or `reason`): an untrusted certificate is found there.
+    """
+    unusable = (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidHeader,
+    )
+    if isinstance(exc, unusable):
+        return str(exc)
+    seen: list[object] = [exc]
+    while seen:
+        link = seen.pop()
+        if isinstance(link, ssl.SSLCertVerificationError):
+            return str(link)
+        if isinstance(link, BaseException):
+            seen.extend(a for a in (*link.args, getattr(link, "reason", None)) if a is not link)
+    return None
+
+
+def never_connected(exc: requests.RequestException) -> bool:
+    """Whether no connection was made: requests raises ConnectionError for that, but also for
+    a connection dropped later; urllib3's NewConnectionError (a ConnectTimeoutError) says so."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectTimeout) or any(
+        k.__name__ == "ConnectTimeoutError" for k in type(reason).__mro__
+    )
 
 
 def retry_hint_seconds(response: requests.Response | None) -> float | None:
@@ -333,20 +371,47 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
             raise
         except MailgunGoneError as gone:
             self.logger.warning("%s: skipped.", gone)
-        except requests.ConnectionError as exc:
-            raise MailgunUnreachableError(
-                f"Could not connect to Mailgun at {where(dict(self.config))} after "
-                f"{self.backoff_max_tries()} tries ({type(exc).__name__}). Check the network, "
-                "and base_url or region."
-            ) from exc
-        except (FatalAPIError, RetriableAPIError, requests.RequestException) as exc:
-            if not context:
-                raise
+        except requests.RequestException as exc:
+            if never_connected(exc):
+                raise MailgunUnreachableError(
+                    f"Could not connect to Mailgun at {where(dict(self.config))} after "
+                    f"{self.backoff_max_tries()} tries ({type(exc).__name__}). Check the "
+                    "network, and base_url or region."
+                ) from exc
+            self._failed(
+                context, RetriableAPIError(f"{type(exc).__name__} after the retries: {exc}")
+            )
+        except (FatalAPIError, RetriableAPIError) as exc:
+            self._failed(context, exc)
+
+    def _failed(self, context: Context | None, error: Exception) -> None:
+        """Report a partition (or a stream read once) that failed for good to the run report."""
+        if context:
             # An unsorted stream's progress covers only part of the partition: promoting it
             # to a bookmark would skip the unread rest next run. Sorted bookmarks stay.
             drop_progress_markers(self.get_context_state(context))
-            message = self.report.report_failure(self.name, context, exc)
-            self.logger.error("%s; the rest of the sync goes on.", message)
+        message = self.report.report_failure(self.name, context or {}, error)
+        self.logger.error("%s; the rest of the sync goes on.", message)
+
+    @override
+    def request_decorator(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """The SDK's retries, around a request that stops the run at once when no retry can
+        mend its failure (the SDK never retries a FatalAPIError)."""
+
+        def request(*args: Any, **kwargs: Any) -> Any:  # named so in backoff's log lines
+            try:
+                return func(*args, **kwargs)
+            except requests.RequestException as exc:
+                refused = refusal(exc)
+                if refused is None:
+                    raise
+                raise MailgunRunError(
+                    f"Could not send a request to Mailgun at {where(dict(self.config))}: "
+                    f"{refused}. No retry can change that: check base_url, and that this "
+                    "machine trusts the server's TLS certificate."
+                ) from None
+
+        return super().request_decorator(request)
 
     @property
     @override

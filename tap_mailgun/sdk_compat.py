@@ -109,6 +109,15 @@ SDK_SOURCES: tuple[SdkSource, ...] = (
     ),
     SdkSource(
         "singer_sdk.streams.rest",
+        "RESTStream.request_decorator",
+        "874876c6f423d34f",
+        "MailgunStream.request_decorator wraps the request it retries and raises a "
+        "MailgunRunError for a failure no retry can mend: check the SDK still retries only "
+        "the exceptions it lists (never a FatalAPIError) and still retries a cut answer "
+        "(ChunkedEncodingError) and a dropped connection.",
+    ),
+    SdkSource(
+        "singer_sdk.streams.rest",
         "RESTStream.get_http_request",
         "4e38d56cddc16d7b",
         "MailgunStream.get_http_request replaces the URL of what it returns with the next "

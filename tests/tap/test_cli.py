@@ -8,8 +8,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakes.mailgun import FakeMailgun, mailgun_event
-from tests.tap.conftest import DOMAIN, OTHER_DOMAIN, hours_ago, run_cli, tap_config
+from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_cli, tap_config
 
 ISSUE_STREAMS = {
     "domains",
@@ -183,3 +185,42 @@ def test_a_bad_setting_is_refused_before_any_request(tmp_path: Path, mailgun: Fa
     assert "'ap' is not one of ['us', 'eu']" in done.stderr
     assert "-5 is less than the minimum of 0" in done.stderr
     assert mailgun.calls() == []
+
+
+@pytest.mark.parametrize("cut", [{}, {"chunked": True}, {"after_headers": False}])
+def test_answers_cut_on_the_socket_are_retried_then_reported_without_a_traceback(
+    tmp_path: Path, mailgun: FakeMailgun, cut: dict[str, bool]
+) -> None:
+    mailgun.add_events(DOMAIN, [mailgun_event("delivered", hours_ago(2))])
+    mailgun.add_tag(DOMAIN, "welcome")
+    mailgun.cut_next(rf"GET /v3/{DOMAIN}/tags", **cut)  # once: the retry reads it
+    mailgun.cut_next("GET /v4/domains", times=100, **cut)  # always: that stream fails
+    mailgun.cut_next("GET /v3/lists", times=100, **cut)
+    config = write_json(tmp_path / "config.json", tap_config(mailgun, domains=[DOMAIN]))
+
+    done = run_cli("--config", config)
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(records(done.stdout, "events")) == 1
+    assert [r["tag"] for r in records(done.stdout, "tags")] == ["welcome"]
+    assert len(mailgun.calls("GET", "^/v4/domains")) == 3  # the try and max_retries (2)
+    (failed,) = [line for line in done.stderr.splitlines() if line.startswith("- domains: ")]
+    assert "Error after the retries: " in failed
+
+
+def test_an_untrusted_certificate_stops_the_run_at_once_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    tls = Path(__file__).parent.parent / "tls"  # a self-signed certificate for 127.0.0.1
+    secure = FakeMailgun(api_key=API_KEY)
+    secure.add_domain(DOMAIN)
+    secure.use_tls(str(tls / "cert.pem"), str(tls / "key.pem"))
+    with secure:
+        config = write_json(tmp_path / "config.json", tap_config(secure, domains=[DOMAIN]))
+        done = run_cli("--config", config)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "certificate verify failed" in done.stderr
+    assert "No retry can change that: check base_url" in done.stderr
+    assert "Backing off" not in done.stderr  # not retried
