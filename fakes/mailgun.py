@@ -9,7 +9,8 @@ What it reproduces, because the tap has to cope with it:
   cursors, `limit` capped at 1000 (400 above).
 - /v4/domains: skip/limit, at most 1000 per page.
 - POST /v1/analytics/metrics: counts computed from the stored events, offset pagination.
-- basic auth `api:<key>`; any other key gets 401 "Forbidden". Unknown domains get 404.
+- basic auth `api:<key>`; any other key gets 401 "Forbidden". Unknown domains get 404 with
+  a JSON message; a path Mailgun has no API at gets its plain-text "404 page not found".
 """
 
 from __future__ import annotations
@@ -249,6 +250,10 @@ class FakeMailgun(FakeAPI):
         if auth is None or auth.username != "api" or auth.password != self.api_key:
             return Response("Forbidden", status=401, content_type="text/plain")
         return None
+
+    def no_such_path(self) -> Response:
+        """Mailgun's router answers an unknown path in plain text, before checking the key."""
+        return Response("404 page not found\n", status=404, content_type="text/plain")
 
     def list_domains(self, request: Request) -> Response:
         """GET /v4/domains: skip/limit paging, optional state filter."""

@@ -14,7 +14,10 @@ Every quirk of the API lives here:
   header, `retry-seconds` body); `max_retries` bounds it. One that no retry can mend (a TLS
   certificate not trusted, a base_url requests cannot use: `refusal`) stops the run at once.
 - errors: 401 names the host and region and stops the run, as does a host that cannot be
-  reached; 404 on a domain suggests the other region and fails only that domain's partitions;
+  reached (a name DNS does not know is not retried: it stays unknown); a 404 that is not
+  Mailgun's JSON (its plain "404 page not found" for a path it has no API at) means base_url
+  is wrong and stops the run too; a JSON 404 on a domain suggests the other region and fails
+  only that domain's partitions;
   any other lasting failure fails only its partition (or its stream, for those read once).
   Failed partitions go to the RunReport the streams of a run share; the tap exits non-zero
   at the end, with one line per failure and no traceback.
@@ -41,6 +44,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator, OffsetPaginator
 from typing_extensions import override
 
+from plugin_cli import unresolved_host
 from tap_mailgun.sdk_compat import SkipMaskWhenAllSelected, drop_progress_markers
 
 if TYPE_CHECKING:
@@ -66,6 +70,10 @@ class MailgunAuthError(MailgunRunError):
 
 class MailgunUnreachableError(MailgunRunError):
     """The API host could not be reached, retries included: every request would fail."""
+
+
+class MailgunNoApiError(MailgunRunError):
+    """Mailgun has no API at the path asked (404, not JSON): base_url is wrong for every stream."""
 
 
 class MailgunGoneError(FatalAPIError):
@@ -338,6 +346,8 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
                 "(MAILGUN_API_KEY) and that the key belongs to the account of this region; "
                 "EU accounts need region: eu."
             )
+        if response.status_code == HTTPStatus.NOT_FOUND and not _is_json(response):
+            raise MailgunNoApiError(_no_api_message(response, config))
         domain = _domain_of(response)
         if response.status_code == HTTPStatus.NOT_FOUND and domain:
             other = "us" if (config.get("region") or "us") == "eu" else "eu"
@@ -402,6 +412,13 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
             try:
                 return func(*args, **kwargs)
             except requests.RequestException as exc:
+                host = unresolved_host(exc)
+                if host is not None:
+                    raise MailgunUnreachableError(
+                        f"The Mailgun host {host} does not resolve (DNS), so nothing can be "
+                        f"read from {where(dict(self.config))}: check base_url or region, and "
+                        "the machine's DNS."
+                    ) from None
                 refused = refusal(exc)
                 if refused is None:
                     raise
@@ -449,6 +466,25 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
     def backoff_jitter(self, value: float) -> float:
         """Jitter is applied by `backoff_wait_generator`, which knows whether a wait was asked."""
         return value
+
+
+def _is_json(response: requests.Response) -> bool:
+    try:
+        msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _no_api_message(response: requests.Response, config: dict[str, Any]) -> str:
+    """What to change when Mailgun has no API at a path: usually /v3 in base_url."""
+    path = urlsplit(response.url).path
+    root = urlsplit(resolve_base_url(config)).path.rstrip("/")
+    if root.rsplit("/", 1)[-1] in ("v1", "v3", "v4"):
+        fix = f"remove {root} from base_url: it is the API root, e.g. https://api.mailgun.net"
+    else:
+        fix = "base_url must be the API root (e.g. https://api.mailgun.net), without /v3"
+    return f"Mailgun has no API at {path} (404) at {where(config)}; {fix}."
 
 
 def _domain_of(response: requests.Response) -> str | None:

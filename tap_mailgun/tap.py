@@ -12,6 +12,7 @@ from singer_sdk import Tap, about
 from singer_sdk import typing as th
 from typing_extensions import override
 
+from plugin_cli import SettingError, check_base_url, check_config_files, one_line_errors
 from tap_mailgun import streams
 from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, RunReport
 from tap_mailgun.sdk_compat import MessageWriter, about_info
@@ -133,6 +134,13 @@ class TapMailgun(Tap):
     ).to_dict()
 
     @override
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The SDK's tap; with validated settings, base_url is also checked to be a URL."""
+        super().__init__(*args, **kwargs)
+        if kwargs.get("validate_config", True) and self.config.get("base_url"):
+            check_base_url("base_url", str(self.config["base_url"]), "https://api.mailgun.net")
+
+    @override
     def discover_streams(self) -> list[Stream]:
         """Every Mailgun stream, plus webhook_events when a spool is configured."""
         found: list[Stream] = [*streams.build_streams(self, self.report)]
@@ -161,15 +169,29 @@ class TapMailgun(Tap):
 
     @classmethod
     @override
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        """The SDK's --config, after a check that names a file that is not JSON."""
+        check_config_files(value)
+        return super().cb_config(ctx, param, value)
+
+    @classmethod
+    @override
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """The SDK's --test (a connection test), whose failures end in one line too."""
+        with one_line_errors(cls.logger, MailgunRunError, SettingError):
+            super().cb_test(ctx, param, value)
+
+    @classmethod
+    @override
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
         """Run as the SDK does, then exit non-zero when any partition failed."""
         report = RunReport()
         token = _RUN_REPORT.set(report)
         try:
-            super().invoke(*args, **kwargs)
-        except MailgunRunError as stopped:
-            # Nothing can sync (refused key, unreachable host): say so plainly, no traceback.
-            raise click.ClickException(str(stopped)) from None
+            # Nothing can sync (a refused key, an unreachable host, a base_url that is no URL):
+            # said plainly, no traceback.
+            with one_line_errors(cls.logger, MailgunRunError, SettingError):
+                super().invoke(*args, **kwargs)
         finally:
             _RUN_REPORT.reset(token)
         failures = report.failures

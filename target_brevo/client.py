@@ -9,7 +9,8 @@
   with a message that says which setting to check;
 - 429: wait for `x-sib-ratelimit-reset` (capped, jittered), and pace calls when
   `x-sib-ratelimit-remaining` runs low, before Brevo has to refuse anything; other retries
-  back off exponentially, a bounded number of times;
+  back off exponentially, a bounded number of times (not a host name DNS does not
+  know: it stops at once, since it will not resolve later);
 - batches: /contacts/import at most 8 MB, /events/batch at most 200 events and 512 KB;
   a 207 keeps what Brevo stored and names what it refused; a 400 stores nothing, so the rows
   it names are dropped and the rest is sent again;
@@ -34,6 +35,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 import requests
 
+from plugin_cli import unresolved_host
 from target_brevo import rules
 
 K = TypeVar("K")
@@ -320,6 +322,12 @@ class BrevoClient:
             try:
                 response = self.session.request(method, url, data=body, params=params, timeout=120)
             except requests.RequestException as exc:
+                host = unresolved_host(exc)
+                if host is not None:
+                    raise BrevoError(
+                        f"the Brevo host {host} does not resolve (DNS): check base_url "
+                        f"({self.base_url}) and the machine's DNS, then rerun: nothing was lost"
+                    ) from None
                 failure = classify(exc)
                 why = (
                     f"could not be sent ({_innermost(exc)})"

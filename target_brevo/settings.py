@@ -10,6 +10,7 @@ from typing import Any
 
 from singer_sdk import typing as th
 
+from plugin_cli import SettingError
 from target_brevo.rules import (
     BLOCKLIST_REASONS,
     DEFAULT_EVENT_NAMES,
@@ -21,8 +22,8 @@ from target_brevo.rules import (
 DEFAULT_BASE_URL = "https://api.brevo.com/v3"
 
 
-class SettingsError(ValueError):
-    """A setting that cannot work; the message names it and says what is allowed."""
+class SettingsError(SettingError):
+    """A setting of target-brevo that cannot work; the message names it and what is allowed."""
 
 
 DEFAULT_ALL_LIST_NAME = "Mailgun contacts"

@@ -57,8 +57,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from plugin_cli import SettingError
 from target_brevo.rules import DELIVERY_EVENTS, ContactFacts, EventFacts
 
 if TYPE_CHECKING:
@@ -154,13 +156,68 @@ def store_url(setting: str | None) -> str:
     A plain libpq URL (`postgresql://` or `postgres://`, as Meltano's state backend and the
     webhook spool take it) means psycopg 3, the driver of the `postgres` extra; SQLAlchemy
     alone would look for psycopg2. A URL naming its driver (`postgresql+…://`) is kept.
+
+    A path's folder must exist: a typo must not start an empty store beside the real one
+    (its aggregates would restart from nothing). The default folder is created.
     """
     if setting and "://" in setting:
         scheme, rest = setting.split("://", 1)
         return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else setting
     path = Path(setting).expanduser() if setting else default_store_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent
+    if setting and not folder.is_dir():
+        raise SettingError(
+            f"engagement_store: the folder {folder} does not exist; create it "
+            f"(mkdir -p {folder}) or correct the path"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(
+            f"engagement_store is not set and its default folder {folder} cannot be created "
+            f"({exc.strerror}); set engagement_store to a file in a folder the target can write"
+        ) from None
     return f"sqlite:///{path.resolve()}"
+
+
+def _open_engine(url: str) -> Engine:
+    """The engine of `url` with the store's tables; a URL that cannot work is a SettingError
+    saying what to do (the URL is shown without its password)."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = create_engine(url)
+    except ModuleNotFoundError as exc:
+        dialect = url.split(":", 1)[0].split("+", 1)[0]
+        fix = (
+            "install the [postgres] extra: pip install 'mailgun-brevo-singer[postgres]' "
+            "(in Meltano: add [postgres] to the pip_url, then meltano install)"
+            if dialect == "postgresql"
+            else f"install the Python package that provides {exc.name}"
+        )
+        raise SettingError(
+            f"engagement_store: the {dialect} driver ({exc.name}) is not installed; {fix}"
+        ) from None
+    except (ArgumentError, NoSuchModuleError):
+        raise SettingError(
+            "engagement_store is neither a file path nor a database URL SQLAlchemy knows; "
+            "write a path, sqlite:///path or postgresql://user@host/db"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        metadata.create_all(engine)
+        for table in metadata.sorted_tables:  # create_all skips indexes of existing tables
+            for index in table.indexes:
+                index.create(engine, checkfirst=True)
+    except OperationalError as exc:
+        engine.dispose()
+        fix = (
+            "choose a file in a folder the target can write"
+            if engine.dialect.name == "sqlite"
+            else "check the server, the user and the password in the URL"
+        )
+        raise SettingError(f"engagement_store: cannot open {shown} ({exc.orig}); {fix}") from None
+    return engine
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -201,13 +258,7 @@ class EngagementStore:
     ) -> None:
         self.dry_run = dry_run
         self.lease_seconds = lease_seconds
-        self.engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        for table in metadata.sorted_tables:  # create_all skips indexes of existing tables
-            for index in table.indexes:
-                index.create(self.engine, checkfirst=True)
+        self.engine = _open_engine(url)
         self.conn: Connection = self.engine.connect()
         self._insert = (
             postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert

@@ -17,6 +17,7 @@ from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from plugin_cli import SettingError, check_base_url, check_config_files
 from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
@@ -135,10 +136,12 @@ class TargetBrevo(Target):
                 f"event_names: Brevo accepts only 1-255 of A-Z a-z 0-9 _ - in an event name; "
                 f"fix {', '.join(invalid)}"
             )
+        base_url = self.config.get("base_url") or DEFAULT_BASE_URL
+        check_base_url("base_url", base_url, DEFAULT_BASE_URL)
         for name in self.settings.unknown_names():
             self.logger.warning("Setting %s names nothing target-brevo writes; ignored", name)
         self.client = BrevoClient(
-            self.config.get("base_url") or DEFAULT_BASE_URL,
+            base_url,
             self.config["api_key"],
             dry_run=self.settings.dry_run,
             logger=self.logger,
@@ -239,6 +242,12 @@ class TargetBrevo(Target):
         self._finish()
 
     @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        """The SDK's --config, after a check that names a file that is not JSON."""
+        check_config_files(value)
+        return super().cb_config(ctx, param, value)
+
+    @classmethod
     def get_singer_command(cls) -> click.Command:
         """The SDK's command line, plus --test (what `meltano test` runs)."""
         command = super().get_singer_command()
@@ -282,8 +291,9 @@ class TargetBrevo(Target):
                 cls.check_connection(kwargs.get("config"))
                 return
             super().invoke(**kwargs)
-        except (BrevoError, SettingsError, RunLockedError) as exc:
+        except (BrevoError, SettingError, RunLockedError) as exc:
             cls._close_running()
+            cls.logger.debug("Stopped on this error:", exc_info=True)
             cls.logger.error("%s", exc)
             raise SystemExit(1) from None
         except INPUT_ERRORS:

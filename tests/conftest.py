@@ -1,9 +1,11 @@
 """Fixtures shared by every test: fakes of the vendor APIs, checked against the official specs,
-and one real PostgreSQL server for the session (started only if a test asks for it)."""
+and one real PostgreSQL server for the session (started only if a test asks for it); and how a
+console script must fail when the user got something wrong."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import pytest
 
@@ -25,3 +27,20 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.create_database()
     yield url
     postgres_server.drop_database(url)
+
+
+class Finished(Protocol):
+    """A console script that ran to its end (a CompletedProcess, or a test's own Run)."""
+
+    returncode: int
+    stderr: str
+
+
+def one_line_error(done: Finished) -> str:
+    """The last line of a console script that failed as a user should see it: a non-zero exit,
+    no traceback on stderr, and the error in its last line (returned)."""
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines, "the script failed without saying why"
+    return lines[-1]

@@ -14,6 +14,7 @@ import requests
 
 from fakes.brevo import FakeBrevo
 from fakes.sandbox import reset
+from plugin_cli import SettingError
 from target_brevo import rules
 from target_brevo.client import (
     MAX_EVENT_BYTES,
@@ -172,8 +173,13 @@ def test_store_url_accepts_paths_and_urls(tmp_path: Path) -> None:
     assert store_url("postgresql://u@db/x") == "postgresql+psycopg://u@db/x"
     assert store_url("postgres://u@db/x") == "postgresql+psycopg://u@db/x"
     assert store_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
-    assert store_url(str(tmp_path / "a" / "b.sqlite")) == f"sqlite:///{tmp_path}/a/b.sqlite"
-    assert (tmp_path / "a").is_dir()
+    assert store_url(str(tmp_path / "b.sqlite")) == f"sqlite:///{tmp_path}/b.sqlite"
+
+
+def test_a_store_path_in_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match=r"engagement_store: the folder .*/a does not exist"):
+        store_url(str(tmp_path / "a" / "b.sqlite"))
+    assert not (tmp_path / "a").exists()
 
 
 def test_chunks_respect_count_and_size_limits() -> None:

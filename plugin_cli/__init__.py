@@ -1,0 +1,101 @@
+"""What the command lines of tap-mailgun and target-brevo share: checks of what a user typed.
+
+- `SettingError`: a setting that cannot work; its message names the setting and what to do.
+- `check_config_files`: each --config file is JSON, or the error names the file and the line.
+- `check_base_url`: an http(s) URL with a host and no whitespace, before any request is sent.
+- `unresolved_host`: a request failed because its host name does not exist in DNS: retrying
+  would fail the same way, so callers stop at once instead.
+- `one_line_errors`: the listed errors end the command in one line (click's `Error: ...`,
+  exit 1); their traceback goes to the debug log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+# getaddrinfo's answers for a name that does not exist; EAI_AGAIN (a DNS server that did not
+# answer in time) is not among them: a retry may well succeed.
+_NO_SUCH_NAME = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+
+
+class SettingError(ValueError):
+    """A setting that cannot work; the message names it and says what to do."""
+
+
+def check_config_files(paths: Iterable[str]) -> None:
+    """Raise click's one-line error for a --config file that is missing or not a JSON object."""
+    for name in paths:
+        if name == "ENV":  # the SDK's marker for "settings from the environment"
+            continue
+        path = Path(name)
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise click.ClickException(
+                f"--config {name}: cannot read it ({exc.strerror}); pass the path of the "
+                "JSON settings file"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(
+                f"--config {name} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}; "
+                "fix that line (JSON wants double quotes and no trailing commas)"
+            ) from None
+        if not isinstance(value, dict):
+            raise click.ClickException(
+                f"--config {name} holds a JSON {type(value).__name__}, not an object of "
+                'settings; write it as {"setting": value, ...}'
+            )
+
+
+def check_base_url(setting: str, value: str, example: str) -> None:
+    """Raise SettingError unless `value` is an http(s) URL with a host and no whitespace."""
+    if any(char.isspace() for char in value):
+        raise SettingError(
+            f"{setting} {value!r} contains a space or line break; remove it (e.g. {example})"
+        )
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingError(
+            f"{setting} {value!r} is not an http(s) URL; write it with its scheme, e.g. {example}"
+        )
+
+
+def unresolved_host(error: BaseException) -> str | None:
+    """The host whose name does not exist in DNS, when that is why `error` (a requests
+    connection error) happened; else None.
+
+    requests wraps urllib3's NameResolutionError, which wraps socket.gaierror; the chain is
+    walked through public attributes so that urllib3 need not be imported.
+    """
+    pending: list[object] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror) and current.errno in _NO_SUCH_NAME:
+            url = getattr(getattr(error, "request", None), "url", None)
+            return urlsplit(url).hostname if isinstance(url, str) else "the host"
+        pending += [*current.args, getattr(current, "reason", None), current.__cause__]
+    return None
+
+
+@contextmanager
+def one_line_errors(logger: logging.Logger, *kinds: type[Exception]) -> Iterator[None]:
+    """Errors of `kinds` end the command with their message in one line (exit 1)."""
+    try:
+        yield
+    except kinds as error:
+        logger.debug("Stopped on this error:", exc_info=True)
+        raise click.ClickException(str(error)) from None
