@@ -8,12 +8,18 @@
 How it keeps its data between runs, so a second run moves only what is new:
 - Mailgun is regenerated on every start from a persisted seed and clock (.sandbox/clock.json)
   by `fakes.traffic`, which gives the same traffic before a moment whatever comes after.
-  The first start covers the 29 days up to yesterday's midnight (UTC); every `demo` then moves
-  the clock a simulated day forward (never past an hour ago), so each run has new traffic.
+  The simulated world is 60 days that end at the last midnight (UTC) at least an hour ago, so
+  all of it is already history for the tap (which reads up to 30 minutes ago). The first start
+  shows its first 29 days; every `demo` then moves the clock a whole simulated day forward,
+  whatever the hour, so each run has a new day of traffic (31 runs, then `reset`).
 - Brevo's state (contacts, attributes, lists, events) is saved to .sandbox/brevo.json on stop
   and loaded on start.
 - Meltano keeps the tap's state in its system database (.meltano/meltano.db), under the state
   id of the `sandbox` environment, apart from `dev`.
+- Ports: 18081 and 18082, where meltano.yml's `sandbox` environment points; when another
+  program holds one, the fake listens on a free port instead and the demo hands that to
+  Meltano (environment variables override meltano.yml). A folder is used by one sandbox at a
+  time (.sandbox/running.pid): a second one is refused, naming the process to stop.
 
 The fakes are the test fakes (fakes/mailgun.py, fakes/brevo.py), spec-checked: a
 request the real API would refuse is answered 400 and reported at the end.
@@ -23,24 +29,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fakes.brevo import FakeBrevo
 from fakes.mailgun import FakeMailgun
+from fakes.server import FakeAPI
 from fakes.traffic import DEFAULT_DOMAINS, Traffic, TrafficSpec, load
+from target_brevo.rules import DEFAULT_EVENT_NAMES, event_name_key
+from target_brevo.settings import DEFAULT_ALL_LIST_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX_DIR = ROOT / ".sandbox"
@@ -60,6 +71,8 @@ FIRST_DAYS = 29
 MESSAGES_PER_DAY = 150
 RECIPIENTS = 400
 MIN_AGE = timedelta(hours=1)  # traffic stays older than the tap's event lag (30 min)
+DAY = timedelta(days=1)
+F = TypeVar("F", bound=FakeAPI)
 
 
 # --- the clock --------------------------------------------------------------------------------
@@ -85,17 +98,25 @@ class Clock:
         messages_per_day: int = MESSAGES_PER_DAY,
         recipients: int = RECIPIENTS,
     ) -> Clock:
-        """The 29 days up to yesterday's midnight (UTC): the next advance brings yesterday."""
-        midnight = real_now.astimezone(timezone.utc).replace(
-            hour=0, minute=0, second=0, microsecond=0
+        """The first 29 days of a 60-day world that ends at the last midnight (UTC) at least
+        an hour ago: each of the 31 advances left is a whole day, whatever the hour."""
+        end = (
+            (real_now - MIN_AGE)
+            .astimezone(timezone.utc)
+            .replace(hour=0, minute=0, second=0, microsecond=0)
         )
-        start = midnight - timedelta(days=FIRST_DAYS + 1)
-        now = min(start + timedelta(days=FIRST_DAYS), real_now - MIN_AGE)
-        return cls(seed, start, now, messages_per_day, recipients)
+        start = end - timedelta(days=WINDOW_DAYS)
+        return cls(seed, start, start + timedelta(days=FIRST_DAYS), messages_per_day, recipients)
 
-    def advanced(self, real_now: datetime, by: timedelta = timedelta(days=1)) -> Clock:
-        """A simulated day later, but never later than an hour ago nor past the world's end."""
-        limit = min(real_now - MIN_AGE, self.start + timedelta(days=WINDOW_DAYS))
+    @property
+    def end(self) -> datetime:
+        """The end of the simulated world: the clock goes no further."""
+        return self.start + timedelta(days=WINDOW_DAYS)
+
+    def advanced(self, real_now: datetime, by: timedelta = DAY) -> Clock:
+        """A simulated day later, but never past the world's end nor into the last hour (which
+        only a clock saved by an older sandbox, whose world reached the present, can meet)."""
+        limit = min(real_now - MIN_AGE, self.end)
         return replace(self, now=max(self.now, min(self.now + by, limit)))
 
     def spec(self) -> TrafficSpec:
@@ -154,11 +175,62 @@ class PersistentBrevo(FakeBrevo):
 
 
 # --- the sandbox ------------------------------------------------------------------------------
+class SandboxInUse(Exception):
+    """Another running sandbox uses the same folder: two would overwrite each other's data."""
+
+
+def _in_use_by(directory: Path) -> str | None:
+    """The other live process running a sandbox on `directory`, described, or None."""
+    try:
+        pid = int((directory / "running.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # it died without cleaning up
+    except PermissionError:
+        pass
+    with contextlib.suppress(OSError):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        return f"process {pid} ({command})"
+    return f"process {pid}"
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (0 always can)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the fakes' server does
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def _listening(make: Callable[[int], F], port: int, name: str, notes: list[str]) -> F:
+    """The fake on `port`, or on a free port when another program holds it (said in `notes`)."""
+    if port_is_free(port):
+        return make(port)
+    fake = make(0)
+    notes.append(
+        f"Port {port} is taken by another program, so the fake {name} listens on "
+        f"{fake.base_url} instead (Meltano is told so)."
+    )
+    return fake
+
+
 class Sandbox:
     """Both fakes, seeded from `directory` and saved back to it on stop.
 
-    Ports 0 pick free ports (tests); `env()` gives the variables that point Meltano's
-    `sandbox` environment at wherever the fakes listen.
+    Ports 0 pick free ports (tests); a taken port is replaced by a free one, said in `notes`.
+    `env()` gives the variables that point Meltano's `sandbox` environment at wherever the
+    fakes listen. `shown_before` is where the clock stood before this start moved it (None on
+    the first start).
     """
 
     def __init__(
@@ -175,11 +247,20 @@ class Sandbox:
     ) -> None:
         self.directory = directory
         self.running = False
+        self.notes: list[str] = []
         directory.mkdir(parents=True, exist_ok=True)
+        other = _in_use_by(directory)
+        if other is not None:
+            raise SandboxInUse(
+                f"The sandbox in {directory} is in use by {other}: stop that program (Ctrl-C "
+                "in its shell), then run this again."
+            )
         real_now = real_now or datetime.now(timezone.utc)
         clock_file = directory / "clock.json"
+        self.shown_before: datetime | None = None
         if clock_file.exists():
             self.clock = Clock.from_json(json.loads(clock_file.read_text()))
+            self.shown_before = self.clock.now
             if advance:
                 self.clock = self.clock.advanced(real_now)
         else:  # the size only matters to a new sandbox: an existing one keeps its own
@@ -188,9 +269,19 @@ class Sandbox:
             )
         clock_file.write_text(json.dumps(self.clock.to_json()))
         self.traffic = Traffic(self.clock.spec())
-        self.mailgun = FakeMailgun(api_key=MAILGUN_KEY, validate=validate, port=mailgun_port)
+        self.mailgun = _listening(
+            lambda port: FakeMailgun(api_key=MAILGUN_KEY, validate=validate, port=port),
+            mailgun_port,
+            "Mailgun",
+            self.notes,
+        )
         self.loaded = load(self.mailgun, self.traffic)
-        self.brevo = PersistentBrevo(api_key=BREVO_KEY, validate=validate, port=brevo_port)
+        self.brevo = _listening(
+            lambda port: PersistentBrevo(api_key=BREVO_KEY, validate=validate, port=port),
+            brevo_port,
+            "Brevo",
+            self.notes,
+        )
         brevo_file = directory / "brevo.json"
         if brevo_file.exists():
             self.brevo.restore(json.loads(brevo_file.read_text()))
@@ -203,6 +294,7 @@ class Sandbox:
         self.mailgun.start()
         self.brevo.start()
         self.running = True
+        (self.directory / "running.pid").write_text(str(os.getpid()))
         return self
 
     def stop(self) -> None:
@@ -213,6 +305,7 @@ class Sandbox:
         self.brevo.save(self.directory / "brevo.json")
         self.mailgun.stop()
         self.brevo.stop()
+        (self.directory / "running.pid").unlink(missing_ok=True)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -234,6 +327,12 @@ class Sandbox:
     def violations(self) -> list[str]:
         """Requests either fake refused as the real API would."""
         return [*self.mailgun.violations, *self.brevo.violations]
+
+    def new_events(self) -> list[dict[str, Any]]:
+        """The Mailgun events this start revealed: after where the clock stood before."""
+        after = (self.shown_before or self.clock.start).timestamp()
+        events = self.mailgun.events.values()
+        return [event for listing in events for event in listing if event["timestamp"] > after]
 
 
 # --- the summary ------------------------------------------------------------------------------
@@ -321,6 +420,95 @@ def summarize(
     return "\n".join(lines)
 
 
+# Why a Mailgun event kind becomes no Brevo event (target_brevo.rules.event_name_key decides).
+NOT_SENT_WHY = {
+    "accepted": "Mailgun took the message in",
+    "stored": "Mailgun stored a message",
+    "rejected": "Mailgun refused to send it",
+}
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counter.most_common())
+
+
+def _span(delta: timedelta) -> str:
+    if delta == DAY:
+        return "a whole day"
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:g} days" if hours >= 24 else f"{hours:g} hours"
+
+
+def what_happened(
+    clock: Clock,
+    shown_before: datetime | None,
+    mailgun_events: Sequence[dict[str, Any]],
+    brevo_before: dict[str, Any],
+    brevo_after: dict[str, Any],
+) -> str:
+    """This run in plain words: the simulated time, why N Mailgun events became M Brevo events,
+    and what the contacts and the "Mailgun contacts" list are."""
+    if shown_before is None:
+        time = (
+            f"this first run shows the first {_span(clock.now - clock.start)} of the "
+            f"simulated world, {clock.start:%Y-%m-%d} to {clock.now:%Y-%m-%d %H:%M} UTC"
+        )
+    elif clock.now == shown_before:
+        time = (
+            f"none passed: all {WINDOW_DAYS} simulated days are shown already; "
+            "`.venv/bin/python -m fakes.sandbox reset` starts a new world"
+        )
+    else:
+        time = (
+            f"{_span(clock.now - shown_before)} passed since the last run, "
+            f"{shown_before:%Y-%m-%d %H:%M} to {clock.now:%Y-%m-%d %H:%M} UTC"
+        )
+    left = (clock.end - clock.now) // DAY
+    sent: Counter[str] = Counter()
+    not_sent: Counter[str] = Counter()
+    for event in mailgun_events:
+        key = event_name_key(event["event"], event.get("severity"))
+        if key is None:
+            not_sent[event["event"]] += 1
+        else:
+            sent[DEFAULT_EVENT_NAMES[key]] += 1
+    got = len(brevo_after["events"]) - len(brevo_before["events"])
+    lines = [
+        "What this run did",
+        f"- Simulated time: {time} ({left} more runs bring a new day each).",
+        f"- Mailgun: {len(mailgun_events)} new events in that time"
+        + (
+            f" ({_counts(Counter(e['event'] for e in mailgun_events))})." if mailgun_events else "."
+        ),
+        f"- Brevo events: {sum(sent.values())} of them are sent to Brevo as events"
+        + (f" ({_counts(sent)})" if sent else "")
+        + f"; Brevo got {got}"
+        + ("." if got == sum(sent.values()) else ": see rows_skipped in the target's summary."),
+    ]
+    if not_sent:
+        why = "; ".join(
+            f"{kind}: {NOT_SENT_WHY.get(kind, 'no Brevo counterpart')}" for kind in not_sent
+        )
+        lines.append(
+            f"  The other {sum(not_sent.values())} ({_counts(not_sent)}) are not sent: Brevo's "
+            f"events API has no such event ({why}); they still count for their recipient's "
+            "contact."
+        )
+    all_list = next(
+        (lst for lst in brevo_after["lists"].values() if lst["name"] == DEFAULT_ALL_LIST_NAME),
+        None,
+    )
+    where = f" (list {all_list['id']})" if all_list else ""
+    lines.append(
+        "- Contacts: every address Mailgun mentions (event recipients, mailing-list members) "
+        f'is a Brevo contact with MG_ attributes. "{DEFAULT_ALL_LIST_NAME}"{where} is the list '
+        "target-brevo imports every one of them into; it makes it on its first run unless the "
+        "lists.all setting names another. Lists 1-3 hold the engaged, bounced and complained "
+        "contacts (the lists setting in meltano.yml)."
+    )
+    return "\n".join(lines)
+
+
 def fetch_state(brevo_url: str) -> dict[str, Any]:
     """GET /_fake/state of a running fake Brevo."""
     with urllib.request.urlopen(f"{brevo_url}/_fake/state", timeout=30) as response:  # noqa: S310 - loopback URL
@@ -357,11 +545,13 @@ def demo(meltano: Path, directory: Path, ports: tuple[int, int], size: tuple[int
         recipients=size[1],
     ) as sandbox:
         before = sandbox.brevo.state()
+        for note in sandbox.notes:
+            print(note)
         print(
             f"Sandbox: fake Mailgun {sandbox.mailgun.base_url} holds "
             f"{sandbox.loaded.get('events', 0)} events of {len(DEFAULT_DOMAINS)} domains "
-            f"from {sandbox.clock.start:%Y-%m-%d} to {sandbox.clock.now:%Y-%m-%d %H:%M} UTC; "
-            f"fake Brevo {sandbox.brevo.base_url}."
+            f"from {sandbox.clock.start:%Y-%m-%d} to {sandbox.clock.now:%Y-%m-%d %H:%M} UTC "
+            f"(simulated time); fake Brevo {sandbox.brevo.base_url}."
         )
         print("Running: meltano --environment=sandbox run tap-mailgun target-brevo ...", flush=True)
         log = directory / "last-run.log"
@@ -373,7 +563,11 @@ def demo(meltano: Path, directory: Path, ports: tuple[int, int], size: tuple[int
             print(f"\nThe run failed (exit {result.returncode}); full log: {log}", file=sys.stderr)
             return result.returncode
         print(f"Done (log: {log}).\n")
-        print(summarize(fetch_state(sandbox.brevo.base_url), before))
+        after = fetch_state(sandbox.brevo.base_url)
+        events = sandbox.new_events()
+        print(what_happened(sandbox.clock, sandbox.shown_before, events, before, after))
+        print()
+        print(summarize(after, before))
         problems = sandbox.violations()
     if problems:
         print("\nRequests the real APIs would refuse:", *problems, sep="\n  ", file=sys.stderr)
@@ -386,6 +580,8 @@ def serve(directory: Path, ports: tuple[int, int]) -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with Sandbox(directory, mailgun_port=ports[0], brevo_port=ports[1]) as sandbox:
+        for note in sandbox.notes:
+            print(note, "meltano.yml points at the usual ports: export the variables below.")
         print(f"fake Mailgun: {sandbox.mailgun.base_url} ({sandbox.loaded})")
         print(f"fake Brevo:   {sandbox.brevo.base_url}/v3")
         print(f"Brevo state:  {sandbox.brevo.base_url}/_fake/state")
@@ -433,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mailgun-port",
         type=int,
         default=MAILGUN_PORT,
-        help="0: any free port (demo passes it on)",
+        help="0: any free port; a taken one is replaced by a free one (passed on to Meltano)",
     )
     parser.add_argument("--brevo-port", type=int, default=BREVO_PORT, help="0: any free port")
     parser.add_argument(
@@ -448,11 +644,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, default=RECIPIENTS, help="size of a new sandbox")
     args = parser.parse_args(argv)
     ports = (args.mailgun_port, args.brevo_port)
-    # A taken port ends here with werkzeug's own message, which says what to do.
-    if args.command == "demo":
-        return demo(args.meltano, args.dir, ports, (args.messages_per_day, args.recipients))
-    if args.command == "serve":
-        return serve(args.dir, ports)
+    try:
+        if args.command == "demo":
+            return demo(args.meltano, args.dir, ports, (args.messages_per_day, args.recipients))
+        if args.command == "serve":
+            return serve(args.dir, ports)
+    except SandboxInUse as busy:
+        raise SystemExit(str(busy)) from None
     if args.command == "summary":
         try:
             print(summarize(fetch_state(args.brevo_url)))

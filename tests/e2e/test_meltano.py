@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -24,7 +23,6 @@ import requests
 
 from fakes.sandbox import ROOT, STATE_ID
 from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, signed_body
-from tests.e2e.conftest import MESSAGES_PER_DAY, RECIPIENTS
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -193,64 +191,6 @@ def test_a_third_party_target_from_pypi_writes_the_taps_output(
     members = rows("list_members")
     assert len(members) == sum(len(m) for m in box.mailgun.members.values())
     assert {r["list_address"] for r in members} == set(box.mailgun.lists)
-
-
-def test_the_demo_command_prints_brevo_then_only_what_is_new_and_reset_forgets(
-    meltano: Meltano, tmp_path: Path
-) -> None:
-    folder = tmp_path / "demo"
-
-    def sandbox(command: str, *options: str) -> str:
-        runner = [sys.executable, "-m", "fakes.sandbox"]
-        result = subprocess.run(
-            [
-                *runner,
-                command,
-                "--dir",
-                str(folder),
-                "--meltano",
-                str(meltano.executable),
-                *options,
-            ],
-            cwd=ROOT,
-            env=meltano.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-        return result.stdout
-
-    def demo() -> str:
-        ports = ("--mailgun-port=0", "--brevo-port=0")
-        size = (f"--messages-per-day={MESSAGES_PER_DAY}", f"--recipients={RECIPIENTS}")
-        return sandbox("demo", *ports, *size)
-
-    def count(output: str, what: str) -> tuple[int, int]:
-        """(total, added this run) from a summary line such as `events  12 (+3 this run)`."""
-        line = next(line for line in output.splitlines() if line.startswith(what))
-        total, added = line[len(what) :].split("(+")
-        return int(total), int(added.split()[0])
-
-    def added(output: str, what: str) -> int:
-        return count(output, what)[1]
-
-    first, second = demo(), demo()
-    for output in (first, second):
-        assert "Brevo now holds" in output
-        assert "Contacts with MG_ attributes" in output
-        assert "email_delivered" in output
-    assert added(first, "events") > added(second, "events") > 0
-    assert added(second, "contacts ") < added(first, "contacts ")
-    assert STATE_ID in meltano("--environment=sandbox", "state", "list").stdout
-
-    sandbox("reset")
-    assert not (folder / "brevo.json").exists()
-    assert not (folder / "clock.json").exists()
-    assert STATE_ID not in meltano("--environment=sandbox", "state", "list").stdout
-    again = demo()  # from scratch: everything Brevo holds came in this run
-    assert count(again, "events")[0] == count(again, "events")[1] > 0
-    assert count(again, "contacts ")[0] == count(again, "contacts ")[1] > 0
 
 
 def test_the_webhook_receiver_runs_under_meltano_and_feeds_the_job(
