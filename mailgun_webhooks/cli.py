@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import socket
@@ -74,7 +75,15 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"tap-mailgun-webhooks: cannot listen on {host}:{port}: {exc}") from None
+        fix = (
+            "another program listens there: stop it, or pass a free --port (and point the "
+            "HTTPS proxy at it)"
+            if exc.errno == errno.EADDRINUSE
+            else "pass a --host this machine has (127.0.0.1 behind a proxy)"
+        )
+        raise SystemExit(
+            f"tap-mailgun-webhooks: cannot listen on {host}:{port} ({exc.strerror}); {fix}"
+        ) from None
     sock.listen(2048)
     return sock
 
@@ -91,7 +100,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         writer = SpoolWriter(args.spool, token_ttl_s=args.max_age + 60)
     except SpoolError as exc:
-        raise SystemExit(f"tap-mailgun-webhooks: {exc}") from None
+        raise SystemExit(
+            f"tap-mailgun-webhooks: {exc}; pass --spool a file in a folder the receiver can "
+            "write (tap-mailgun's webhook_spool_path names the same file)"
+        ) from None
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     logger.info("listening on http://%s:%s%s, spool %s", host, port, WEBHOOK_PATH, args.spool)

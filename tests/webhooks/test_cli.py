@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 from fakes.receiver_process import BIN, ReceiverProcess
 from fakes.webhook_payloads import SIGNING_KEY, mailgun_event, signature, signed_body
 from mailgun_webhooks.spool import Spool
+from tests.conftest import one_line_error
 from tests.webhooks.conftest import post
 
 
@@ -82,3 +84,34 @@ def test_the_signing_key_can_come_from_a_file(spool_path: Path, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_spool_that_cannot_be_written_or_a_taken_port_ends_in_one_line(
+    spool_path: Path,
+) -> None:
+    def receiver(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "tap-mailgun-webhooks"), *args],
+            env={**os.environ, "MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # /proc refuses new files even to root, whom file modes would not stop.
+    unwritable = receiver("--spool", "/proc/spool.sqlite", "--port", "0")
+    assert one_line_error(unwritable) == (
+        "tap-mailgun-webhooks: cannot open the webhook spool /proc/spool.sqlite: unable to open "
+        "database file; pass --spool a file in a folder the receiver can write (tap-mailgun's "
+        "webhook_spool_path names the same file)"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = receiver("--spool", str(spool_path), "--port", str(port))
+    assert one_line_error(busy) == (
+        f"tap-mailgun-webhooks: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "another program listens there: stop it, or pass a free --port (and point the HTTPS "
+        "proxy at it)"
+    )
