@@ -37,6 +37,7 @@ import requests
 
 from plugin_cli import unresolved_host
 from target_brevo import rules
+from target_brevo.settings import DEFAULT_BASE_URL
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -435,7 +436,15 @@ class BrevoClient:
     # --- attributes, folders, lists -------------------------------------------------------
     def attributes(self) -> dict[str, str]:
         """Contact attributes of the account: name -> type."""
-        response = self._expect(self.request("GET", "/contacts/attributes"), 200)
+        response = self.request("GET", "/contacts/attributes")
+        if response is not None and response.status_code == 404:
+            # The first call of a run, to a path every account has: base_url is wrong.
+            raise BrevoError(
+                f"Brevo has no API at {response.request.path_url} (404): base_url "
+                f"({self.base_url}) must be Brevo's API root, with /v3 once, "
+                f"e.g. {DEFAULT_BASE_URL}"
+            )
+        response = self._expect(response, 200)
         return {a["name"]: a.get("type", "") for a in _decoded(response).get("attributes", [])}
 
     def create_attribute(self, name: str, kind: str) -> None:

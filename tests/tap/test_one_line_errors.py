@@ -57,6 +57,19 @@ def test_a_base_url_with_v3_stops_at_mailguns_404_and_says_to_remove_it(
     assert len(mailgun.calls()) == 1, "the run stops at the first 404: every path would fail"
 
 
+def test_a_base_url_with_another_path_is_told_to_be_the_api_root(
+    tmp_path: Path, mailgun: FakeMailgun
+) -> None:
+    config = config_file(tmp_path, tap_config(mailgun, base_url=f"{mailgun.base_url}/mailgun"))
+
+    line = one_line_error(run_cli("--config", config))
+
+    assert line.startswith("Error: Mailgun has no API at /mailgun/v")
+    assert line.endswith(
+        "base_url must be the API root (e.g. https://api.mailgun.net), without /v3."
+    )
+
+
 def test_the_connection_test_with_a_refused_key_ends_in_one_line(
     tmp_path: Path, mailgun: FakeMailgun
 ) -> None:

@@ -7,6 +7,8 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
+import pytest
+
 from tests.conftest import one_line_error
 from tests.target.conftest import TARGET, TargetRunner, mailgun_event, singer_lines
 
@@ -102,6 +104,19 @@ def test_a_base_url_without_scheme_is_refused_before_any_request(
         "base_url 'api.brevo.com/v3' is not an http(s) URL; write it with its scheme, e.g. "
         "https://api.brevo.com/v3"
     )
+
+
+@pytest.mark.parametrize("path", ["", "/v3/v3"])
+def test_a_base_url_whose_path_brevo_has_no_api_at_says_where_v3_goes(
+    brevo: FakeBrevo, target: TargetRunner, path: str
+) -> None:
+    run = target.run(EVENTS, base_url=brevo.base_url + path)
+
+    assert one_line_error(run).endswith(
+        f"Brevo has no API at {path}/contacts/attributes (404): base_url ({brevo.base_url}{path}) "
+        "must be Brevo's API root, with /v3 once, e.g. https://api.brevo.com/v3"
+    )
+    assert [c.status for c in brevo.calls()] == [404], "the run stops at the first call"
 
 
 def test_a_brevo_host_that_does_not_resolve_fails_at_once(target: TargetRunner) -> None:
