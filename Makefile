@@ -16,12 +16,15 @@ MELTANO_VENV ?= .venv-meltano
 MELTANO := $(MELTANO_VENV)/bin/meltano
 MELTANO_VERSION ?= 4.4.1
 
-$(MELTANO):
+# The postgres extra (psycopg) lets Meltano keep its system database, and so its state, in
+# PostgreSQL (MELTANO_DATABASE_URI=postgresql://...), as several machines need.
+$(MELTANO_VENV)/.installed-$(MELTANO_VERSION):
 	$(PYTHON) -m venv $(MELTANO_VENV)
-	$(MELTANO_VENV)/bin/python -m pip install --quiet 'meltano==$(MELTANO_VERSION)'
+	$(MELTANO_VENV)/bin/python -m pip install --quiet 'meltano[postgres]==$(MELTANO_VERSION)'
+	touch $@
 
 # One venv per plugin under .meltano/ (Meltano uses uv: seconds); redone when plugins change.
-.meltano/.installed: $(MELTANO) meltano.yml pyproject.toml
+.meltano/.installed: $(MELTANO_VENV)/.installed-$(MELTANO_VERSION) meltano.yml pyproject.toml
 	$(MELTANO) install
 	touch $@
 

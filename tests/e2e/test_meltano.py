@@ -19,6 +19,7 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import requests
 
 from fakes.sandbox import ROOT, STATE_ID
@@ -167,6 +168,37 @@ def test_mailgun_reaches_brevo_once_across_incremental_runs(
     assert len(later.brevo.calls("POST")) == writes
     assert later.brevo.state()["contacts"] == before["contacts"]
     assert later.brevo.state()["events"] == before["events"]
+
+
+def test_meltanos_state_in_postgresql_carries_the_next_run_on(
+    meltano: Meltano, sandboxes: Sandboxes, postgres_url: str, tmp_path: Path
+) -> None:
+    """Meltano's system database, so its state, on a real PostgreSQL server (as several
+    machines share it): the next run resumes from the state the first one stored there."""
+    shared = {
+        "MELTANO_DATABASE_URI": postgres_url.replace("postgresql://", "postgresql+psycopg://")
+    }
+    box = sandboxes.start()
+    meltano(*RUN_BREVO, env={**box.env(), **shared})
+    with psycopg.connect(postgres_url) as db:
+        stored = db.execute("SELECT partial_state, completed_state FROM state WHERE state_id = %s",
+                            (STATE_ID,)).fetchone()  # fmt: skip
+    assert stored is not None, "Meltano kept no state in PostgreSQL"
+    assert "events" in json.dumps(stored)
+    assert not (tmp_path / "meltano.db").exists()  # nothing kept on this machine's disk
+
+    cut = box.clock.now
+    box.stop()
+    later = sandboxes.start(advance=True)
+    meltano(*RUN_BREVO, env={**later.env(), **shared})
+    sent = [
+        event
+        for call in later.brevo.calls("POST", r"^/v3/events/batch$")
+        for event in call.json()["events"]
+    ]
+    assert sent, "the new day's events must reach Brevo"
+    assert min(datetime.fromisoformat(e["event_date"]) for e in sent) >= cut  # resumed
+    assert brevo_events(later) == expected_brevo_events(later)
 
 
 def test_a_third_party_target_from_pypi_writes_the_taps_output(
