@@ -114,6 +114,27 @@ class PostgresServer:
             nobody = pwd.getpwnam("nobody")
             self._runas = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
+            self.bin_dir = self._reachable_by_runas(self.bin_dir)
+
+    def _reachable_by_runas(self, bin_dir: Path) -> Path:
+        """`bin_dir`, or a copy of the wheel's installation in our folder if `nobody` cannot
+        run it: the venv may sit under a folder only root enters (a clone in /root)."""
+        with contextlib.suppress(OSError):  # the exec itself refused
+            probe = subprocess.run(
+                [str(bin_dir / "postgres"), "--version"], capture_output=True, check=False,
+                cwd=self.root, **self._runas,
+            )  # fmt: skip
+            if probe.returncode == 0:
+                return bin_dir
+        # site-packages: the wheel's binaries find their libraries from there (RPATH
+        # $ORIGIN/../../../pgserver.libs), so the copy keeps both at the same distance.
+        site, copy = bin_dir.parents[2], self.root / "install"
+        for part in (bin_dir.parent, site / "pgserver.libs"):
+            if part.is_dir():
+                shutil.copytree(part, copy / part.relative_to(site), symlinks=True)
+        for folder in (copy, *(p for p in copy.rglob("*") if p.is_dir())):
+            folder.chmod(0o755)
+        return copy / bin_dir.relative_to(site)
 
     @property
     def host(self) -> str:

@@ -4,6 +4,9 @@ on a machine without PostgreSQL packages through the binaries the pgserver wheel
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -44,7 +47,26 @@ def test_without_the_machines_binaries_the_wheels_server_starts_and_stops(
         psycopg.connect(url, connect_timeout=5).close()
 
 
-def test_no_binaries_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+@pytest.mark.skipif(
+    importlib.util.find_spec("pgserver") is None or os.geteuid() != 0,
+    reason="needs the pgserver wheel, and root (who runs the server as nobody)",
+)
+def test_as_root_wheel_binaries_nobody_cannot_reach_are_copied_where_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(BINARIES_ENV, "wheel")
+    wheel = postgres_bin_dir()  # site-packages/pgserver/pginstall/bin
+    site = tmp_path / "root-only" / "site"  # like a clone under /root: nobody cannot enter
+    shutil.copytree(wheel.parent, site / "pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(wheel.parents[2] / "pgserver.libs", site / "pgserver.libs", symlinks=True)
+    (tmp_path / "root-only").chmod(0o700)
+    with PostgresServer(site / "pgserver" / "pginstall" / "bin") as server:
+        assert server.bin_dir.is_relative_to(server.root)
+        with psycopg.connect(server.create_database()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_no_binaries_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(BINARIES_ENV, str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PostgresUnavailableError, match="install Debian's postgresql package"):
