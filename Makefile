@@ -17,7 +17,7 @@ MELTANO := $(MELTANO_VENV)/bin/meltano
 MELTANO_VERSION ?= 4.4.1
 
 # The postgres extra (psycopg) lets Meltano keep its system database, and so its state, in
-# PostgreSQL (MELTANO_DATABASE_URI=postgresql://...), as several machines need.
+# PostgreSQL (MELTANO_DATABASE_URI=postgresql+psycopg://...), as several machines need.
 $(MELTANO_VENV)/.installed-$(MELTANO_VERSION):
 	$(PYTHON) -m venv $(MELTANO_VENV)
 	$(MELTANO_VENV)/bin/python -m pip install --quiet 'meltano[postgres]==$(MELTANO_VERSION)'
