@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import machine
+from fakes.events import mailgun_event
 from fakes.receiver_process import ReceiverProcess
-from fakes.webhook_payloads import mailgun_event, signed_body
+from fakes.webhook_payloads import signed_body
 from mailgun_webhooks.app import WEBHOOK_PATH
 from mailgun_webhooks.spool import Spool
 

@@ -512,46 +512,6 @@ class FakeMailgun(FakeAPI):
         return {"dimensions": dimensions, "metrics": metrics}
 
 
-def mailgun_event(
-    event: str,
-    timestamp: float,
-    *,
-    recipient: str = "user@example.com",
-    event_id: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A raw Mailgun event as the API returns it, for loading into the fake."""
-    item: dict[str, Any] = {
-        "id": event_id or f"ev-{event}-{timestamp:.6f}-{recipient}",
-        "event": event,
-        "timestamp": timestamp,
-        "log-level": "info",
-        "recipient": recipient,
-        "recipient-domain": recipient.split("@")[-1],
-        "tags": [],
-        "user-variables": {},
-        "flags": {"is-authenticated": True, "is-test-mode": False},
-        "message": {
-            "headers": {
-                "message-id": f"{int(timestamp * 1e6)}@mg.example.com",
-                "from": "sender@mg.example.com",
-                "to": recipient,
-                "subject": "Hello",
-            },
-            "attachments": [],
-            "size": 1024,
-        },
-    }
-    if event == "failed":
-        item["severity"] = extra.pop("severity", "permanent")
-        item["reason"] = extra.pop("reason", "bounce")
-        item["delivery-status"] = extra.pop(
-            "delivery_status", {"code": 550, "message": "5.1.1 mailbox unavailable"}
-        )
-    item.update(extra)
-    return item
-
-
 def days_ago(days: float) -> datetime:
     """A UTC moment `days` ago, handy for created_at values."""
     return datetime.now(timezone.utc) - timedelta(days=days)

@@ -164,29 +164,7 @@ class DomainsStream(MailgunStream):
     primary_keys = ("name",)
     replication_key = None
     page_size = 1000
-    schema = th.PropertiesList(
-        th.Property("name", th.StringType, required=True),
-        th.Property("id", th.StringType),
-        th.Property("state", th.StringType),
-        th.Property("type", th.StringType),
-        th.Property("created_at", th.DateTimeType),
-        th.Property("is_disabled", th.BooleanType),
-        th.Property("disabled", th.ObjectType(additional_properties=True)),
-        th.Property("spam_action", th.StringType),
-        th.Property("smtp_login", th.StringType),
-        th.Property("require_tls", th.BooleanType),
-        th.Property("skip_verification", th.BooleanType),
-        th.Property("wildcard", th.BooleanType),
-        th.Property("web_prefix", th.StringType),
-        th.Property("web_scheme", th.StringType),
-        th.Property("tracking_host", th.StringType),
-        th.Property("archive_to", th.StringType),
-        th.Property("subaccount_id", th.StringType),
-        th.Property("use_automatic_sender_security", th.BooleanType),
-        th.Property("encrypt_incoming_message", th.BooleanType),
-        th.Property("message_ttl", th.IntegerType),
-        additional_properties=True,
-    ).to_dict()
+    schema = load_schema("domains")  # tap_mailgun/schemas/domains.json: twenty fields
 
     @override
     def get_new_paginator(self) -> TotalPaginator:

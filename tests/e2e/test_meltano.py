@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import requests
 
+from fakes.events import mailgun_event
 from fakes.sandbox import ROOT, STATE_ID
-from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, signed_body
+from fakes.webhook_payloads import SIGNING_KEY, signed_body
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -250,7 +251,7 @@ def test_the_webhook_receiver_runs_under_meltano_and_feeds_the_job(
         )
     try:
         url = _wait_for_url(log, receiver)
-        bounce = hard_bounce("new.person@example.com", timestamp=time.time() - 60)
+        bounce = mailgun_event("failed", time.time() - 60, recipient="new.person@example.com")
         headers = {"Content-Type": "application/json"}
         forged = requests.post(
             url, data=signed_body(bounce, key="not-the-key"), headers=headers, timeout=30

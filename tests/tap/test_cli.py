@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.events import mailgun_event
+from fakes.mailgun import FakeMailgun
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_cli, tap_config
 
 ISSUE_STREAMS = {

@@ -7,7 +7,8 @@ import requests
 from singer_sdk.exceptions import RetriableAPIError
 from werkzeug.wrappers import Request, Response
 
-from fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.events import mailgun_event
+from fakes.mailgun import FakeMailgun
 from tap_mailgun.client import (
     MailgunAuthError,
     MailgunStream,

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import requests
 
-from fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.events import mailgun_event
+from fakes.mailgun import FakeMailgun
 from tap_mailgun.streams import DEFAULT_EVENT_LAG_MINUTES, DEFAULT_METRICS_LOOKBACK_DAYS
 from tap_mailgun.tap import TapMailgun
 from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.events import mailgun_event
+from fakes.mailgun import FakeMailgun
 from tap_mailgun.tap import TapMailgun
 from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.events import mailgun_event
 from tap_mailgun.records import event_record
 from tap_mailgun.tap import TapMailgun
 from tests.tap.conftest import DOMAIN, hours_ago, select_only, tap_config
+
+if TYPE_CHECKING:
+    from fakes.mailgun import FakeMailgun
 
 
 def _events(config: dict[str, Any], *deselected: str) -> list[dict[str, Any]]:

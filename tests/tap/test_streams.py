@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fakes.mailgun import FakeMailgun, days_ago, mailgun_event
+from fakes.events import mailgun_event
+from fakes.mailgun import FakeMailgun, days_ago
 from fakes.server import json_response
 from tap_mailgun.streams import METRIC_GROUPS, DomainPartitionedStream
 from tap_mailgun.tap import TapMailgun

@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from fakes.brevo import FakeBrevo
-from tap_mailgun.records import event_record
 
 API_KEY = "xkeysib-test"
 TARGET = str(Path(sys.executable).with_name("target-brevo"))
-DOMAIN = "mg.example.com"
 BASE_EPOCH = 1_793_534_400.0  # 2026-11-01T12:00:00Z
 
 
@@ -30,26 +28,9 @@ def brevo() -> Iterator[FakeBrevo]:
     assert fake.violations == []
 
 
-def mailgun_event(
-    event_id: str,
-    event: str,
-    recipient: str,
-    *,
-    at: float = 0.0,
-    message_id: str = "m1@mg.example.com",
-    **extra: Any,
-) -> dict[str, Any]:
-    """One events record exactly as tap-mailgun emits it (through its own event_record)."""
-    raw = {
-        "id": event_id,
-        "event": event,
-        "timestamp": BASE_EPOCH + at,
-        "recipient": recipient,
-        "message": {"headers": {"message-id": message_id, "subject": "Hello"}},
-        "tags": ["newsletter"],
-        **extra,
-    }
-    return event_record(raw, DOMAIN)
+def at(seconds: float) -> float:
+    """The moment `seconds` after BASE_EPOCH: the target tests' events happen around it."""
+    return BASE_EPOCH + seconds
 
 
 SCHEMAS: dict[str, tuple[dict[str, Any], list[str]]] = {

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fakes.events import tap_record
 from target_brevo.target import TargetBrevo
 from tests.target.conftest import (
     API_KEY,
     SCHEMAS,
     TargetRunner,
-    mailgun_event,
+    at,
     on_both_stores,
     singer_lines,
 )
@@ -30,19 +31,22 @@ def scenario() -> dict[str, list[dict[str, Any]]]:
     """One of everything the rules speak about."""
     ann = "Ann@Example.com"
     events = [
-        mailgun_event("a1", "delivered", ann, at=0, message_id="m1"),
-        mailgun_event("a2", "opened", ann, at=60, message_id="m1"),
-        mailgun_event("a3", "opened", ann, at=120, message_id="m1"),  # same message, opened again
-        mailgun_event("a4", "delivered", ann, at=180, message_id="m2"),
-        mailgun_event("a5", "clicked", ann, at=240, message_id="m2", url="https://x.test/p"),
-        mailgun_event("a6", "delivered", ann, at=DAY, message_id="m3"),
-        mailgun_event("a7", "accepted", "ivy@example.com", at=10, message_id="m4"),
-        mailgun_event("b1", "failed", "bob@example.com", at=20, severity="permanent",
-                      reason="bounce"),
-        mailgun_event("c1", "failed", "cat@example.com", at=30, severity="temporary",
-                      reason="mailbox full"),
-        mailgun_event("d1", "complained", "dan@example.com", at=40),
-        mailgun_event("x1", "delivered", "not-an-email", at=50),
+        tap_record("delivered", at(0), event_id="a1", recipient=ann, message_id="m1"),
+        tap_record("opened", at(60), event_id="a2", recipient=ann, message_id="m1"),
+        # the same message, opened again
+        tap_record("opened", at(120), event_id="a3", recipient=ann, message_id="m1"),
+        tap_record("delivered", at(180), event_id="a4", recipient=ann, message_id="m2"),
+        tap_record("clicked", at(240), event_id="a5", recipient=ann, message_id="m2",
+                   url="https://x.test/p"),
+        tap_record("delivered", at(DAY), event_id="a6", recipient=ann, message_id="m3"),
+        tap_record("accepted", at(10), event_id="a7", recipient="ivy@example.com",
+                   message_id="m4"),
+        tap_record("failed", at(20), event_id="b1", recipient="bob@example.com",
+                   severity="permanent", reason="bounce"),
+        tap_record("failed", at(30), event_id="c1", recipient="cat@example.com",
+                   severity="temporary", reason="mailbox full"),
+        tap_record("complained", at(40), event_id="d1", recipient="dan@example.com"),
+        tap_record("delivered", at(50), event_id="x1", recipient="not-an-email"),
     ]  # fmt: skip
     return {
         "events": events,
@@ -153,8 +157,12 @@ def test_replaying_the_same_input_changes_nothing_and_sends_no_event_twice(
 def test_webhook_and_polled_copies_of_an_event_count_once(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    opened = mailgun_event("w1", "opened", "ann@example.com", message_id="m1")
-    delivered = mailgun_event("w0", "delivered", "ann@example.com", message_id="m1")
+    opened = tap_record(
+        "opened", at(0), event_id="w1", recipient="ann@example.com", message_id="m1"
+    )
+    delivered = tap_record(
+        "delivered", at(0), event_id="w0", recipient="ann@example.com", message_id="m1"
+    )
     hook = {**opened, "received_at": "2026-11-01T12:00:03+00:00"}
     run = target.run(singer_lines({"webhook_events": [hook], "events": [delivered, opened]}))
     assert run.returncode == 0, run.stderr
@@ -194,7 +202,7 @@ def test_never_unblocklists_anyone(brevo: FakeBrevo, target: TargetRunner) -> No
     brevo.add_list("Mailgun contacts")
     assert target.run(singer_lines({"bounces": scenario()["bounces"]})).returncode == 0
     assert brevo.contacts["gus@example.com"]["emailBlacklisted"] is True
-    delivered = mailgun_event("g1", "delivered", "gus@example.com", at=DAY)
+    delivered = tap_record("delivered", at(DAY), event_id="g1", recipient="gus@example.com")
     assert target.run(singer_lines({"events": [delivered]})).returncode == 0
     assert brevo.contacts["gus@example.com"]["emailBlacklisted"] is True
     bodies = [r.json() for r in brevo.calls("POST", "/contacts/import$")]
@@ -251,7 +259,9 @@ def test_a_refused_key_stops_with_a_clear_message_and_is_never_logged(
 def test_a_malformed_line_is_reported_with_its_number_and_loses_nothing_before_it(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    good = singer_lines({"events": [mailgun_event("e1", "delivered", "ann@example.com")]})
+    good = singer_lines(
+        {"events": [tap_record("delivered", at(0), event_id="e1", recipient="ann@example.com")]}
+    )
     lines = [*good, '{"type": "RECORD", "stream": "events", "record": {"id": ', good[-1]]
     run = target.run(lines)
     assert run.returncode == 2
@@ -277,7 +287,9 @@ def test_a_malformed_line_is_reported_with_its_number_and_loses_nothing_before_i
 def test_a_singer_protocol_error_is_reported_like_a_malformed_line(
     brevo: FakeBrevo, target: TargetRunner, bad: dict[str, Any], says: str
 ) -> None:
-    good = singer_lines({"events": [mailgun_event("e1", "delivered", "ann@example.com")]})
+    good = singer_lines(
+        {"events": [tap_record("delivered", at(0), event_id="e1", recipient="ann@example.com")]}
+    )
     run = target.run([*good, json.dumps(bad), good[-1]])
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if f"input line {len(good) + 1}: " in line]
@@ -292,12 +304,14 @@ def test_lists_all_is_used_as_given_and_unknown_lists_are_a_clear_error(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
     mine = brevo.add_list("everyone from Mailgun")
-    events = {"events": [mailgun_event("e1", "delivered", "ann@example.com")]}
+    events = {
+        "events": [tap_record("delivered", at(0), event_id="e1", recipient="ann@example.com")]
+    }
     run = target.run(singer_lines(events), lists={"all": mine})
     assert run.returncode == 0, run.stderr
     assert brevo.contacts["ann@example.com"]["listIds"] == {mine}
     assert brevo.calls("POST", "/contacts/lists$") == []  # nothing created
-    more = {"events": [mailgun_event("e2", "opened", "ann@example.com", at=5)]}
+    more = {"events": [tap_record("opened", at(5), event_id="e2", recipient="ann@example.com")]}
     missing = target.run(singer_lines(more), lists={"all": mine, "engaged": 999})
     assert missing.returncode == 1
     assert "list 999 (lists.engaged) does not exist in Brevo" in missing.stderr
@@ -307,7 +321,9 @@ def test_lists_all_is_used_as_given_and_unknown_lists_are_a_clear_error(
 def test_changed_lists_and_mapping_reach_contacts_brevo_already_has(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    lines = singer_lines({"events": [mailgun_event("a", "opened", "ann@example.com")]})
+    lines = singer_lines(
+        {"events": [tap_record("opened", at(0), event_id="a", recipient="ann@example.com")]}
+    )
     assert target.run(lines).returncode == 0
     assert "OPENS" not in brevo.contacts["ann@example.com"]["attributes"]
     engaged = brevo.add_list("engaged")
@@ -358,7 +374,9 @@ def test_each_state_goes_out_only_once_brevo_holds_what_it_covers(
     lines = [json.dumps({"type": "SCHEMA", "stream": "events", "key_properties": ["id"],
                          "schema": SCHEMAS["events"][0]})]  # fmt: skip
     for n in range(5):
-        record = mailgun_event(f"e{n}", "opened", f"u{n}@example.com", at=n, message_id=f"m{n}")
+        record = tap_record(
+            "opened", at(n), event_id=f"e{n}", recipient=f"u{n}@example.com", message_id=f"m{n}"
+        )
         lines.append(json.dumps({"type": "RECORD", "stream": "events", "record": record}))
         lines.append(json.dumps({"type": "STATE", "value": {"through": n}}))
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -391,7 +409,9 @@ def test_the_summary_counts_only_blocklisting_and_list_additions_brevo_did_not_h
         1,
         {str(bounced): 1, str(everyone): 1},
     )
-    delivered = mailgun_event("g1", "delivered", "gus@example.com", at=DAY)  # gus again
+    delivered = tap_record(
+        "delivered", at(DAY), event_id="g1", recipient="gus@example.com"
+    )  # gus again
     second = target.run(singer_lines({"events": [delivered]}), lists={"bounced": bounced})
     assert second.returncode == 0, second.stderr
     assert second.summary["contacts_upserted"] == 1  # re-imported with his new date...

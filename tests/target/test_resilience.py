@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from fakes.brevo import FakeBrevo
+from fakes.events import tap_record
 from tests.target.conftest import (
     TARGET,
     Run,
     TargetRunner,
-    mailgun_event,
+    at,
     on_both_stores,
     singer_lines,
 )
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 def opened_events(count: int) -> list[dict[str, object]]:
     """`count` opened events of distinct contacts (so every one is a Brevo event)."""
     return [
-        mailgun_event(f"o{i}", "opened", f"user{i}@example.com", at=i, message_id=f"m{i}")
+        tap_record(
+            "opened", at(i), event_id=f"o{i}", recipient=f"user{i}@example.com", message_id=f"m{i}"
+        )
         for i in range(count)
     ]
 
@@ -146,7 +149,9 @@ def test_a_create_whose_answer_is_lost_is_looked_up_by_name_not_repeated(
     brevo.cut_next("POST /v3/contacts/attributes/", **cut)  # the first attribute it creates
     first = target.run(singer_lines({"events": opened_events(2)}))
     assert first.returncode == 0, first.stderr
-    later = [mailgun_event("n1", "opened", "new@example.com", at=9, message_id="mn")]
+    later = [
+        tap_record("opened", at(9), event_id="n1", recipient="new@example.com", message_id="mn")
+    ]
     second = target.run(singer_lines({"events": later}))
     assert second.returncode == 0, second.stderr
     assert list(brevo.folders.values()) == ["Mailgun"]
@@ -200,7 +205,14 @@ def test_400_naming_rows_skips_them_and_the_run_goes_on(
 def with_subject(event_id: str, recipient: str, subject: str, **extra: object) -> dict[str, object]:
     """An opened event with this subject."""
     headers = {"message-id": f"m-{event_id}", "subject": subject}
-    return mailgun_event(event_id, "opened", recipient, message={"headers": headers}, **extra)
+    return tap_record(
+        "opened",
+        at(0),
+        event_id=event_id,
+        recipient=recipient,
+        message={"headers": headers},
+        **extra,
+    )
 
 
 def test_an_event_over_brevos_limits_is_trimmed_or_skipped_and_never_blocks_the_run(
@@ -330,7 +342,10 @@ def test_a_400_without_rows_stops_the_run_with_its_message(
 
 def test_invalid_emails_are_skipped_and_counted(brevo: FakeBrevo, target: TargetRunner) -> None:
     streams = {
-        "events": [*opened_events(2), mailgun_event("x", "opened", "bad@", message_id="m")],
+        "events": [
+            *opened_events(2),
+            tap_record("opened", at(0), event_id="x", recipient="bad@", message_id="m"),
+        ],
         "bounces": [{"domain": "d", "address": "nobody", "created_at": "2026-11-01T00:00:00Z"}],
         "list_members": [{"list_address": "l@d.com", "address": None, "name": "X"}],
     }
@@ -402,7 +417,8 @@ def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
     config.write_text(json.dumps(target.config()))
     lines = singer_lines({"events": opened_events(3)}, state={"bookmarks": {"run": 7}})
     bad = json.dumps({"type": "RECORD", "stream": "events",
-                      "record": mailgun_event("x", "opened", "bad@", message_id="m")})  # fmt: skip
+                      "record": tap_record("opened", at(0), event_id="x", recipient="bad@",
+                                           message_id="m")})  # fmt: skip
     process = subprocess.Popen(
         [TARGET, "--config", str(config)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -501,11 +517,18 @@ def test_imports_are_checked_all_at_once_and_sparingly(
     brevo.import_seconds = 3600.0  # Brevo is slow today
     lists = {role: brevo.add_list(role) for role in ("engaged", "bounced", "complained")}
     events = [
-        mailgun_event("a", "opened", "a@example.com", message_id="m1"),
-        mailgun_event("b", "failed", "b@example.com", severity="permanent", message_id="m2"),
-        mailgun_event("c", "complained", "c@example.com", message_id="m3"),
-        mailgun_event("d", "delivered", "d@example.com", message_id="m4"),
-        mailgun_event("e", "unsubscribed", "e@example.com", message_id="m5"),
+        tap_record("opened", at(0), event_id="a", recipient="a@example.com", message_id="m1"),
+        tap_record(
+            "failed",
+            at(0),
+            event_id="b",
+            recipient="b@example.com",
+            severity="permanent",
+            message_id="m2",
+        ),
+        tap_record("complained", at(0), event_id="c", recipient="c@example.com", message_id="m3"),
+        tap_record("delivered", at(0), event_id="d", recipient="d@example.com", message_id="m4"),
+        tap_record("unsubscribed", at(0), event_id="e", recipient="e@example.com", message_id="m5"),
     ]
     lines = singer_lines({"events": events})
 
@@ -533,7 +556,10 @@ def test_imports_are_checked_all_at_once_and_sparingly(
 def test_skips_are_warned_ten_per_reason_then_only_counted(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    bad = [mailgun_event(f"b{i}", "opened", f"bad{i}@", message_id="m") for i in range(12)]
+    bad = [
+        tap_record("opened", at(0), event_id=f"b{i}", recipient=f"bad{i}@", message_id="m")
+        for i in range(12)
+    ]
     run = target.run(singer_lines({"events": bad}))
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("Skipped events record") == 10

@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from fakes.events import tap_record
 from target_brevo import rules
 from target_brevo.rules import ContactFacts
 from target_brevo.settings import Settings
-from tests.target.conftest import mailgun_event
+from tests.target.conftest import at
 
 ALL_REASONS = frozenset(rules.BLOCKLIST_REASONS)
 
@@ -131,7 +132,14 @@ def test_which_events_brevo_gets(event: str, severity: str | None, expected: str
 
 
 def test_clicked_event_becomes_brevo_event_with_url() -> None:
-    record = mailgun_event("ev1", "clicked", " Ann@Example.com", at=1.5, url="https://x.test/a")
+    record = tap_record(
+        "clicked",
+        at(1.5),
+        event_id="ev1",
+        recipient=" Ann@Example.com",
+        message_id="m1@mg.example.com",
+        url="https://x.test/a",
+    )
     facts = rules.event_facts(record, rules.DEFAULT_EVENT_NAMES)
     assert not isinstance(facts, str)
     assert facts.key == ("ev1", "2026-11-01T12:00:01.500000+00:00")
@@ -151,7 +159,14 @@ def test_clicked_event_becomes_brevo_event_with_url() -> None:
 
 
 def test_failed_event_carries_severity_and_reason_and_custom_name() -> None:
-    record = mailgun_event("ev2", "failed", "bob@example.com", severity="temporary", reason="full")
+    record = tap_record(
+        "failed",
+        at(0),
+        event_id="ev2",
+        recipient="bob@example.com",
+        severity="temporary",
+        reason="full",
+    )
     names = {**rules.DEFAULT_EVENT_NAMES, "soft_bounced": "mg_soft"}
     facts = rules.event_facts(record, names)
     assert not isinstance(facts, str)
@@ -164,7 +179,9 @@ def test_failed_event_carries_severity_and_reason_and_custom_name() -> None:
 
 
 def test_events_disabled_still_count_for_the_contact() -> None:
-    facts = rules.event_facts(mailgun_event("ev3", "opened", "a@x.com"), None)
+    facts = rules.event_facts(
+        tap_record("opened", at(0), event_id="ev3", recipient="a@x.com"), None
+    )
     assert not isinstance(facts, str)
     assert facts.brevo_event is None
     assert facts.event == "opened"
@@ -182,7 +199,7 @@ def test_events_disabled_still_count_for_the_contact() -> None:
 def test_unusable_event_records_are_skipped_with_a_reason(
     change: dict[str, object], reason: str
 ) -> None:
-    record = {**mailgun_event("ev4", "delivered", "a@x.com"), **change}
+    record = {**tap_record("delivered", at(0), event_id="ev4", recipient="a@x.com"), **change}
     assert rules.event_facts(record, rules.DEFAULT_EVENT_NAMES) == reason
 
 

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from fakes.brevo import FakeBrevo
+from fakes.events import tap_record
 from fakes.sandbox import reset
 from plugin_cli import SettingError
 from target_brevo import rules
@@ -26,7 +27,7 @@ from target_brevo.client import (
     fit_event,
 )
 from target_brevo.store import EngagementStore, store_url
-from tests.target.conftest import API_KEY, STORE_KINDS, mailgun_event, on_both_stores
+from tests.target.conftest import API_KEY, STORE_KINDS, at, on_both_stores
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,11 +54,15 @@ def facts(*records: dict[str, object]) -> list[rules.EventFacts]:
 def test_aggregates_count_messages_not_events(store: EngagementStore) -> None:
     ann = "ann@example.com"
     batch = facts(
-        mailgun_event("1", "delivered", ann, message_id="m1"),
-        mailgun_event("2", "opened", ann, at=1, message_id="m1"),
-        mailgun_event("3", "opened", ann, at=2, message_id="m1"),
-        mailgun_event("4", "clicked", ann, at=3, message_id="m2"),  # a click implies delivery
-        mailgun_event("5", "failed", ann, at=4, message_id="m3", severity="temporary"),
+        tap_record("delivered", at(0), event_id="1", recipient=ann, message_id="m1"),
+        tap_record("opened", at(1), event_id="2", recipient=ann, message_id="m1"),
+        tap_record("opened", at(2), event_id="3", recipient=ann, message_id="m1"),
+        tap_record(
+            "clicked", at(3), event_id="4", recipient=ann, message_id="m2"
+        ),  # a click implies delivery
+        tap_record(
+            "failed", at(4), event_id="5", recipient=ann, message_id="m3", severity="temporary"
+        ),
     )
     assert store.apply_events(batch) == 5
     (contact,) = store.dirty_contacts()
@@ -70,7 +75,7 @@ def test_aggregates_count_messages_not_events(store: EngagementStore) -> None:
 def test_an_event_is_applied_once_across_batches_and_runs(engagement_store: str) -> None:
     url = store_url(engagement_store)
     first = EngagementStore(url)
-    event = facts(mailgun_event("1", "opened", "a@x.com", message_id="m"))
+    event = facts(tap_record("opened", at(0), event_id="1", recipient="a@x.com", message_id="m"))
     assert first.apply_events(event + event) == 1  # twice in one batch
     first.commit()
     first.close()
@@ -81,7 +86,9 @@ def test_an_event_is_applied_once_across_batches_and_runs(engagement_store: str)
 
 
 def test_outbox_dirty_and_pending_until_marked(store: EngagementStore) -> None:
-    store.apply_events(facts(mailgun_event("1", "delivered", "a@x.com", message_id="m")))
+    store.apply_events(
+        facts(tap_record("delivered", at(0), event_id="1", recipient="a@x.com", message_id="m"))
+    )
     store.upsert_contacts([{"email": "b@x.com", "complained": True}])
     assert [c.email for c in store.dirty_contacts()] == ["a@x.com", "b@x.com"]
     assert [c.email for c in store.dirty_contacts(after="a@x.com")] == ["b@x.com"]
@@ -97,8 +104,8 @@ def test_outbox_dirty_and_pending_until_marked(store: EngagementStore) -> None:
 def test_flags_only_turn_on_and_latest_delivery_and_names_win(store: EngagementStore) -> None:
     store.upsert_contacts([{"email": "a@x.com", "hard_bounce": True, "first_name": "Ann"}])
     store.upsert_contacts([{"email": "a@x.com", "first_name": None, "last_name": "Lee"}])
-    late = mailgun_event("2", "delivered", "a@x.com", at=86_400.0, message_id="m2")
-    early = mailgun_event("1", "delivered", "a@x.com", message_id="m1")
+    late = tap_record("delivered", at(86_400.0), event_id="2", recipient="a@x.com", message_id="m2")
+    early = tap_record("delivered", at(0), event_id="1", recipient="a@x.com", message_id="m1")
     store.apply_events(facts(late))
     store.apply_events(facts(early))
     (contact,) = store.dirty_contacts()
@@ -120,7 +127,9 @@ def test_a_contact_is_dirty_only_when_something_changed(store: EngagementStore) 
     store.upsert_contacts([{"email": "a@x.com", "complained": True}])
     assert [c.complained for c in store.dirty_contacts()] == [True]
     store.mark_clean(["a@x.com"])
-    store.apply_events(facts(mailgun_event("1", "delivered", "a@x.com", message_id="m")))
+    store.apply_events(
+        facts(tap_record("delivered", at(0), event_id="1", recipient="a@x.com", message_id="m"))
+    )
     assert [c.delivered for c in store.dirty_contacts()] == [1]  # new message: dirty
 
 
@@ -129,9 +138,9 @@ def test_old_sent_event_identities_are_forgotten_pending_ones_never(
 ) -> None:
     day = 86_400.0
     old_sent, old_pending, recent = facts(
-        mailgun_event("1", "opened", "a@x.com", at=-50 * day, message_id="m1"),
-        mailgun_event("2", "opened", "a@x.com", at=-50 * day, message_id="m2"),
-        mailgun_event("3", "opened", "a@x.com", message_id="m3"),
+        tap_record("opened", at(-50 * day), event_id="1", recipient="a@x.com", message_id="m1"),
+        tap_record("opened", at(-50 * day), event_id="2", recipient="a@x.com", message_id="m2"),
+        tap_record("opened", at(0), event_id="3", recipient="a@x.com", message_id="m3"),
     )
     store.apply_events([old_sent, old_pending, recent])
     store.mark_sent([old_sent.key, recent.key])
@@ -140,7 +149,9 @@ def test_old_sent_event_identities_are_forgotten_pending_ones_never(
     assert store.apply_events([old_sent]) == 1  # forgotten: only a replay past 45 days
     (contact,) = store.dirty_contacts()
     assert contact.delivered == 3  # messages (the rates) are never forgotten
-    future = facts(mailgun_event("4", "opened", "a@x.com", at=3650 * day, message_id="m4"))
+    future = facts(
+        tap_record("opened", at(3650 * day), event_id="4", recipient="a@x.com", message_id="m4")
+    )
     store.apply_events(future)
     store.mark_sent([future[0].key, old_sent.key, recent.key])
     assert store.forget_old_events(45) == 1  # old_sent again; a future stamp moves nothing
@@ -150,7 +161,9 @@ def test_old_sent_event_identities_are_forgotten_pending_ones_never(
 def test_dry_run_store_commits_nothing(engagement_store: str) -> None:
     url = store_url(engagement_store)
     dry = EngagementStore(url, dry_run=True)
-    dry.apply_events(facts(mailgun_event("1", "opened", "a@x.com", message_id="m")))
+    dry.apply_events(
+        facts(tap_record("opened", at(0), event_id="1", recipient="a@x.com", message_id="m"))
+    )
     dry.commit()
     dry.close()
     real = EngagementStore(url)
@@ -361,7 +374,9 @@ def test_collecting_the_standard_suite_leaves_no_folder_behind() -> None:
 
 def test_sandbox_reset_removes_the_store_with_its_wal_and_shm(tmp_path: Path) -> None:
     store = EngagementStore(store_url(str(tmp_path / "engagement.sqlite")))
-    store.apply_events(facts(mailgun_event("1", "opened", "a@x.com", message_id="m")))
+    store.apply_events(
+        facts(tap_record("opened", at(0), event_id="1", recipient="a@x.com", message_id="m"))
+    )
     store.commit()
     store.close()
     for leftover in ("engagement.sqlite-wal", "engagement.sqlite-shm"):  # as a killed run leaves

@@ -8,8 +8,9 @@ import socket
 import subprocess
 from pathlib import Path
 
+from fakes.events import mailgun_event
 from fakes.receiver_process import BIN, ReceiverProcess
-from fakes.webhook_payloads import SIGNING_KEY, mailgun_event, signature, signed_body
+from fakes.webhook_payloads import SIGNING_KEY, signature, signed_body
 from mailgun_webhooks.spool import Spool
 from tests.conftest import one_line_error
 from tests.webhooks.conftest import post

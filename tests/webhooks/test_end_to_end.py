@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from fakes.brevo import FakeBrevo
+from fakes.events import DOMAIN, mailgun_event
 from fakes.mailgun import FakeMailgun
-from fakes.mailgun import mailgun_event as polled_event
 from fakes.receiver_process import ReceiverProcess
-from fakes.webhook_payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
+from fakes.webhook_payloads import signed_body
 from tests.tap.conftest import API_KEY, TAP, hours_ago
 from tests.target.conftest import API_KEY as BREVO_KEY
 from tests.target.conftest import TARGET
@@ -100,15 +100,15 @@ def test_a_webhook_hard_bounce_is_blocklisted_in_brevo_once(
     tmp_path: Path,
 ) -> None:
     when = hours_ago(2)
-    bounce = hard_bounce("gone@example.org", timestamp=when, id="bounce-1")
+    bounce = mailgun_event("failed", when, recipient="gone@example.org", event_id="bounce-1")
     assert post(receiver.url, signed_body(bounce)).status_code == 200
     delivered = mailgun_event("delivered", recipient="ok@example.org", timestamp=when + 1)
     assert post(receiver.url, signed_body(delivered)).status_code == 200
-    forged = hard_bounce("victim@example.org", timestamp=when + 2)
+    forged = mailgun_event("failed", when + 2, recipient="victim@example.org")
     assert post(receiver.url, signed_body(forged, key="stolen-guess")).status_code == 401
     # Polling finds the same bounce later: same id, same timestamp.
     mailgun.add_events(
-        DOMAIN, [polled_event("failed", when, recipient="gone@example.org", event_id="bounce-1")]
+        DOMAIN, [mailgun_event("failed", when, recipient="gone@example.org", event_id="bounce-1")]
     )
 
     tap_config = _write(

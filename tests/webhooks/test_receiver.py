@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, mailgun_event, signature, signed_body
+from fakes.events import mailgun_event
+from fakes.webhook_payloads import SIGNING_KEY, signature, signed_body
 from mailgun_webhooks.spool import Spool
 from tests.webhooks.conftest import RunningReceiver, post
 
@@ -26,7 +27,7 @@ def spooled(path: Path) -> list[tuple[str, float]]:
 def test_a_signed_event_is_spooled_before_the_200(
     receiver: RunningReceiver, spool_path: Path
 ) -> None:
-    event = hard_bounce("bob@example.org")
+    event = mailgun_event("failed", recipient="bob@example.org")
     answer = post(receiver.url, signed_body(event))
     assert (answer.status_code, answer.json()) == (200, {"message": "stored"})
     # A separate connection sees the row as soon as the 200 is out: it was committed first.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fakes.events import mailgun_event
 from fakes.receiver_process import BIN
-from fakes.webhook_payloads import mailgun_event
 from mailgun_webhooks.spool import Delivery, Outcome, Spool, SpoolError, SpoolWriter
 
 
@@ -22,7 +22,7 @@ def delivery(
     token: str, event_id: str, *, signed_at: int | None = None, ts: float = 1.5
 ) -> Delivery:
     """A verified call for event `event_id`, signed now unless `signed_at` says otherwise."""
-    event = mailgun_event(id=event_id, timestamp=ts)
+    event = mailgun_event(timestamp=ts, event_id=event_id)
     return Delivery(
         token=token,
         signed_at=int(time.time()) if signed_at is None else signed_at,

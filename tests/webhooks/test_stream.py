@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from fakes.events import DOMAIN, mailgun_event
 from fakes.mailgun import FakeMailgun
-from fakes.mailgun import mailgun_event as polled_event
-from fakes.webhook_payloads import DOMAIN, hard_bounce, mailgun_event, signed_body
+from fakes.webhook_payloads import signed_body
 from mailgun_webhooks.spool import Delivery, Spool, SpoolWriter
 from tests.tap.conftest import API_KEY, hours_ago, run_cli, run_tap
 from tests.webhooks.conftest import RunningReceiver, post
@@ -77,8 +77,8 @@ def test_a_record_matches_the_polled_record_of_the_same_event(
     send: Callable[..., dict[str, Any]], spool_path: Path
 ) -> None:
     when = hours_ago(2)
-    bounce = send(hard_bounce("gone@example.org", timestamp=when, id="bounce-1"))
-    polled = polled_event("failed", when, recipient="gone@example.org", event_id="bounce-1")
+    bounce = send(mailgun_event("failed", when, recipient="gone@example.org", event_id="bounce-1"))
+    polled = mailgun_event("failed", when, recipient="gone@example.org", event_id="bounce-1")
     fake = FakeMailgun(api_key=API_KEY)
     fake.add_domain(DOMAIN)
     fake.add_events(DOMAIN, [polled])
@@ -100,7 +100,7 @@ def _spool_directly(path: Path, received: list[str]) -> None:
     writer = SpoolWriter(path, token_ttl_s=960).start()
     try:
         for i, received_at in enumerate(received):
-            event = mailgun_event(id=f"old-{i}")
+            event = mailgun_event(event_id=f"old-{i}")
             delivery = Delivery(
                 token=f"token-{i}",
                 signed_at=2_000_000_000,

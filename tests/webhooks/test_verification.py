@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fakes.webhook_payloads import SIGNING_KEY, hard_bounce, mailgun_event, signature, signed_body
+from fakes.events import mailgun_event
+from fakes.webhook_payloads import SIGNING_KEY, signature, signed_body
 from mailgun_webhooks.verify import Rejected, parse_delivery, sending_domain, sign
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def test_sign_is_hmac_sha256_of_timestamp_then_token() -> None:
 
 
 def test_a_signed_event_becomes_a_delivery() -> None:
-    event = hard_bounce("bob@example.org", timestamp=NOW - 5)
+    event = mailgun_event("failed", NOW - 5, recipient="bob@example.org")
     body = signed_body(event, timestamp=int(NOW))
     delivery = parse_delivery(body, signing_key=KEY, max_age_s=900, now=NOW)
     assert delivery.event_id == event["id"]
