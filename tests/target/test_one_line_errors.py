@@ -9,15 +9,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from fakes.events import tap_record
 from tests.conftest import one_line_error
-from tests.target.conftest import TARGET, TargetRunner, mailgun_event, singer_lines
+from tests.target.conftest import TARGET, TargetRunner, at, singer_lines
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from fakes.brevo import FakeBrevo
 
-EVENTS = singer_lines({"events": [mailgun_event("e1", "delivered", "ada@example.com")]})
+EVENTS = singer_lines(
+    {"events": [tap_record("delivered", at(0), event_id="e1", recipient="ada@example.com")]}
+)
 
 
 def test_a_store_url_whose_driver_is_missing_names_the_extra_to_install(
