@@ -4,8 +4,9 @@ POST /webhooks/mailgun takes Mailgun's JSON body (`signature` + `event-data`), v
 (verify.py), and answers 200 only once the event is committed to the spool. GET /healthz says
 whether the spool writer runs.
 
-Answers: 200 stored (or already spooled); 400 malformed body; 401 bad signature, stale
-timestamp or replayed token; 413 body over the size limit; 503 spool not writable (Mailgun
+Answers: 200 stored, or already spooled (whatever the token: Mailgun retries until it gets a
+200); 400 malformed body; 401 bad signature, stale timestamp, or a token already used with
+another event; 413 body over the size limit; 503 spool not writable (Mailgun
 retries on anything but 2xx and 406). Neither the signing key nor a rejected body is logged.
 """
 
@@ -90,7 +91,7 @@ def create_app(settings: ReceiverSettings, writer: SpoolWriter) -> Starlette:
             return _answer(503, "the spool cannot be written now; retry later")
         if outcome is Outcome.REPLAYED:
             logger.warning("refused a webhook call from %s: 401 replayed token", peer)
-            return _answer(401, "this signature token was already used (replay)")
+            return _answer(401, "this signature token was already used with another event (replay)")
         return _answer(200, outcome.value)
 
     async def healthz(request: Request) -> JSONResponse:

@@ -27,12 +27,17 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
-    parser.add_argument("--spool", required=True, type=Path, help="the spool's SQLite file")
+    parser.add_argument(
+        "--spool",
+        required=True,
+        help="the spool: a SQLite file, or a postgresql:// URL shared by several receivers",
+    )
     parser.add_argument(
         "--max-age",
         type=int,
         default=DEFAULT_MAX_AGE_S,
-        help="refuse signatures whose timestamp is further than this from now (seconds)",
+        help="refuse signatures whose timestamp is further than this from now (seconds; the "
+        "default covers Mailgun's 8 hours of retries, which may resend the original signature)",
     )
     parser.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this size"
@@ -106,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ) from None
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    logger.info("listening on http://%s:%s%s, spool %s", host, port, WEBHOOK_PATH, args.spool)
+    logger.info("listening on http://%s:%s%s, spool %s", host, port, WEBHOOK_PATH, writer.location)
     config = uvicorn.Config(
         create_app(settings, writer),
         log_level=args.log_level,

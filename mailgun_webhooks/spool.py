@@ -1,39 +1,49 @@
-"""The webhook spool: a SQLite file (WAL) that the receiver writes and the tap reads.
+"""The webhook spool: where the receiver writes verified calls and the tap reads them.
 
-Every verified webhook call becomes one row, committed before the receiver answers 200. The
-spool owns three guarantees:
+A spool is a SQLite file (WAL) or a PostgreSQL database (a `postgresql://` URL, for receivers
+on several machines; spool_postgres.py, which needs the `postgres` extra). Every verified
+webhook call becomes one row, committed before the receiver answers 200. The spool owns four
+guarantees:
 
-- durability: `synchronous=FULL`, so a committed row survives a crash of the process or host;
+- durability: SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`, so a committed
+  row survives a crash of the process or host;
 - no doubles: one row per Mailgun event, keyed by (event id, event timestamp), because Mailgun's
   ids are unique only within a day and a retried delivery carries the same event;
-- no replays: every signature token is kept until its timestamp is too old to pass the
-  receiver's freshness check, in the same file, so a restart forgets nothing.
-
-`seq` is an AUTOINCREMENT key: SQLite never reuses it, even after pruning, and a single writer
-commits rows in `seq` order, so a reader that resumes after the last `seq` it saw neither skips
-nor repeats a row. That `seq` is the `webhook_events` stream's bookmark.
+- no replays: every signature token is kept, with a digest of the event it came with, until
+  its timestamp is too old to pass the receiver's freshness check, in the same database, so a
+  restart forgets nothing. A token seen again with the same event is Mailgun retrying (the
+  original signature may be resent); with another event, it is a replay;
+- commit order: `seq` is given out in commit order and never reused, even after pruning, so a
+  reader that resumes after the last `seq` it saw neither skips nor repeats a row. SQLite
+  commits one writer at a time; on PostgreSQL, where a sequence value is drawn before commit,
+  each write transaction holds an advisory lock until it commits (spool_postgres.py). That
+  `seq` is the `webhook_events` stream's bookmark.
 
 Writes go through `SpoolWriter`, one thread that commits whatever requests are pending in one
-transaction (group commit): one fsync serves many concurrent requests.
+transaction (group commit): one fsync serves many concurrent requests. This module needs only
+the standard library: the tap imports it without the receiver's or PostgreSQL's packages.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL,
@@ -46,10 +56,14 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
 CREATE TABLE IF NOT EXISTS tokens (
     token TEXT PRIMARY KEY,
-    signed_at INTEGER NOT NULL
+    signed_at INTEGER NOT NULL,
+    event_digest TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_signed_at ON tokens (signed_at);
 """
+# Version 1 kept tokens without their event: such a token seen again counts as a replay.
+_SQLITE_UPGRADES = {1: "ALTER TABLE tokens ADD COLUMN event_digest TEXT NOT NULL DEFAULT ''"}
+_DATABASE_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 
 
 class SpoolError(RuntimeError):
@@ -60,8 +74,8 @@ class Outcome(enum.Enum):
     """What the spool did with one delivery."""
 
     STORED = "stored"
-    DUPLICATE = "duplicate"  # the event is already spooled; nothing written but the token
-    REPLAYED = "replayed"  # the signature token was already used; nothing written
+    DUPLICATE = "duplicate"  # the event is already spooled (Mailgun retried): nothing written
+    REPLAYED = "replayed"  # the signature token came with another event: nothing written
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,11 @@ class Delivery:
     event_data: str  # the `event-data` object as JSON text
     received_at: str  # UTC ISO-8601
 
+    @cached_property
+    def event_digest(self) -> str:
+        """What the token is kept with: a retry resends the same event, a replay another one."""
+        return hashlib.sha256(self.event_data.encode()).hexdigest()[:32]
+
 
 @dataclass(frozen=True)
 class SpooledEvent:
@@ -87,87 +106,124 @@ class SpooledEvent:
     event_data: dict[str, Any]
 
 
-def connect(path: str | Path, *, busy_timeout_s: float = 5.0) -> sqlite3.Connection:
-    """Open (creating if needed) the spool at `path` in WAL mode with durable commits."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise SpoolError(
-                f"spool {path} was written by a newer version (schema {version}); "
-                "upgrade tap-mailgun or point --spool at a new file"
-            )
-        if version < SCHEMA_VERSION:
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except (sqlite3.Error, OSError) as exc:
-        raise SpoolError(f"cannot open the webhook spool {path}: {exc}") from exc
-    return conn
+class Cursor(Protocol):
+    """The part of a DB-API cursor the spool uses (sqlite3's and psycopg's both fit)."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the statement."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+        ...
 
 
-class Spool:
-    """Reading and pruning the spool (the tap's side). Not for concurrent use across threads."""
+class Database(Protocol):
+    """A spool's database connection: SQLite here, PostgreSQL in spool_postgres.py.
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
-        self.path = Path(path)
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s)
+    Statements use `?` placeholders and the tables `events` and `tokens` (on PostgreSQL, in
+    the schema `mailgun_webhooks`).
+    """
 
-    def read_after(self, seq: int, *, batch_size: int = 1000) -> Iterator[SpooledEvent]:
-        """Every spooled event with a sequence above `seq`, in sequence order."""
-        last = seq
-        while True:
-            rows = self._conn.execute(
-                "SELECT seq, domain, received_at, event_data FROM events"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, batch_size),
-            ).fetchall()
-            for row_seq, domain, received_at, event_data in rows:
-                yield SpooledEvent(row_seq, domain, received_at, json.loads(event_data))
-                last = row_seq
-            if len(rows) < batch_size:
-                return
+    location: str  # the file or URL, without a password: safe to log
 
-    def prune(self, *, read_through: int, received_before: str) -> int:
-        """Delete events already read (seq <= read_through) received before the ISO time given."""
-        with self._transaction():
-            cursor = self._conn.execute(
-                "DELETE FROM events WHERE seq <= ? AND received_at < ?",
-                (read_through, received_before),
-            )
-        return cursor.rowcount
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement (outside a transaction it commits at once)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """A write transaction, committed in commit order (see the module's docstring)."""
+        ...
 
     def last_sequence(self) -> int:
-        """The highest `seq` this spool ever gave out (pruned rows included); 0 when none."""
-        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
-
-    def count(self) -> int:
-        """How many events the spool holds."""
-        return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
-
-    def event_keys(self) -> list[tuple[str, float]]:
-        """(event id, event timestamp) of every spooled event, in sequence order."""
-        rows = self._conn.execute("SELECT event_id, event_timestamp FROM events ORDER BY seq")
-        return [(str(i), float(t)) for i, t in rows]
+        """The highest `seq` ever given out (pruned rows included); 0 when none."""
+        ...
 
     def close(self) -> None:
         """Close the connection."""
-        self._conn.close()
+        ...
 
-    def __enter__(self) -> Spool:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def is_database_url(location: str | Path) -> bool:
+    """Whether a spool location names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(_DATABASE_SCHEMES)
 
-    def _transaction(self) -> _Transaction:
+
+def open_database(location: str | Path, *, busy_timeout_s: float = 5.0) -> Database:
+    """Open (creating its tables if needed) the spool at a SQLite path or a PostgreSQL URL."""
+    if not is_database_url(location):
+        return SQLiteDatabase(location, busy_timeout_s=busy_timeout_s)
+    try:  # imported here: the tap alone installs no PostgreSQL driver
+        from mailgun_webhooks.spool_postgres import PostgresDatabase
+    except ImportError:
+        raise SpoolError(
+            "a PostgreSQL spool needs the psycopg driver: "
+            "pip install 'mailgun-brevo-singer[postgres]'"
+        ) from None
+    return PostgresDatabase(str(location), busy_timeout_s=busy_timeout_s)
+
+
+class SQLiteDatabase:
+    """A spool in a SQLite file, in WAL mode with durable commits."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        self.location = str(path)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+        except (sqlite3.Error, OSError) as exc:
+            raise SpoolError(f"cannot open the webhook spool {path}: {exc}") from exc
+        try:
+            self._create_or_upgrade()
+        except (sqlite3.Error, SpoolError) as exc:
+            self._conn.close()
+            if isinstance(exc, SpoolError):
+                raise
+            raise SpoolError(f"cannot open the webhook spool {path}: {exc}") from exc
+
+    def _create_or_upgrade(self) -> None:
+        with self.transaction():
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SpoolError(
+                    f"spool {self.location} was written by a newer version (schema {version}); "
+                    "upgrade tap-mailgun or point --spool at a new file"
+                )
+            if version == SCHEMA_VERSION:
+                return
+            for step in range(version, SCHEMA_VERSION) if version else ():  # 0: a new file
+                if step in _SQLITE_UPGRADES:
+                    self._conn.execute(_SQLITE_UPGRADES[step])
+            for statement in _SQLITE_SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement."""
+        return self._conn.execute(sql, params)
+
+    def transaction(self) -> _Transaction:
+        """BEGIN IMMEDIATE: one writer at a time, so `seq` follows commit order."""
         return _Transaction(self._conn)
+
+    def last_sequence(self) -> int:
+        """SQLite's AUTOINCREMENT counter, which outlives deleted rows."""
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
 
 
 class _Transaction:
@@ -189,6 +245,63 @@ class _Transaction:
                 self.conn.execute("ROLLBACK")
 
 
+class Spool:
+    """Reading and pruning the spool (the tap's side). Not for concurrent use across threads."""
+
+    def __init__(self, location: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        self._db = open_database(location, busy_timeout_s=busy_timeout_s)
+        self.location = self._db.location
+
+    def read_after(self, seq: int, *, batch_size: int = 1000) -> Iterator[SpooledEvent]:
+        """Every spooled event with a sequence above `seq`, in sequence order."""
+        last = seq
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, domain, received_at, event_data FROM events"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, batch_size),
+            ).fetchall()
+            for row_seq, domain, received_at, event_data in rows:
+                yield SpooledEvent(row_seq, domain, received_at, json.loads(event_data))
+                last = row_seq
+            if len(rows) < batch_size:
+                return
+
+    def prune(self, *, read_through: int, received_before: str) -> int:
+        """Delete events already read (seq <= read_through) received before the ISO time given."""
+        with self._db.transaction():
+            cursor = self._db.execute(
+                "DELETE FROM events WHERE seq <= ? AND received_at < ?",
+                (read_through, received_before),
+            )
+        return cursor.rowcount
+
+    def last_sequence(self) -> int:
+        """The highest `seq` this spool ever gave out (pruned rows included); 0 when none."""
+        return self._db.last_sequence()
+
+    def count(self) -> int:
+        """How many events the spool holds."""
+        return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def event_keys(self) -> list[tuple[str, float]]:
+        """(event id, event timestamp) of every spooled event, in sequence order."""
+        rows = self._db.execute(
+            "SELECT event_id, event_timestamp FROM events ORDER BY seq"
+        ).fetchall()
+        return [(str(i), float(t)) for i, t in rows]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 _Pending = tuple[Delivery, "Future[Outcome]"]
 _STOP = object()
 
@@ -203,17 +316,17 @@ class SpoolWriter:
 
     def __init__(
         self,
-        path: str | Path,
+        location: str | Path,
         *,
         token_ttl_s: int,
         busy_timeout_s: float = 5.0,
         max_batch: int = 512,
         max_pending: int = 20_000,
     ) -> None:
-        self.path = Path(path)
         self.token_ttl_s = token_ttl_s
         self.max_batch = max_batch
-        self._conn = connect(path, busy_timeout_s=busy_timeout_s)
+        self._db = open_database(location, busy_timeout_s=busy_timeout_s)
+        self.location = self._db.location
         self._queue: queue.Queue[_Pending | object] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._next_token_sweep = 0.0
@@ -241,11 +354,11 @@ class SpoolWriter:
         return future
 
     def stop(self) -> None:
-        """Commit what is pending, then stop the thread and close the file."""
+        """Commit what is pending, then stop the thread and close the database."""
         if self.alive:
             self._queue.put(_STOP)
             self._thread.join()
-        self._conn.close()
+        self._db.close()
 
     # --- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -276,35 +389,48 @@ class SpoolWriter:
         if not batch:
             return
         try:
-            with _Transaction(self._conn) as conn:
-                outcomes = [self._write(conn, delivery) for delivery, _ in batch]
-                self._sweep_tokens(conn)
+            with self._db.transaction():
+                outcomes = [self._write(delivery) for delivery, _ in batch]
+                self._sweep_tokens()
         except Exception as exc:  # the thread must survive to serve the next batch
-            error = SpoolError(f"cannot write the webhook spool {self.path}: {exc}")
+            error = SpoolError(f"cannot write the webhook spool {self.location}: {exc}")
             for _, future in batch:
                 future.set_exception(error)
             return
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             future.set_result(outcome)
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, d: Delivery) -> Outcome:
-        fresh_token = conn.execute(
-            "INSERT OR IGNORE INTO tokens (token, signed_at) VALUES (?, ?)", (d.token, d.signed_at)
-        ).rowcount
-        if not fresh_token:
-            return Outcome.REPLAYED
-        stored = conn.execute(
-            "INSERT OR IGNORE INTO events"
+    def _write(self, d: Delivery) -> Outcome:
+        db = self._db
+        held = db.execute(
+            "SELECT 1 FROM events WHERE event_id = ? AND event_timestamp = ?",
+            (d.event_id, d.event_timestamp),
+        ).fetchone()
+        used = db.execute("SELECT event_digest FROM tokens WHERE token = ?", (d.token,))
+        token_event = used.fetchone()
+        if token_event is None:  # kept even for a duplicate: it may not come with another event
+            db.execute(
+                "INSERT INTO tokens (token, signed_at, event_digest) VALUES (?, ?, ?)",
+                (d.token, d.signed_at, d.event_digest),
+            )
+        if held:  # whatever the token: Mailgun retries until it gets a 200
+            return Outcome.DUPLICATE
+        if token_event is not None:
+            # The same event again under its original signature is a retry of an event since
+            # pruned; another event under a used token is a replay.
+            return Outcome.DUPLICATE if token_event[0] == d.event_digest else Outcome.REPLAYED
+        db.execute(
+            "INSERT INTO events"
             " (event_id, event_timestamp, domain, received_at, event_data)"
             " VALUES (?, ?, ?, ?, ?)",
             (d.event_id, d.event_timestamp, d.domain, d.received_at, d.event_data),
-        ).rowcount
-        return Outcome.STORED if stored else Outcome.DUPLICATE
+        )
+        return Outcome.STORED
 
-    def _sweep_tokens(self, conn: sqlite3.Connection) -> None:
+    def _sweep_tokens(self) -> None:
         now = time.time()
         if now < self._next_token_sweep:
             return
         self._next_token_sweep = now + 60
-        conn.execute("DELETE FROM tokens WHERE signed_at < ?", (int(now) - self.token_ttl_s,))
+        cutoff = int(now) - self.token_ttl_s
+        self._db.execute("DELETE FROM tokens WHERE signed_at < ?", (cutoff,))

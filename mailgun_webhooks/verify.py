@@ -2,9 +2,9 @@
 
 Mailgun signs `signature.timestamp + signature.token` with the webhook signing key
 (hex HMAC-SHA256); the signature does not cover the event, so freshness and token reuse are
-checked too (freshness here, reuse by the spool, which keeps the tokens). `parse_delivery`
-turns one body into the `Delivery` the spool stores, or raises `Rejected` with the HTTP status
-to answer.
+checked too (freshness here; reuse by the spool, which keeps the tokens with their event).
+`parse_delivery` turns one body into the `Delivery` the spool stores, or raises `Rejected` with
+the HTTP status to answer.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from typing import Any
 
 from mailgun_webhooks.spool import Delivery
 
-DEFAULT_MAX_AGE_S = 900
+# Mailgun retries a call that got no 200 for about 8 hours (5 min, 10 min, 15 min, 1 h, 2 h and
+# 4 h after the first try: 7 h 30 min in all), and a retry may carry the original signature.
+# 12 hours accepts the last retry with margin; the spool keeps each token as long, so a replay
+# is refused all the same.
+DEFAULT_MAX_AGE_S = 12 * 3600
 
 
 class Rejected(Exception):

@@ -22,7 +22,8 @@ from singer_sdk import Stream
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from typing_extensions import override
 
-from mailgun_webhooks.spool import Spool, SpooledEvent
+from mailgun_webhooks.spool import Spool, SpooledEvent, SpoolError, is_database_url
+from tap_mailgun.client import MailgunRunError
 from tap_mailgun.records import event_record
 from tap_mailgun.streams import load_schema
 
@@ -90,17 +91,23 @@ class WebhookEventsStream(Stream):
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Spooled events past the bookmark; rows read by an earlier run may be pruned first."""
-        path = Path(self.config["webhook_spool_path"]).expanduser()
-        if not path.exists():
-            self.logger.warning(
-                "No webhook spool at %s yet: start `tap-mailgun-webhooks --spool %s` and "
-                "register its URL in Mailgun; reading nothing this run.",
-                path,
-                path,
-            )
-            return
+        location: str | Path = self.config["webhook_spool_path"]
+        if not is_database_url(location):
+            location = Path(location).expanduser()
+            if not location.exists():
+                self.logger.warning(
+                    "No webhook spool at %s yet: start `tap-mailgun-webhooks --spool %s` and "
+                    "register its URL in Mailgun; reading nothing this run.",
+                    location,
+                    location,
+                )
+                return
         start = self.get_starting_replication_key_value(context)
-        with Spool(path) as spool:
+        try:
+            spool = Spool(location)
+        except SpoolError as exc:
+            raise MailgunRunError(f"{exc} (webhook_spool_path)") from None
+        with spool:
             if start > spool.last_sequence():
                 start = self._restart(context, start, spool)
             self._prune(spool, start)
@@ -115,7 +122,7 @@ class WebhookEventsStream(Stream):
             "The webhook_events bookmark %d is past the last sequence of %s (%d): the spool was "
             "replaced; reading it from the start.",
             bookmark,
-            spool.path,
+            spool.location,
             spool.last_sequence(),
         )
         self.get_context_state(context).pop("replication_key_value", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,15 +58,53 @@ def test_bad_calls_are_answered_and_nothing_is_spooled(
     assert spooled(spool_path) == []
 
 
-def test_a_replayed_token_is_refused(receiver: RunningReceiver, spool_path: Path) -> None:
+def test_a_token_reused_with_another_event_is_refused(
+    receiver: RunningReceiver, spool_path: Path
+) -> None:
     sig = signature()
     first = mailgun_event("opened")
     assert post(receiver.url, signed_body(first, token=sig["token"])).status_code == 200
-    # Same token, even around a different event: Mailgun's signature does not cover the body.
+    # Same token around a different event: Mailgun's signature does not cover the body.
     replay = post(receiver.url, signed_body(mailgun_event("clicked"), token=sig["token"]))
     assert replay.status_code == 401
     assert "replay" in replay.json()["message"]
     assert spooled(spool_path) == [(first["id"], first["timestamp"])]
+
+
+def test_mailguns_retry_with_the_original_signature_is_acknowledged_for_hours(
+    receiver: RunningReceiver, spool_path: Path
+) -> None:
+    # Mailgun got no 200 for this call 7 hours ago (the receiver was down) and resends it,
+    # signature block and all, on its schedule's last retries.
+    event = mailgun_event("failed", recipient="late@example.org")
+    body = signed_body(event, timestamp=int(time.time()) - 7 * 3600)
+    assert post(receiver.url, body).json() == {"message": "stored"}
+    # Stored, but the 200 was lost on the way: the very same body comes again.
+    again = post(receiver.url, body)
+    assert (again.status_code, again.json()) == (200, {"message": "duplicate"})
+    assert spooled(spool_path) == [(event["id"], event["timestamp"])]
+    # Older than the freshness window (12 h): refused, and not spooled.
+    too_old = signed_body(mailgun_event(), timestamp=int(time.time()) - 13 * 3600)
+    assert post(receiver.url, too_old).status_code == 401
+    assert len(spooled(spool_path)) == 1
+
+
+def test_a_spooled_event_is_acknowledged_whatever_its_token(
+    receiver: RunningReceiver, spool_path: Path
+) -> None:
+    first, second = mailgun_event("delivered"), mailgun_event("opened")
+    token = signature()["token"]
+    assert post(receiver.url, signed_body(first, token=token)).json() == {"message": "stored"}
+    assert post(receiver.url, signed_body(second)).json() == {"message": "stored"}
+    # The first event again with its own token, the second with the first's token: both are
+    # already spooled, so both get 200 and nothing is written.
+    for body in (signed_body(first, token=token), signed_body(second, token=token)):
+        answer = post(receiver.url, body)
+        assert (answer.status_code, answer.json()) == (200, {"message": "duplicate"})
+    assert spooled(spool_path) == [
+        (first["id"], first["timestamp"]),
+        (second["id"], second["timestamp"]),
+    ]
 
 
 def test_a_redelivered_event_is_acknowledged_once_spooled(

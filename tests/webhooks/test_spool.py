@@ -108,6 +108,32 @@ def test_tokens_too_old_to_replay_are_forgotten(writer: SpoolWriter, spool_path:
     assert tokens == [("fresh",)]
 
 
+def test_a_version_1_spool_is_upgraded_in_place(spool_path: Path) -> None:
+    spool_path.parent.mkdir(parents=True)
+    old = sqlite3.connect(spool_path)
+    old.executescript(
+        """
+        CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL,
+            event_timestamp REAL NOT NULL, domain TEXT NOT NULL, received_at TEXT NOT NULL,
+            event_data TEXT NOT NULL, UNIQUE (event_id, event_timestamp));
+        CREATE TABLE tokens (token TEXT PRIMARY KEY, signed_at INTEGER NOT NULL) WITHOUT ROWID;
+        PRAGMA user_version=1;
+        """
+    )
+    old.execute("INSERT INTO tokens VALUES ('old-token', ?)", (int(time.time()),))
+    old.commit()
+    old.close()
+    writer = SpoolWriter(spool_path, token_ttl_s=960).start()
+    try:
+        # A token kept by version 1 has no event: seen again with any event, it is a replay.
+        assert writer.submit(delivery("old-token", "e1")).result() is Outcome.REPLAYED
+        assert writer.submit(delivery("new-token", "e1")).result() is Outcome.STORED
+        assert writer.submit(delivery("new-token", "e1")).result() is Outcome.DUPLICATE
+    finally:
+        writer.stop()
+    assert sqlite3.connect(spool_path).execute("PRAGMA user_version").fetchone() == (2,)
+
+
 def test_a_spool_from_a_newer_version_is_refused(spool_path: Path) -> None:
     Spool(spool_path).close()
     conn = sqlite3.connect(spool_path)

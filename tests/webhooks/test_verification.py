@@ -12,7 +12,13 @@ import pytest
 
 from fakes.events import mailgun_event
 from fakes.webhook_payloads import SIGNING_KEY, signature, signed_body
-from mailgun_webhooks.verify import Rejected, parse_delivery, sending_domain, sign
+from mailgun_webhooks.verify import (
+    DEFAULT_MAX_AGE_S,
+    Rejected,
+    parse_delivery,
+    sending_domain,
+    sign,
+)
 
 if TYPE_CHECKING:
     from mailgun_webhooks.spool import Delivery
@@ -109,6 +115,21 @@ def test_max_age_is_the_boundary() -> None:
     assert parse(body, max_age_s=60).signed_at == int(NOW) - 60
     with pytest.raises(Rejected):
         parse(body, max_age_s=59)
+
+
+# Mailgun's retries after the first try, in minutes: 5, 10, 15, 60, 120, 240.
+MAILGUN_RETRY_GAPS_MIN = (5, 10, 15, 60, 120, 240)
+
+
+def test_the_default_window_accepts_mailguns_last_retry_with_its_original_signature() -> None:
+    signed_at = int(NOW)
+    body = signed_body(mailgun_event(), timestamp=signed_at)
+    last_retry = NOW + 60 * sum(MAILGUN_RETRY_GAPS_MIN)  # 7 h 30 min after signing
+    assert parse(body, now=last_retry, max_age_s=DEFAULT_MAX_AGE_S).signed_at == signed_at
+    assert 60 * sum(MAILGUN_RETRY_GAPS_MIN) + 3600 <= DEFAULT_MAX_AGE_S  # an hour of margin
+    with pytest.raises(Rejected) as stale:
+        parse(body, now=NOW + DEFAULT_MAX_AGE_S + 1, max_age_s=DEFAULT_MAX_AGE_S)
+    assert stale.value.status == 401
 
 
 @pytest.mark.parametrize(
