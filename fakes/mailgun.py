@@ -9,6 +9,10 @@ What it reproduces, because the tap has to cope with it:
   cursors, `limit` capped at 1000 (400 above).
 - /v4/domains: skip/limit, at most 1000 per page.
 - POST /v1/analytics/metrics: counts computed from the stored events, offset pagination.
+- webhooks: GET /v3/domains/{domain}/webhooks lists a domain's URLs per event type; POST
+  /v4/domains/{domain}/webhooks adds one URL to several event types at once, leaving their
+  other URLs alone; it refuses (400, nothing changed) a URL an event type already has and a
+  fourth URL for an event type (Mailgun's limit: 3).
 - basic auth `api:<key>`; any other key gets 401 "Forbidden". Unknown domains get 404 with
   a JSON message; a path Mailgun has no API at gets its plain-text "404 page not found".
 """
@@ -35,6 +39,18 @@ from fakes.specs import MAILGUN_SPEC
 SUPPRESSION_KINDS = ("bounces", "complaints", "unsubscribes")
 MAX_EVENTS_LIMIT = 300
 MAX_LIST_LIMIT = 1000
+# "Maximum of 3 urls for a given webhook type" (the spec's POST /v3/domains/{domain}/webhooks).
+MAX_WEBHOOK_URLS = 3
+WEBHOOK_EVENT_TYPES = (
+    "accepted",
+    "clicked",
+    "opened",
+    "unsubscribed",
+    "delivered",
+    "permanent_fail",
+    "temporary_fail",
+    "complained",
+)
 
 # Which metric counter each event feeds; failed events also feed the severity-specific counter.
 _EVENT_COUNTERS = {
@@ -153,6 +169,7 @@ class FakeMailgun(FakeAPI):
         self.tags: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.lists: dict[str, dict[str, Any]] = {}
         self.members: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.webhooks: dict[str, dict[str, list[str]]] = defaultdict(dict)
         super().__init__(validate=validate, host=host, port=port)
 
     # --- loading API (the contract others build on) -------------------------------------
@@ -226,6 +243,12 @@ class FakeMailgun(FakeAPI):
             self.members[list_address][member["address"]] = stored
             self.lists[list_address]["members_count"] = len(self.members[list_address])
 
+    def add_webhook(self, domain: str, event_type: str, *urls: str) -> None:
+        """Register webhook URLs of one event type on a domain, as the control panel does."""
+        with self.lock:
+            self._require_domain(domain)
+            self.webhooks[domain].setdefault(event_type, []).extend(urls)
+
     def _require_domain(self, domain: str) -> None:
         if domain not in self.domains:
             raise KeyError(f"unknown domain {domain}; add_domain it first")
@@ -242,6 +265,8 @@ class FakeMailgun(FakeAPI):
             Rule("/v3/<domain>/tags", endpoint="list_tags", methods=["GET"]),
             Rule("/v3/<domain>/<any(bounces,complaints,unsubscribes):kind>", endpoint="list_supp"),
             Rule("/v1/analytics/metrics", endpoint="metrics", methods=["POST"]),
+            Rule("/v3/domains/<domain>/webhooks", endpoint="list_webhooks", methods=["GET"]),
+            Rule("/v4/domains/<domain>/webhooks", endpoint="create_webhooks", methods=["POST"]),
         ]
 
     def authenticate(self, request: Request) -> Response | None:
@@ -269,6 +294,41 @@ class FakeMailgun(FakeAPI):
         if domain in self.domains:
             return None
         return json_response({"message": f"Domain not found: {domain}"}, 404)
+
+    # webhooks -------------------------------------------------------------------------------
+    def _webhooks_of(self, domain: str) -> dict[str, Any]:
+        hooks = self.webhooks[domain]
+        return {"webhooks": {kind: {"urls": list(urls)} for kind, urls in hooks.items()}}
+
+    def list_webhooks(self, request: Request, domain: str) -> Response:
+        """GET /v3/domains/{domain}/webhooks: every event type's URLs."""
+        if domain not in self.domains:
+            return json_response({"message": "Domain not found"}, 404)
+        return json_response(self._webhooks_of(domain))
+
+    def create_webhooks(self, request: Request, domain: str) -> Response:
+        """POST /v4/domains/{domain}/webhooks: add `url` to each of `event_types`, all or none."""
+        if domain not in self.domains:
+            return json_response({"message": "Domain not found"}, 404)
+        url = request.form.get("url", "")
+        kinds = request.form.getlist("event_types")
+        if not url.startswith(("https://", "http://")):
+            return json_response({"Reason": f"invalid parameters: {url} is not a valid url"}, 400)
+        unknown = [k for k in kinds if k not in WEBHOOK_EVENT_TYPES]
+        if not kinds or unknown:
+            return json_response({"Reason": f"invalid event types: {unknown or kinds}"}, 400)
+        hooks = self.webhooks[domain]
+        for kind in kinds:
+            urls = hooks.get(kind, [])
+            if url in urls:
+                reason = f"Webhook for event type '{kind}' with URL '{url}' already exists"
+                return json_response({"Reason": reason}, 400)
+            if len(urls) >= MAX_WEBHOOK_URLS:
+                reason = f"Webhook for event type '{kind}' has reached the limit of 3 URLs"
+                return json_response({"Reason": reason}, 400)
+        for kind in kinds:
+            hooks.setdefault(kind, []).append(url)
+        return json_response(self._webhooks_of(domain))
 
     # events ---------------------------------------------------------------------------------
     def list_events(self, request: Request, domain: str) -> Response:

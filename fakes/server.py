@@ -53,13 +53,18 @@ class Recorded:
 
 @dataclass
 class Fault:
-    """A canned answer for the next `times` requests whose "METHOD path" matches `pattern`."""
+    """A canned answer for the next `times` requests whose "METHOD path" matches `pattern`.
+
+    `carried_out`: the request is handled as usual first, and only its answer is replaced, as
+    when the vendor made the change and the answer was lost on the way back.
+    """
 
     pattern: re.Pattern[str]
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
+    carried_out: bool = False
 
 
 @dataclass
@@ -199,10 +204,15 @@ class FakeAPI:
         body: Any = None,
         headers: dict[str, str] | None = None,
         times: int = 1,
+        *,
+        carried_out: bool = False,
     ) -> None:
-        """Answer the next `times` requests matching `pattern` ("METHOD /path" regex): `status`."""
+        """Answer the next `times` requests matching `pattern` ("METHOD /path" regex): `status`
+        (after handling them, when `carried_out`: see `Fault`)."""
         with self.lock:
-            self.faults.append(Fault(re.compile(pattern), status, body, headers or {}, times))
+            self.faults.append(
+                Fault(re.compile(pattern), status, body, headers or {}, times, carried_out)
+            )
 
     def cut_next(
         self, pattern: str, *, after_headers: bool = True, chunked: bool = False, times: int = 1
@@ -276,8 +286,13 @@ class FakeAPI:
                 return json_response({"message": f"spec violation: {problem}"}, status=400)
         fault = self._take_fault(f"{request.method} {request.path}")
         if fault is not None:
+            if fault.carried_out:
+                self._handle(request)
             body = fault.body if fault.body is not None else {"message": "injected fault"}
             return json_response(body, fault.status, fault.headers)
+        return self._handle(request)
+
+    def _handle(self, request: Request) -> Response:
         refused = self.authenticate(request)
         if refused is not None:
             return refused

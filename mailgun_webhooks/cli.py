@@ -1,4 +1,9 @@
-"""`tap-mailgun-webhooks`: the console script that runs the receiver under uvicorn."""
+"""`tap-mailgun-webhooks`: the console script that runs the receiver under uvicorn.
+
+`tap-mailgun-webhooks --spool ...` serves (what meltano.yml's `serve` command runs);
+`tap-mailgun-webhooks register --url ...` registers the receiver's URL in Mailgun
+(register.py).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import errno
 import logging
 import os
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from mailgun_webhooks.app import DEFAULT_MAX_BODY_BYTES, WEBHOOK_PATH, ReceiverSettings, create_app
 from mailgun_webhooks.spool import SpoolError, SpoolWriter
@@ -24,6 +31,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="tap-mailgun-webhooks",
         description="Receive Mailgun webhooks, verify them and spool them for tap-mailgun "
         "(stream webhook_events, setting webhook_spool_path).",
+        epilog="To register the receiver's URL on every domain of the Mailgun account: "
+        "tap-mailgun-webhooks register --url URL [--dry-run] (see register --help).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
@@ -93,8 +102,23 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _register(argv: Sequence[str]) -> NoReturn:
+    from mailgun_webhooks import register  # imported here: serving never needs the tap's client
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
+    try:
+        code = register.run(argv)
+    except register.RegisterError as exc:
+        raise SystemExit(f"tap-mailgun-webhooks register: {exc}") from None
+    raise SystemExit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the receiver until SIGINT/SIGTERM; pending writes are committed before exit."""
+    """Run the receiver until SIGINT/SIGTERM (pending writes are committed before exit), or
+    the `register` subcommand."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["register"]:
+        _register(argv[1:])
     import uvicorn  # imported here: the tap itself never needs the server
 
     args = _arguments(argv)

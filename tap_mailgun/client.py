@@ -195,6 +195,18 @@ def retry_hint_seconds(response: requests.Response | None) -> float | None:
     return None
 
 
+def retry_wait_seconds(attempt: int, response: requests.Response | None) -> float:
+    """The wait before retry number `attempt` + 1 (0-based): the server's hint when it gives
+    one, else exponential with equal jitter; both capped at BACKOFF_CAP_SECONDS."""
+    hint = retry_hint_seconds(response)
+    if hint is not None:
+        return min(hint, BACKOFF_CAP_SECONDS)
+    # Equal jitter: half the cap, plus up to the other half at random. Full jitter (0 to cap)
+    # can draw near zero every time and spend all tries in seconds.
+    cap = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0**attempt)
+    return cap / 2 + random.uniform(0, cap / 2)
+
+
 def server_time(response: requests.Response) -> datetime | None:
     """The moment Mailgun answered, by its own clock (the `Date` header), when it says."""
     try:
@@ -445,20 +457,15 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
 
     @override
     def backoff_wait_generator(self) -> Generator[float, Any, None]:
-        """Waits between tries: the server's hint when it gives one, else exponential with
-        equal jitter. backoff sends each failure's exception in (after a priming None)."""
+        """Waits between tries (`retry_wait_seconds`). backoff sends each failure's exception
+        in (after a priming None)."""
         attempt = 0
         exception = yield 0.0
         while True:
             response = getattr(exception, "response", None)
-            hint = retry_hint_seconds(response if isinstance(response, requests.Response) else None)
-            if hint is not None:
-                wait = min(hint, BACKOFF_CAP_SECONDS)
-            else:
-                # Equal jitter: half the cap, plus up to the other half at random. Full jitter
-                # (0 to cap) can draw near zero every time and spend all tries in seconds.
-                cap = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-                wait = cap / 2 + random.uniform(0, cap / 2)
+            wait = retry_wait_seconds(
+                attempt, response if isinstance(response, requests.Response) else None
+            )
             attempt += 1
             exception = yield wait
 
