@@ -23,15 +23,22 @@ class ReceiverProcess:
 
     def __init__(
         self,
-        spool: Path,
+        spool: Path | str,
         *,
         port: int = 0,
         key: str = SIGNING_KEY,
         args: Sequence[str] = (),
+        log_dir: Path | None = None,
     ) -> None:
+        """`spool`: a SQLite file or a postgresql:// URL; the log goes to `log_dir`, by default
+        the SQLite file's folder."""
         self.spool = spool
-        spool.parent.mkdir(parents=True, exist_ok=True)
-        self.log = spool.parent / f"receiver-{time.monotonic_ns()}.log"
+        if log_dir is None:
+            if not isinstance(spool, Path):
+                raise ValueError("a receiver on a database spool needs a log_dir")
+            log_dir = spool.parent
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log_dir / f"receiver-{time.monotonic_ns()}.log"
         environ = {**os.environ, "MAILGUN_WEBHOOK_SIGNING_KEY": key}
         argv = [str(BIN / "tap-mailgun-webhooks"), "--spool", str(spool), "--port", str(port)]
         with self.log.open("wb") as log:

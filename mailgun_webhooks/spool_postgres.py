@@ -92,22 +92,31 @@ class PostgresDatabase:
         return conn
 
     def _create_or_check(self) -> None:
+        if self._schema_version() == SCHEMA_VERSION:  # the usual case: no DDL, no table lock
+            return
         # Two receivers starting together would race on CREATE ... IF NOT EXISTS: the write
         # lock makes one wait for the other.
         with self.transaction():
+            version = self._schema_version()
+            if version is not None and version > SCHEMA_VERSION:
+                raise SpoolError(
+                    f"spool {self.location} was written by a newer version (schema {version}); "
+                    "upgrade tap-mailgun or point --spool at another database"
+                )
             for statement in _DDL.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
-            row = self._conn.execute("SELECT schema_version FROM spool").fetchone()
-            if row is None:
+            if version is None:
                 self._conn.execute(
                     "INSERT INTO spool (schema_version) VALUES (%s)", (SCHEMA_VERSION,)
                 )
-            elif row[0] > SCHEMA_VERSION:
-                raise SpoolError(
-                    f"spool {self.location} was written by a newer version (schema {row[0]}); "
-                    "upgrade tap-mailgun or point --spool at another database"
-                )
+
+    def _schema_version(self) -> int | None:
+        exists = self._conn.execute("SELECT to_regclass('mailgun_webhooks.spool')").fetchone()
+        if exists is None or exists[0] is None:
+            return None
+        row = self._conn.execute("SELECT max(schema_version) FROM spool").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Run one statement; the spool's `?` placeholders become psycopg's `%s`."""

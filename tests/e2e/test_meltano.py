@@ -25,6 +25,7 @@ import requests
 from fakes.events import mailgun_event
 from fakes.sandbox import ROOT, STATE_ID
 from fakes.webhook_payloads import SIGNING_KEY, signed_body
+from mailgun_webhooks.register import EVENT_TYPES as REGISTERED_EVENT_TYPES
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -286,3 +287,23 @@ def _wait_for_url(log: Path, process: subprocess.Popen[bytes]) -> str:
             raise AssertionError(f"the receiver exited {process.returncode}:\n{log.read_text()}")
         time.sleep(0.2)
     raise AssertionError(f"the receiver did not start:\n{log.read_text()}")
+
+
+def test_the_register_command_registers_the_receiver_on_every_domain(
+    meltano: Meltano, sandboxes: Sandboxes
+) -> None:
+    box = sandboxes.start()
+    env = {**meltano.env, "TAP_MAILGUN_WEBHOOKS_BASE_URL": box.mailgun.base_url}
+    register = ("--environment=sandbox", "invoke", "tap-mailgun-webhooks:register")
+    dry = meltano(*register, "--dry-run", env=env)
+    domains = sorted(box.mailgun.domains)
+    assert [line.split(":")[0] for line in dry.stdout.splitlines()[:-1]] == domains
+    assert not any(box.mailgun.webhooks[d] for d in domains)  # a dry run changes nothing
+
+    meltano(*register, env=env)
+    public_url = "http://127.0.0.1:8080/webhooks/mailgun"  # the sandbox's public_url
+    for domain in domains:
+        hooks = box.mailgun.webhooks[domain]
+        assert sorted(hooks) == sorted(REGISTERED_EVENT_TYPES), domain
+        assert all(urls == [public_url] for urls in hooks.values())
+    assert "key-sandbox" not in "\n".join(log.read_text() for log in meltano.runs)
