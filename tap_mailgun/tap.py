@@ -120,8 +120,8 @@ class TapMailgun(Tap):
         th.Property(
             "webhook_spool_path",
             th.StringType,
-            description="SQLite spool written by tap-mailgun-webhooks; when set, the "
-            "webhook_events stream reads it.",
+            description="Spool written by tap-mailgun-webhooks (a SQLite file or a "
+            "postgresql:// URL); when set, the webhook_events stream reads it.",
         ),
         th.Property(
             "webhook_retention_days",
