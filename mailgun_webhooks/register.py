@@ -364,10 +364,10 @@ def _domains(api: MailgunWebhooksAPI, named: list[str]) -> list[str]:
     if named:
         return [d.strip() for item in named for d in item.split(",") if d.strip()]
     found = list(api.domains())
-    disabled = [d["name"] for d in found if d.get("is_disabled") or d.get("state") == "disabled"]
+    disabled = {d["name"] for d in found if d.get("is_disabled") or d.get("state") == "disabled"}
     if disabled:
         logger.info("skipping %d disabled domain(s)", len(disabled))
-    return [d["name"] for d in found if d["name"] not in set(disabled)]
+    return [d["name"] for d in found if d["name"] not in disabled]
 
 
 def run(argv: Sequence[str]) -> int:

@@ -191,6 +191,8 @@ class SQLiteDatabase:
             raise SpoolError(f"cannot open the webhook spool {path}: {exc}") from exc
 
     def _create_or_upgrade(self) -> None:
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # the usual case: no write lock taken just to open the spool
         with self.transaction():
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
