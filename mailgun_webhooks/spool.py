@@ -159,13 +159,16 @@ def open_database(location: str | Path, *, busy_timeout_s: float = 5.0) -> Datab
     if not is_database_url(location):
         return SQLiteDatabase(location, busy_timeout_s=busy_timeout_s)
     try:  # imported here: the tap alone installs no PostgreSQL driver
-        from mailgun_webhooks.spool_postgres import PostgresDatabase
+        from mailgun_webhooks.spool_postgres import PostgresDatabase, PostgresSpoolError
     except ImportError:
         raise SpoolError(
             "a PostgreSQL spool needs the psycopg driver: "
             "pip install 'mailgun-brevo-singer[postgres]'"
         ) from None
-    return PostgresDatabase(str(location), busy_timeout_s=busy_timeout_s)
+    try:
+        return PostgresDatabase(str(location), busy_timeout_s=busy_timeout_s)
+    except PostgresSpoolError as exc:
+        raise SpoolError(str(exc)) from exc
 
 
 class SQLiteDatabase:

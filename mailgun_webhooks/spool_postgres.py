@@ -1,8 +1,11 @@
 """The webhook spool on PostgreSQL, for receivers on several machines sharing one spool.
 
 Needs psycopg 3 (the `postgres` extra); spool.py imports this module only for a
-`postgresql://` spool. The tables are those of the SQLite spool, in the schema
-`mailgun_webhooks` of the database the URL names, so they sit beside anything else there.
+`postgresql://` spool, and turns its `PostgresSpoolError` into a `SpoolError` (this module
+imports nothing of spool.py: no import circle). The tables are those of the SQLite spool, in
+the schema `mailgun_webhooks` of the database the URL names, so they sit beside anything else
+there; `mailgun_webhooks.spool` holds their schema version (PostgreSQL spools started at 1,
+with tokens kept with their event).
 
 Commit order: a sequence value is drawn before its transaction commits, so with two writers a
 row with a lower `seq` can become visible after one with a higher `seq`, and a reader that had
@@ -23,8 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from mailgun_webhooks.spool import SCHEMA_VERSION, Cursor, SpoolError
-
+SCHEMA_VERSION = 1
 SCHEMA = "mailgun_webhooks"
 # pg_advisory_xact_lock's key for "a spool write is in flight": any bigint, fixed for all writers.
 WRITE_LOCK_KEY = 0x6D67_7768_6B73  # "mgwhks"
@@ -52,6 +54,10 @@ CREATE INDEX IF NOT EXISTS tokens_signed_at ON {SCHEMA}.tokens (signed_at);
 """
 
 
+class PostgresSpoolError(RuntimeError):
+    """The PostgreSQL spool cannot be opened; spool.py reports it as a `SpoolError`."""
+
+
 def safe_location(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -73,11 +79,13 @@ class PostgresDatabase:
         self._conn = self._connect()
         try:
             self._create_or_check()
-        except (psycopg.Error, SpoolError) as exc:
+        except (psycopg.Error, PostgresSpoolError) as exc:
             self._conn.close()
-            if isinstance(exc, SpoolError):
+            if isinstance(exc, PostgresSpoolError):
                 raise
-            raise SpoolError(f"cannot open the webhook spool {self.location}: {exc}") from exc
+            raise PostgresSpoolError(
+                f"cannot open the webhook spool {self.location}: {exc}"
+            ) from exc
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -88,7 +96,9 @@ class PostgresDatabase:
             conn.execute(f"SET lock_timeout = {self._busy_timeout_ms}")
             conn.execute(f"SET search_path = {SCHEMA}")
         except psycopg.Error as exc:
-            raise SpoolError(f"cannot open the webhook spool {self.location}: {exc}") from exc
+            raise PostgresSpoolError(
+                f"cannot open the webhook spool {self.location}: {exc}"
+            ) from exc
         return conn
 
     def _create_or_check(self) -> None:
@@ -99,7 +109,7 @@ class PostgresDatabase:
         with self.transaction():
             version = self._schema_version()
             if version is not None and version > SCHEMA_VERSION:
-                raise SpoolError(
+                raise PostgresSpoolError(
                     f"spool {self.location} was written by a newer version (schema {version}); "
                     "upgrade tap-mailgun or point --spool at another database"
                 )
@@ -118,7 +128,7 @@ class PostgresDatabase:
         row = self._conn.execute("SELECT max(schema_version) FROM spool").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         """Run one statement; the spool's `?` placeholders become psycopg's `%s`."""
         return self._conn.execute(sql.replace("?", "%s"), params)
 

@@ -29,7 +29,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # The spool is standard library only: reading it does not install the receiver's server.
     "tap_mailgun": ("mailgun_webhooks.spool", "plugin_cli"),
     "target_brevo": ("plugin_cli",),
-    "mailgun_webhooks": (),
+    # `register` calls Mailgun's API through its one owner: regions, waits, Retry-After.
+    "mailgun_webhooks": ("tap_mailgun.client",),
     "plugin_cli": (),
     "fakes": PRODUCT,
     "bench": (*PRODUCT, "fakes"),
