@@ -120,6 +120,7 @@ class TapMailgun(Tap):
         th.Property(
             "webhook_spool_path",
             th.StringType,
+            secret=True,  # a postgresql:// URL may carry a password
             description="Spool written by tap-mailgun-webhooks (a SQLite file or a "
             "postgresql:// URL); when set, the webhook_events stream reads it.",
         ),
