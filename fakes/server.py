@@ -296,6 +296,7 @@ class FakeAPI:
         refused = self.authenticate(request)
         if refused is not None:
             return refused
+        adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()
             handler: Handler = getattr(self, str(endpoint))
