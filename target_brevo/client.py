@@ -79,6 +79,9 @@ class Failure(Enum):
 _NOT_STORED_STATUSES = frozenset({425, 429, 503})
 
 
+MAX_LIST_EMAILS = 150  # Brevo's cap on emails per list add or remove
+
+
 def classify(failure: int | requests.RequestException) -> Failure | None:
     """The class of a failed exchange: an HTTP status, or what requests raised instead.
 
@@ -534,16 +537,39 @@ class BrevoClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- contacts -------------------------------------------------------------------------
+    def remove_from_list(self, list_id: int, emails: Sequence[str]) -> None:
+        """Take these contacts out of a list, at most MAX_LIST_EMAILS per request (Brevo's cap).
+
+        Brevo answers 400 when none of a request's contacts exists: nothing to take out.
+        """
+        path = f"/contacts/lists/{list_id}/contacts/remove"
+        for start in range(0, len(emails), MAX_LIST_EMAILS):
+            chunk = list(emails[start : start + MAX_LIST_EMAILS])
+            response = self._json(
+                "POST", path, {"emails": chunk}, label="/contacts/lists/{id}/contacts/remove"
+            )
+            if response is None or response.status_code == 400:
+                continue
+            self._expect(response, 201)
+
     def import_contacts(
-        self, rows: Sequence[tuple[K, bytes]], list_ids: Sequence[int], blocklist: bool
+        self,
+        rows: Sequence[tuple[K, bytes]],
+        list_ids: Sequence[int],
+        blocklist: bool,
+        *,
+        erase: bool = False,
     ) -> Iterator[tuple[int | None, list[K]]]:
-        """Import JSON-encoded contact rows in <= 8 MB requests; yields (processId, keys)."""
+        """Import JSON-encoded contact rows in <= 8 MB requests; yields (processId, keys).
+
+        `erase`: attributes the rows give as null are emptied in Brevo (others stay untouched).
+        """
         head = msgspec.json.encode(
             {
                 "listIds": sorted(list_ids),
                 "emailBlacklist": blocklist,
                 "updateExistingContacts": True,
-                "emptyContactsAttributes": False,
+                "emptyContactsAttributes": erase,
                 "disableNotification": True,
             }
         )

@@ -41,7 +41,7 @@ MAX_CHECK_DELAY = 300.0  # ...then at doubling intervals up to this
 # makes four runs an hour, and something else on the account may want a few.
 MAX_PROCESS_CALLS_PER_RUN = 12
 
-GroupKey = tuple[bool, frozenset[int]]
+GroupKey = tuple[bool, frozenset[int], bool]  # blocklist, list ids, erases attributes
 EventKey = tuple[str, str]  # a Mailgun event's id and timestamp
 
 
@@ -136,17 +136,17 @@ class Publisher:
             before = self.store.pushed([facts.email for facts in page])
             groups: dict[GroupKey, list[tuple[str, bytes]]] = defaultdict(list)
             for facts in page:
-                key = self._group(facts)
-                row = {
-                    "email": facts.email,
-                    "attributes": rules.brevo_attributes(
-                        rules.contact_fields(facts), self.settings.field_mapping
-                    ),
-                }
-                groups[key].append((facts.email, msgspec.json.encode(row)))
-            for (blocklist, list_ids), rows in sorted(groups.items(), key=_group_order):
+                attributes = rules.brevo_attributes(
+                    rules.contact_fields(facts), self.settings.field_mapping
+                )
+                # an attribute written null is one the rules unset (see contact_fields): only
+                # an import that erases empty attributes takes it out of Brevo
+                erase = None in attributes.values()
+                row = {"email": facts.email, "attributes": attributes}
+                groups[(*self._group(facts), erase)].append((facts.email, msgspec.json.encode(row)))
+            for (blocklist, list_ids, erase), rows in sorted(groups.items(), key=_group_order):
                 for process_id, emails in self.client.import_contacts(
-                    rows, sorted(list_ids), blocklist
+                    rows, sorted(list_ids), blocklist, erase=erase
                 ):
                     if process_id is not None:  # None: dry-run
                         self.store.record_import(process_id, emails)
@@ -157,7 +157,7 @@ class Publisher:
                     self._count_import(emails, blocklist, list_ids, before)
                     self.store.commit()
 
-    def _group(self, facts: rules.ContactFacts) -> GroupKey:
+    def _group(self, facts: rules.ContactFacts) -> tuple[bool, frozenset[int]]:
         list_ids = set(rules.list_ids(facts, self.settings.lists))
         if self._all_list is not None:
             list_ids.add(self._all_list)
@@ -173,14 +173,23 @@ class Publisher:
         """Count the import's rows, and as blocklisted or added only what Brevo did not have."""
         self.summary.contacts_upserted += len(emails)
         now: list[tuple[str, bool, frozenset[int]]] = []
+        # A contact leaves a configured list only when a rule was corrected (flags otherwise
+        # only turn on): e.g. the Bounced list of someone who merely unsubscribed.
+        roles = frozenset(self.settings.lists.values())
+        leaving: dict[int, list[str]] = defaultdict(list)
         for email in emails:
             was_blocklisted, had = before.get(email, (False, frozenset()))
             if blocklist and not was_blocklisted:
                 self.summary.blocklisted += 1
             for list_id in list_ids - had:
                 self.summary.added_to_list[list_id] += 1
-            # Brevo never unsets either: the import only adds lists and sets the flag
-            now.append((email, blocklist or was_blocklisted, list_ids | had))
+            for list_id in (had & roles) - list_ids:
+                leaving[list_id].append(email)
+            # the import never unsets the blocklist flag, and neither does anything else here
+            now.append((email, blocklist or was_blocklisted, list_ids | (had - roles)))
+        for list_id, gone in sorted(leaving.items()):
+            self.client.remove_from_list(list_id, gone)
+            self.summary.removed_from_list[list_id] += len(gone)
         self.store.record_pushed(now)
 
     def check_imports(self) -> None:
@@ -277,5 +286,5 @@ class Publisher:
         self.store.commit()
 
 
-def _group_order(item: tuple[GroupKey, object]) -> tuple[bool, list[int]]:
-    return item[0][0], sorted(item[0][1])
+def _group_order(item: tuple[GroupKey, object]) -> tuple[bool, list[int], bool]:
+    return item[0][0], sorted(item[0][1]), item[0][2]

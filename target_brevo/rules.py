@@ -45,7 +45,19 @@ DEFAULT_EVENT_NAMES: dict[str, str] = {
     "soft_bounced": "email_soft_bounced",
     "complained": "email_complained",
     "unsubscribed": "email_unsubscribed",
+    "suppressed": "email_suppressed",
 }
+# What Mailgun means by a permanent failure with these reasons: it declined to send to an
+# address that unsubscribed or complained earlier. That says the contact unsubscribed or
+# complained, never that the address bounces.
+SUPPRESSION_REASONS: dict[str, str] = {
+    "suppress-unsubscribe": "unsubscribed",
+    "suppress-complaint": "complained",
+}
+# Raised whenever a rule changes what a contact or an event looks like in Brevo: the store
+# keeps the version its contacts were written under, and a store of an older one is corrected
+# (see `corrected_contact`) and rewritten once. 2: suppress-* failures are not hard bounces.
+RULES_VERSION = 2
 BLOCKLIST_REASONS = ("hard_bounce", "complaint", "unsubscribe")
 LIST_ROLES = ("engaged", "bounced", "complained")
 # Mailgun events that count towards D (a message reached the inbox).
@@ -159,7 +171,12 @@ def bounce_type(facts: ContactFacts) -> str | None:
 
 
 def contact_fields(facts: ContactFacts) -> dict[str, Any]:
-    """The canonical fields of a contact; a field with nothing to say is left out, never erased."""
+    """The canonical fields of a contact; a field with nothing to say is left out, never erased.
+
+    One exception: a contact that unsubscribed or complained and never bounced has bounce_type
+    None (to be erased), as rules version 1 may have written hard_bounce for Mailgun declining
+    to send to it (see `corrected_hard_bounce`).
+    """
     fields: dict[str, Any] = {"email": facts.email}
     open_rate = rate(facts.opened, facts.delivered)
     click_rate = rate(facts.clicked, facts.delivered)
@@ -175,6 +192,8 @@ def contact_fields(facts: ContactFacts) -> dict[str, Any]:
         "last_name": facts.last_name,
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
+    if "bounce_type" not in fields and (facts.unsubscribed or facts.complained):
+        fields["bounce_type"] = None
     return fields
 
 
@@ -212,10 +231,28 @@ def list_ids(facts: ContactFacts, lists: Mapping[str, int]) -> frozenset[int]:
     return frozenset(lists[role] for role, member in wanted.items() if member and role in lists)
 
 
-def event_name_key(event: str, severity: Any) -> str | None:
+def failure_kind(event: str, severity: Any, reason: Any) -> str | None:
+    """What a Mailgun event is as a failure: hard_bounced, soft_bounced, suppressed, or None.
+
+    A permanent failure is a hard bounce unless Mailgun declined to send because the address
+    unsubscribed or complained earlier (SUPPRESSION_REASONS); bounce, delayed-bounce,
+    suppress-bounce and any other permanent reason are hard bounces; temporary ones are soft.
+    """
+    if event != "failed":
+        return None
+    if severity != "permanent":
+        return "soft_bounced"
+    return (
+        "suppressed"
+        if isinstance(reason, str) and reason in SUPPRESSION_REASONS
+        else "hard_bounced"
+    )
+
+
+def event_name_key(event: str, severity: Any, reason: Any = None) -> str | None:
     """Which of the `event_names` a Mailgun event becomes; None for events Brevo does not get."""
     if event == "failed":
-        return "hard_bounced" if severity == "permanent" else "soft_bounced"
+        return failure_kind(event, severity, reason)
     if event in ("delivered", "opened", "clicked", "complained", "unsubscribed"):
         return event
     return None
@@ -236,7 +273,7 @@ def brevo_event(
 ) -> dict[str, Any] | None:
     """The Brevo event for one Mailgun event record, or None when it has no Brevo counterpart."""
     event = str(record.get("event"))
-    key = event_name_key(event, record.get("severity"))
+    key = event_name_key(event, record.get("severity"), record.get("reason"))
     if key is None:
         return None
     headers = _headers(record)
@@ -275,19 +312,59 @@ def event_facts(record: Mapping[str, Any], names: Mapping[str, str] | None) -> E
     event = _text(record.get("event"))
     if event_id is None or timestamp is None or event is None:
         return "invalid record (id, timestamp and event are required)"
-    severity = record.get("severity")
+    failure = failure_kind(event, record.get("severity"), record.get("reason"))
+    suppressed_as = SUPPRESSION_REASONS[record["reason"]] if failure == "suppressed" else None
     return EventFacts(
         key=(event_id, timestamp),
         email=email,
         event=event,
         message_id=_text(_headers(record).get("message_id")),
         day=timestamp[:10],
-        hard_bounce=event == "failed" and severity == "permanent",
-        soft_bounce=event == "failed" and severity != "permanent",
-        complained=event == "complained",
-        unsubscribed=event == "unsubscribed",
+        hard_bounce=failure == "hard_bounced",
+        soft_bounce=failure == "soft_bounced",
+        complained=event == "complained" or suppressed_as == "complained",
+        unsubscribed=event == "unsubscribed" or suppressed_as == "unsubscribed",
         brevo_event=brevo_event(record, email, timestamp, names) if names is not None else None,
     )
+
+
+def corrected_event(payload: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any] | None:
+    """An event payload queued under rules version 1, renamed as the current rules name it;
+    None when it needs no change. Only a suppression queued as a hard bounce does.
+    """
+    properties = payload.get("event_properties")
+    properties = properties if isinstance(properties, Mapping) else {}
+    kind = failure_kind("failed", properties.get("severity"), properties.get("reason"))
+    if kind != "suppressed" or payload.get("event_name") == names["suppressed"]:
+        return None
+    return {**payload, "event_name": names["suppressed"]}
+
+
+def suppression_evidence(payload: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(email, "unsubscribed" or "complained"): what a queued suppression event says of its
+    contact; None for any other event.
+    """
+    properties = payload.get("event_properties")
+    identifiers = payload.get("identifiers")
+    if not isinstance(properties, Mapping) or not isinstance(identifiers, Mapping):
+        return None
+    reason, email = properties.get("reason"), normalize_email(identifiers.get("email_id"))
+    if failure_kind("failed", properties.get("severity"), reason) != "suppressed" or not email:
+        return None
+    return email, SUPPRESSION_REASONS[str(reason)]
+
+
+def corrected_hard_bounce(hard_bounce: bool, unsubscribed: bool, complained: bool) -> bool:
+    """The hard bounce flag of a contact written under rules version 1, as the current rules see it.
+
+    Version 1 made every permanent failure a hard bounce, and the store kept the flag, not the
+    reason. Mailgun declines to send (suppress-unsubscribe, suppress-complaint) only to an
+    address that unsubscribed or complained, and once it has, it sends that address nothing
+    that could bounce; so a hard bounce on a contact also unsubscribed or complained is the old
+    misreading and is dropped. A real bounce seen again (the `bounces` stream, a bounce event)
+    sets it back.
+    """
+    return hard_bounce and not (unsubscribed or complained)
 
 
 def split_name(record: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -16,6 +16,7 @@ from target_brevo.rules import (
     DEFAULT_EVENT_NAMES,
     DEFAULT_FIELD_MAPPING,
     LIST_ROLES,
+    RULES_VERSION,
     is_valid_event_name,
 )
 
@@ -130,7 +131,8 @@ class Settings:
     def contact_rules_fingerprint(self) -> str:
         """A digest of the settings that decide what a contact looks like in Brevo.
 
-        When it changes (lists, field_mapping, blocklist_on), contacts Brevo already has are
+        When it changes (lists, field_mapping, blocklist_on, or the rules themselves:
+        RULES_VERSION), contacts Brevo already has are
         out of date too, not only the ones new input touches.
         """
         rules = {
@@ -138,6 +140,7 @@ class Settings:
             "lists": dict(sorted(self.lists.items())),
             "all_list": self.all_list,
             "blocklist_on": sorted(self.blocklist_on),
+            "rules_version": RULES_VERSION,
         }
         return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
 

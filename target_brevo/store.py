@@ -61,6 +61,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from plugin_cli import SettingError
+from target_brevo import rules
 from target_brevo.rules import DELIVERY_EVENTS, ContactFacts, EventFacts
 
 if TYPE_CHECKING:
@@ -634,6 +635,51 @@ class EngagementStore:
             self.conn.execute(update(contacts_table).where(c.email.in_(mine)).values(dirty=true()))
         result = self.conn.execute(delete(imports_table).where(i.process_id == process_id))
         return int(result.rowcount or 0)
+
+    def correct_rules_v1(self, names: dict[str, str] | None) -> int:
+        """Recompute what rules version 1 got wrong; how many contacts lost a hard bounce.
+
+        Events still queued for Brevo carry their reason: a suppression queued as a hard
+        bounce is renamed (`rules.corrected_event`, when events are sent at all: `names`) and
+        its contact gets the flag it means. Then every contact's hard bounce flag is
+        recomputed (`rules.corrected_hard_bounce`) and the contacts it changes become dirty.
+        """
+        e, c = events_table.c, contacts_table.c
+        evidence: list[dict[str, Any]] = []
+        renamed: list[dict[str, Any]] = []
+        queued = select(e.id, e.timestamp, e.payload).where(e.pending == true())
+        for event_id, timestamp, payload in self.conn.execute(queued).all():
+            decoded = msgspec.json.decode(payload)
+            found = rules.suppression_evidence(decoded)
+            if found is None:
+                continue
+            evidence.append({"email": found[0], found[1]: True})
+            fixed = rules.corrected_event(decoded, names) if names is not None else None
+            if fixed is not None:
+                encoded = msgspec.json.encode(fixed).decode()
+                renamed.append({"k_id": event_id, "k_ts": timestamp, "payload": encoded})
+        rename = (
+            update(events_table)
+            .where(e.id == bindparam("k_id"), e.timestamp == bindparam("k_ts"))
+            .values(payload=bindparam("payload"))
+        )
+        self._executemany("rename_events", rename, renamed)
+        self.upsert_contacts(evidence)
+        suspects = select(c.email, c.hard_bounce, c.unsubscribed, c.complained).where(
+            c.hard_bounce == true()
+        )
+        wrong = [
+            {"k_email": email}
+            for email, hard, unsubscribed, complained in self.conn.execute(suspects).all()
+            if not rules.corrected_hard_bounce(hard, unsubscribed, complained)
+        ]
+        correct = (
+            update(contacts_table)
+            .where(c.email == bindparam("k_email"))
+            .values(hard_bounce=false(), dirty=true())
+        )
+        self._executemany("correct_contacts", correct, wrong)
+        return len(wrong)
 
     def mark_all_dirty(self) -> int:
         """Every contact needs writing again (the rules changed); how many contacts there are."""

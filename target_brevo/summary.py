@@ -16,6 +16,7 @@ class Summary:
     contacts_upserted: int = 0
     blocklisted: int = 0
     added_to_list: Counter[int] = field(default_factory=Counter)
+    removed_from_list: Counter[int] = field(default_factory=Counter)  # a corrected rule
     events_sent: int = 0
     events_trimmed: int = 0  # sent with text properties cut to fit Brevo's limits
     imports_failed: int = 0
@@ -36,6 +37,7 @@ class Summary:
             "contacts_upserted": self.contacts_upserted,
             "blocklisted": self.blocklisted,
             "added_to_list": {str(k): v for k, v in sorted(self.added_to_list.items())},
+            "removed_from_list": {str(k): v for k, v in sorted(self.removed_from_list.items())},
             "events_sent": self.events_sent,
             "events_trimmed": self.events_trimmed,
             "imports_failed": self.imports_failed,

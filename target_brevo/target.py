@@ -18,6 +18,7 @@ from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchem
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from plugin_cli import SettingError, check_base_url, check_config_files
+from target_brevo import rules
 from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 # still send is forgotten.
 EVENT_MEMORY_DAYS = 45
 RULES_FINGERPRINT = "contact_rules_fingerprint"
+RULES_VERSION_KEY = "rules_version"
 
 
 class Terminated(BaseException):
@@ -172,6 +174,17 @@ class TargetBrevo(Target):
         before = self.store.get_meta(RULES_FINGERPRINT)
         if before == fingerprint:
             return
+        version = self.store.get_meta(RULES_VERSION_KEY)
+        if before is not None and version is None:  # written under rules version 1
+            corrected = self.store.correct_rules_v1(
+                dict(self.settings.event_names) if self.settings.event_names else None
+            )
+            self.logger.info(
+                "the store was written under rules version 1 (suppress-unsubscribe and "
+                "suppress-complaint failures counted as hard bounces): %d contacts corrected",
+                corrected,
+            )
+        self.store.set_meta(RULES_VERSION_KEY, str(rules.RULES_VERSION))
         count = self.store.mark_all_dirty()
         if count:
             self.logger.info(

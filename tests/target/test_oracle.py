@@ -46,7 +46,7 @@ def oracle(traffic: Traffic, raw_events: list[tuple[str, dict[str, Any]]]) -> di
             day = utc_day(raw["timestamp"])
             person["last"] = max(person["last"], day)
         if kind == "failed":
-            person["flags"].add("hard" if raw.get("severity") == "permanent" else "soft")
+            person["flags"].add(failure_flag(raw))
         if kind in ("complained", "unsubscribed"):
             person["flags"].add(kind)
     flag_of = {"bounces": "hard", "complaints": "complained", "unsubscribes": "unsubscribed"}
@@ -95,6 +95,28 @@ def oracle(traffic: Traffic, raw_events: list[tuple[str, dict[str, Any]]]) -> di
     return expected
 
 
+def failure_flag(raw: dict[str, Any]) -> str:
+    """Issue 12: Mailgun declining to send to someone who unsubscribed or complained earlier
+    means exactly that, never a bounce; any other permanent failure bounces, a temporary one is
+    soft.
+    """
+    if raw.get("severity") != "permanent":
+        return "soft"
+    return {"suppress-unsubscribe": "unsubscribed", "suppress-complaint": "complained"}.get(
+        raw.get("reason", ""), "hard"
+    )
+
+
+def brevo_event_name(raw: dict[str, Any]) -> str:
+    """The default Brevo event name of a Mailgun event the target sends."""
+    if raw["event"] != "failed":
+        return f"email_{raw['event']}"
+    flag = failure_flag(raw)
+    return {"soft": "email_soft_bounced", "hard": "email_hard_bounced"}.get(
+        flag, "email_suppressed"
+    )
+
+
 def utc_day(epoch: float) -> str:
     """The UTC date of an epoch, YYYY-MM-DD."""
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d")
@@ -137,5 +159,18 @@ def test_a_month_of_traffic_lands_in_brevo_exactly_as_the_issue_defines(
     assert {"hard_bounce", "soft_bounce"} <= {
         a.get("MG_BOUNCE_TYPE") for a, _, _ in expected.values()
     }
-    sent = sorted(e["event_properties"]["mailgun_event_id"] for e in brevo.events)
-    assert sent == sorted(raw["id"] for _, raw in raw_events if raw["event"] in BREVO_EVENTS)
+    sent = sorted(
+        (
+            e["event_properties"]["mailgun_event_id"],
+            e["event_name"],
+            e["event_properties"].get("reason"),
+        )
+        for e in brevo.events
+    )
+    assert sent == sorted(
+        (raw["id"], brevo_event_name(raw), raw.get("reason") if raw["event"] == "failed" else None)
+        for _, raw in raw_events
+        if raw["event"] in BREVO_EVENTS
+    )
+    # the traffic holds what the rule is about: suppressions that are not bounces
+    assert {"suppress-unsubscribe", "suppress-complaint"} <= {r for _, _, r in sent}

@@ -240,3 +240,76 @@ def test_settings_defaults_and_merges() -> None:
     assert settings.unknown_names() == []
     typos = Settings.from_config({"field_mapping": {"opens": "X"}, "event_names": {"open": "o"}})
     assert typos.unknown_names() == ["field_mapping.opens", "event_names.open"]
+
+
+@pytest.mark.parametrize(
+    ("severity", "reason", "flags", "name"),
+    [
+        # (hard_bounce, soft_bounce, unsubscribed, complained), Brevo event name
+        ("permanent", "suppress-unsubscribe", (False, False, True, False), "email_suppressed"),
+        ("permanent", "suppress-complaint", (False, False, False, True), "email_suppressed"),
+        ("permanent", "bounce", (True, False, False, False), "email_hard_bounced"),
+        ("permanent", "delayed-bounce", (True, False, False, False), "email_hard_bounced"),
+        ("permanent", "suppress-bounce", (True, False, False, False), "email_hard_bounced"),
+        ("permanent", "old", (True, False, False, False), "email_hard_bounced"),
+        ("permanent", None, (True, False, False, False), "email_hard_bounced"),
+        ("temporary", "espblock", (False, True, False, False), "email_soft_bounced"),
+        # a temporary failure is soft whatever its reason says
+        ("temporary", "suppress-unsubscribe", (False, True, False, False), "email_soft_bounced"),
+    ],
+)
+def test_permanent_failures_by_reason(
+    severity: str, reason: str | None, flags: tuple[bool, ...], name: str
+) -> None:
+    extra = {"severity": severity} | ({"reason": reason} if reason else {})
+    facts = rules.event_facts(
+        mailgun_event("ev9", "failed", "Ann@x.com", **extra), {**rules.DEFAULT_EVENT_NAMES}
+    )
+    assert not isinstance(facts, str)
+    assert (facts.hard_bounce, facts.soft_bounce, facts.unsubscribed, facts.complained) == flags
+    assert facts.brevo_event is not None
+    assert facts.brevo_event["event_name"] == name
+    assert facts.brevo_event["event_properties"].get("reason") == reason
+
+
+def test_suppressed_event_name_is_configurable_and_defaults() -> None:
+    assert rules.DEFAULT_EVENT_NAMES["suppressed"] == "email_suppressed"
+    record = mailgun_event(
+        "ev10", "failed", "a@x.com", severity="permanent", reason="suppress-complaint"
+    )
+    facts = rules.event_facts(record, {**rules.DEFAULT_EVENT_NAMES, "suppressed": "mg_stop"})
+    assert not isinstance(facts, str) and facts.brevo_event is not None
+    assert facts.brevo_event["event_name"] == "mg_stop"
+    assert facts.brevo_event["event_properties"]["severity"] == "permanent"
+    assert facts.brevo_event["event_properties"]["reason"] == "suppress-complaint"
+
+
+def test_a_queued_suppression_of_rules_version_1_is_renamed_and_says_what_it_means() -> None:
+    queued = {
+        "event_name": "email_hard_bounced",
+        "event_date": "2026-01-01T00:00:00.000000+00:00",
+        "identifiers": {"email_id": "a@x.com"},
+        "event_properties": {"severity": "permanent", "reason": "suppress-unsubscribe"},
+    }
+    names = {**rules.DEFAULT_EVENT_NAMES, "suppressed": "mg_stop"}
+    assert rules.corrected_event(queued, names) == {**queued, "event_name": "mg_stop"}
+    assert rules.corrected_event({**queued, "event_name": "mg_stop"}, names) is None
+    assert rules.suppression_evidence(queued) == ("a@x.com", "unsubscribed")
+    bounce = {**queued, "event_properties": {"severity": "permanent", "reason": "bounce"}}
+    assert rules.corrected_event(bounce, names) is None
+    assert rules.suppression_evidence(bounce) is None
+
+
+@pytest.mark.parametrize(
+    ("hard", "unsubscribed", "complained", "expected"),
+    [
+        (True, True, False, False),
+        (True, False, True, False),
+        (True, False, False, True),
+        (False, True, True, False),
+    ],
+)
+def test_a_hard_bounce_of_rules_version_1_on_an_unsubscribed_or_complained_contact_is_dropped(
+    hard: bool, unsubscribed: bool, complained: bool, expected: bool
+) -> None:
+    assert rules.corrected_hard_bounce(hard, unsubscribed, complained) is expected
