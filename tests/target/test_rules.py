@@ -261,9 +261,10 @@ def test_settings_defaults_and_merges() -> None:
 def test_permanent_failures_by_reason(
     severity: str, reason: str | None, flags: tuple[bool, ...], name: str
 ) -> None:
-    extra = {"severity": severity} | ({"reason": reason} if reason else {})
+    extra = {"severity": severity, "reason": reason}  # None: Mailgun gave no reason
     facts = rules.event_facts(
-        mailgun_event("ev9", "failed", "Ann@x.com", **extra), {**rules.DEFAULT_EVENT_NAMES}
+        tap_record("failed", at(0), event_id="ev9", recipient="Ann@x.com", **extra),
+        {**rules.DEFAULT_EVENT_NAMES},
     )
     assert not isinstance(facts, str)
     assert (facts.hard_bounce, facts.soft_bounce, facts.unsubscribed, facts.complained) == flags
@@ -274,8 +275,13 @@ def test_permanent_failures_by_reason(
 
 def test_suppressed_event_name_is_configurable_and_defaults() -> None:
     assert rules.DEFAULT_EVENT_NAMES["suppressed"] == "email_suppressed"
-    record = mailgun_event(
-        "ev10", "failed", "a@x.com", severity="permanent", reason="suppress-complaint"
+    record = tap_record(
+        "failed",
+        at(0),
+        event_id="ev10",
+        recipient="a@x.com",
+        severity="permanent",
+        reason="suppress-complaint",
     )
     facts = rules.event_facts(record, {**rules.DEFAULT_EVENT_NAMES, "suppressed": "mg_stop"})
     assert not isinstance(facts, str) and facts.brevo_event is not None

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import msgspec
 from sqlalchemy import create_engine, delete, update
 
+from fakes.events import tap_record
 from target_brevo.client import MAX_LIST_EMAILS, BrevoClient
 from target_brevo.store import contacts_table, events_table, meta_table, store_url
-from tests.target.conftest import API_KEY, mailgun_event, on_both_stores, singer_lines
+from tests.target.conftest import API_KEY, at, on_both_stores, singer_lines
 
 if TYPE_CHECKING:
     from fakes.brevo import FakeBrevo
@@ -86,8 +87,22 @@ def test_a_store_written_under_the_old_rule_is_corrected_on_the_next_run(
     # flag, not the reason, so a bounce stands for it here. Bob really bounced.
     first = {
         "events": [
-            mailgun_event("a1", "failed", "ann@example.com", severity="permanent", reason="bounce"),
-            mailgun_event("b1", "failed", "bob@example.com", severity="permanent", reason="bounce"),
+            tap_record(
+                "failed",
+                at(0),
+                event_id="a1",
+                recipient="ann@example.com",
+                severity="permanent",
+                reason="bounce",
+            ),
+            tap_record(
+                "failed",
+                at(0),
+                event_id="b1",
+                recipient="bob@example.com",
+                severity="permanent",
+                reason="bounce",
+            ),
         ],
         "unsubscribes": [UNSUBSCRIBED],
     }
@@ -97,7 +112,9 @@ def test_a_store_written_under_the_old_rule_is_corrected_on_the_next_run(
     assert lists["bounced"] in ann["listIds"]
     as_rules_version_1(target.config()["engagement_store"], lists)
 
-    later = {"events": [mailgun_event("d1", "delivered", "dan@example.com", at=60)]}
+    later = {
+        "events": [tap_record("delivered", at(60), event_id="d1", recipient="dan@example.com")]
+    }
     run = target.run(singer_lines(later), lists=lists)
     assert run.returncode == 0, run.stderr
     assert "written under rules version 1" in run.stderr
@@ -131,7 +148,9 @@ def test_list_removals_go_in_requests_of_at_most_150(
     bounced = brevo.add_list("bounced")
     emails = [f"p{i:03}@example.com" for i in range(MAX_LIST_EMAILS + 1)]
     events = [
-        mailgun_event(f"e{i}", "failed", e, severity="permanent", reason="bounce")
+        tap_record(
+            "failed", at(0), event_id=f"e{i}", recipient=e, severity="permanent", reason="bounce"
+        )
         for i, e in enumerate(emails)
     ]
     assert target.run(singer_lines({"events": events}), lists={"bounced": bounced}).returncode == 0
