@@ -1,14 +1,16 @@
 """The rules that decide what Brevo gets, as plain functions over plain data.
 
-This module is the specification in code: which address is valid, what a contact's rates,
-score, bounce type and lists are, when a contact is blocklisted, and which Brevo event a
-Mailgun event becomes. No HTTP, no SQL, no Singer here; everything is tested without a server.
+This module is the specification in code: which address is valid, what one event or one
+suppression says about its contact, how two things known about a contact merge (the store
+applies exactly this), which events count as engagement, what a contact's rates, score, bounce
+type and lists are, when a contact is blocklisted, and which Brevo event a Mailgun event
+becomes. No HTTP, no SQL, no Singer here; everything is tested without a server.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -62,6 +64,14 @@ BLOCKLIST_REASONS = ("hard_bounce", "complaint", "unsubscribe")
 LIST_ROLES = ("engaged", "bounced", "complained")
 # Mailgun events that count towards D (a message reached the inbox).
 DELIVERY_EVENTS = frozenset({"delivered", "opened", "clicked"})
+# Mailgun events that make a contact engaged (the `engaged` list).
+ENGAGEMENT_EVENTS = frozenset({"opened", "clicked"})
+# The flag each of tap-mailgun's suppression streams sets on the contact of its address.
+SUPPRESSION_FLAGS: dict[str, str] = {
+    "bounces": "hard_bounce",
+    "complaints": "complained",
+    "unsubscribes": "unsubscribed",
+}
 
 _EMAIL = re.compile(
     r"^[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
@@ -128,6 +138,23 @@ class EventFacts(NamedTuple):
     brevo_event: dict[str, Any] | None
 
 
+class ContactState(NamedTuple):
+    """What is known of one contact apart from its messages: what the store keeps and merges.
+
+    A NamedTuple: one is made per event folded in, on the hot path.
+    """
+
+    email: str
+    last_delivered: str | None = None  # YYYY-MM-DD of the latest delivered event
+    hard_bounce: bool = False
+    soft_bounce: bool = False
+    complained: bool = False
+    unsubscribed: bool = False
+    engaged: bool = False  # an opened or clicked event
+    first_name: str | None = None
+    last_name: str | None = None
+
+
 @dataclass(frozen=True)
 class ContactFacts:
     """Everything the engagement store knows about one contact; the input of every contact rule."""
@@ -144,6 +171,78 @@ class ContactFacts:
     engaged: bool = False
     first_name: str | None = None
     last_name: str | None = None
+
+
+def event_contact(facts: EventFacts) -> ContactState:
+    """What one event says about its contact: its flags, and its day if it is a delivery."""
+    return ContactState(
+        email=facts.email,
+        last_delivered=facts.day if facts.event == "delivered" else None,
+        hard_bounce=facts.hard_bounce,
+        soft_bounce=facts.soft_bounce,
+        complained=facts.complained,
+        unsubscribed=facts.unsubscribed,
+        engaged=facts.event in ENGAGEMENT_EVENTS,
+    )
+
+
+def message_marks(facts: EventFacts) -> tuple[bool, bool] | None:
+    """(opened, clicked) for the event's message; None when the event is not about a delivery.
+
+    A message counts towards D once it has any delivery event, towards O and C once opened or
+    clicked; marks only ever turn on (a message's marks merge with `or`).
+    """
+    if facts.event not in DELIVERY_EVENTS or not facts.message_id:
+        return None
+    return facts.event == "opened", facts.event == "clicked"
+
+
+def suppression_contact(stream: str, email: str) -> ContactState:
+    """The contact of a suppression record: the flag its stream sets (SUPPRESSION_FLAGS)."""
+    flag = SUPPRESSION_FLAGS[stream]
+    return ContactState(
+        email,
+        hard_bounce=flag == "hard_bounce",
+        complained=flag == "complained",
+        unsubscribed=flag == "unsubscribed",
+    )
+
+
+def later_day(old: str | None, new: str | None) -> str | None:
+    """The later of two YYYY-MM-DD days; an unknown day never replaces a known one."""
+    if old is None:
+        return new
+    if new is None:
+        return old
+    return max(old, new)
+
+
+def merge_contact(old: ContactState, new: ContactState) -> ContactState:
+    """Fold what is newly known of a contact into what was known.
+
+    Flags only ever turn on (nothing here un-bounces or re-subscribes anyone), the latest
+    delivery wins, and a name is replaced only by another name, never erased.
+    """
+    return ContactState(
+        email=old.email,
+        last_delivered=later_day(old.last_delivered, new.last_delivered),
+        hard_bounce=old.hard_bounce or new.hard_bounce,
+        soft_bounce=old.soft_bounce or new.soft_bounce,
+        complained=old.complained or new.complained,
+        unsubscribed=old.unsubscribed or new.unsubscribed,
+        engaged=old.engaged or new.engaged,
+        first_name=new.first_name if new.first_name is not None else old.first_name,
+        last_name=new.last_name if new.last_name is not None else old.last_name,
+    )
+
+
+def fold_contacts(states: Iterable[ContactState]) -> dict[str, ContactState]:
+    """Contact states by email, each the merge of that contact's states in order."""
+    folded: dict[str, ContactState] = {}
+    for state in states:
+        held = folded.get(state.email)
+        folded[state.email] = state if held is None else merge_contact(held, state)
+    return folded
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -365,6 +464,12 @@ def corrected_hard_bounce(hard_bounce: bool, unsubscribed: bool, complained: boo
     sets it back.
     """
     return hard_bounce and not (unsubscribed or complained)
+
+
+def member_contact(record: Mapping[str, Any], email: str) -> ContactState:
+    """The contact of a list member: its names (see `split_name`)."""
+    first_name, last_name = split_name(record)
+    return ContactState(email, first_name=first_name, last_name=last_name)
 
 
 def split_name(record: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -9,69 +9,84 @@ that does not fit is skipped with a reason and counted, never fatal.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from singer_sdk.sinks import BatchSink
+from typing_extensions import override
 
 from target_brevo import rules
+from target_brevo.sdk_compat import RawTimestampSink
 
 if TYPE_CHECKING:
-    from target_brevo.target import TargetBrevo
+    from singer_sdk import Target
+
+    from target_brevo.settings import Settings
+    from target_brevo.store import EngagementStore
+    from target_brevo.summary import Summary
 
 EVENT_STREAMS = ("events", "webhook_events")
-SUPPRESSION_FLAGS = {
-    "bounces": "hard_bounce",
-    "complaints": "complained",
-    "unsubscribes": "unsubscribed",
-}
 LIST_MEMBER_STREAM = "list_members"
 
 
-class BrevoSink(BatchSink):
+@runtime_checkable
+class SinkHost(Protocol):
+    """What a sink needs from its target: the settings, the store, the summary, a way to write."""
+
+    settings: Settings
+    store: EngagementStore
+    summary: Summary
+
+    def writing(self) -> AbstractContextManager[None]:
+        """A stretch of writing (the first starts the run) that a signal aborts, never re-enters."""
+
+
+def host_of(target: Target) -> SinkHost:
+    """The target as what its sinks need, or a TypeError naming what it lacks."""
+    if not isinstance(target, SinkHost):
+        raise TypeError(f"{type(target).__name__} lacks settings, store, summary or writing()")
+    return target
+
+
+class BrevoSink(RawTimestampSink):
     """Base of the target's sinks: facts are collected per record, stored per batch."""
 
     def __init__(
         self,
-        target: TargetBrevo,
+        target: Target,
         stream_name: str,
         schema: dict[str, Any],
         key_properties: Sequence[str] | None,
     ) -> None:
-        self.brevo = target
+        self.host = host_of(target)
         self.pending: list[Any] = []
         super().__init__(target, stream_name, schema, key_properties)
 
     @property
+    @override
     def validate_schema(self) -> bool:
         """Full JSON-schema validation only when `validate_records` asks for it (it is slow)."""
         return bool(self.config.get("validate_records", False))
 
-    def _parse_timestamps_in_record(
-        self, record: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> None:
-        """Leave timestamps as the tap wrote them.
-
-        The SDK would parse every date-time field into a datetime (a large share of the
-        per-record cost); the rules read the one timestamp they need and canonicalise it.
-        """
-
+    @override
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         """Reduce the record to facts now; a record that cannot be used is counted and skipped."""
         facts = self.facts(record)
         if not isinstance(facts, str):
             self.pending.append(facts)
             return
-        if self.brevo.summary.skip(f"{self.stream_name}: {facts}"):
+        if self.host.summary.skip(f"{self.stream_name}: {facts}"):
             which = str(record.get("id") or record.get("address"))[:80]
             self.logger.warning("Skipped %s record %r: %s", self.stream_name, which, facts)
 
+    @override
     def process_batch(self, context: dict[str, Any]) -> None:
         """Write the batch's facts to the store and commit them."""
         batch, self.pending = self.pending, []
         if batch:
-            with self.brevo.critical():
+            with self.host.writing():
                 self.store(batch)
-                self.brevo.store.commit()
+                self.host.store.commit()
 
     def facts(self, record: dict[str, Any]) -> Any:
         """The facts one record contributes, or the reason it is skipped."""
@@ -87,43 +102,42 @@ class EventsSink(BrevoSink):
 
     def facts(self, record: dict[str, Any]) -> rules.EventFacts | str:
         """See `rules.event_facts`."""
-        return rules.event_facts(record, self.brevo.settings.event_names)
+        return rules.event_facts(record, self.host.settings.event_names)
 
     def store(self, batch: list[Any]) -> None:
         """New events only: one replayed or also received by webhook is counted once."""
-        new = self.brevo.store.apply_events(batch)
-        self.brevo.summary.duplicates_ignored += len(batch) - new
+        new = self.host.store.apply_events(batch)
+        self.host.summary.duplicates_ignored += len(batch) - new
 
 
 class SuppressionSink(BrevoSink):
     """bounces, complaints, unsubscribes: a flag on the contact of each address."""
 
-    def facts(self, record: dict[str, Any]) -> dict[str, Any] | str:
-        """The contact's email and the flag this stream sets."""
+    def facts(self, record: dict[str, Any]) -> rules.ContactState | str:
+        """The contact of the address, with the flag this stream sets."""
         email = rules.normalize_email(record.get("address"))
         if email is None:
             return "invalid email"
-        return {"email": email, SUPPRESSION_FLAGS[self.stream_name]: True}
+        return rules.suppression_contact(self.stream_name, email)
 
     def store(self, batch: list[Any]) -> None:
-        """Flags only ever turn on."""
-        self.brevo.store.upsert_contacts(batch)
+        """Flags only ever turn on (`rules.merge_contact`)."""
+        self.host.store.upsert_contacts(batch)
 
 
 class ListMemberSink(BrevoSink):
     """list_members: names for contacts (vars first, else the name split at the first space)."""
 
-    def facts(self, record: dict[str, Any]) -> dict[str, Any] | str:
-        """The contact's email and names."""
+    def facts(self, record: dict[str, Any]) -> rules.ContactState | str:
+        """The contact of the address, with its names."""
         email = rules.normalize_email(record.get("address"))
         if email is None:
             return "invalid email"
-        first_name, last_name = rules.split_name(record)
-        return {"email": email, "first_name": first_name, "last_name": last_name}
+        return rules.member_contact(record, email)
 
     def store(self, batch: list[Any]) -> None:
-        """A known name is kept when the new record has none."""
-        self.brevo.store.upsert_contacts(batch)
+        """A known name is kept when the new record has none (`rules.merge_contact`)."""
+        self.host.store.upsert_contacts(batch)
 
 
 class SkippedStreamSink(BatchSink):
@@ -131,26 +145,30 @@ class SkippedStreamSink(BatchSink):
 
     def __init__(
         self,
-        target: TargetBrevo,
+        target: Target,
         stream_name: str,
         schema: dict[str, Any],
         key_properties: Sequence[str] | None,
     ) -> None:
         super().__init__(target, stream_name, schema, key_properties)
-        if stream_name not in target.summary.streams_skipped:
-            target.summary.streams_skipped.add(stream_name)
+        skipped = host_of(target).summary.streams_skipped
+        if stream_name not in skipped:
+            skipped.add(stream_name)
             self.logger.info(
                 "Stream %r is not one target-brevo writes; its records are skipped", stream_name
             )
 
     @property
+    @override
     def validate_schema(self) -> bool:
         """Nothing is written, so nothing is validated."""
         return False
 
+    @override
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         """Ignore the record."""
 
+    @override
     def process_batch(self, context: dict[str, Any]) -> None:
         """Nothing to write."""
 
@@ -159,7 +177,7 @@ def sink_class(stream_name: str) -> type[BatchSink]:
     """The sink for a stream, by the name tap-mailgun gives it."""
     if stream_name in EVENT_STREAMS:
         return EventsSink
-    if stream_name in SUPPRESSION_FLAGS:
+    if stream_name in rules.SUPPRESSION_FLAGS:
         return SuppressionSink
     if stream_name == LIST_MEMBER_STREAM:
         return ListMemberSink

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 from sqlalchemy import (
@@ -41,7 +41,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     bindparam,
     case,
     create_engine,
@@ -49,7 +48,6 @@ from sqlalchemy import (
     event,
     false,
     func,
-    not_,
     null,
     or_,
     select,
@@ -62,7 +60,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, S
 
 from plugin_cli import SettingError
 from target_brevo import rules
-from target_brevo.rules import DELIVERY_EVENTS, ContactFacts, EventFacts
+from target_brevo.rules import ContactFacts, ContactState, EventFacts
 
 if TYPE_CHECKING:
     from sqlalchemy.sql.expression import ClauseElement
@@ -135,7 +133,6 @@ meta_table = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text),
 )
-FLAGS = ("hard_bounce", "soft_bounce", "complained", "unsubscribed", "engaged")
 
 
 def default_store_path() -> Path:
@@ -226,6 +223,15 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[start : start + size]
 
 
+class LockHolder(NamedTuple):
+    """The row of the run lock: which run holds the store, where, and until when."""
+
+    owner: str
+    host: str
+    pid: int
+    expires_at: float  # epoch seconds
+
+
 class RunLockedError(Exception):
     """Another run holds the engagement store."""
 
@@ -308,16 +314,10 @@ class EngagementStore:
         owner, host, pid, now = uuid.uuid4().hex, this_machine(), os.getpid(), time.time()
         lock = lock_table.c
         try:
-            held = self.conn.execute(
-                select(lock.owner, lock.host, lock.pid, lock.expires_at).where(lock.name == "run")
-            ).first()
-            # A run killed outright on this machine, or an earlier target in this very process
-            # (e.g. the SDK's test suite) that ended without closing the store.
-            dead = (
-                held is not None
-                and held.host == host
-                and (held.pid == pid or not _pid_alive(int(held.pid)))
-            )
+            held = self._lock_holder()
+            # A run killed outright on this machine. Not this very process: two targets in one
+            # process are two runs, and must not overlap either.
+            dead = held is not None and held.host == host and not _pid_alive(held.pid)
             stmt = self._insert(lock_table).values(
                 name="run", owner=owner, host=host, pid=pid, expires_at=now + self.lease_seconds
             )
@@ -331,9 +331,7 @@ class EngagementStore:
             )
             self.conn.execute(stmt)
             self.conn.commit()
-            winner = self.conn.execute(
-                select(lock.owner, lock.host, lock.pid, lock.expires_at).where(lock.name == "run")
-            ).first()
+            winner = self._lock_holder()
             self.conn.commit()
         except OperationalError:  # SQLite: the other run is writing right now
             self.conn.rollback()
@@ -353,6 +351,13 @@ class EngagementStore:
         self._lock_owner, self._lock_renewed = owner, now
         self._lease = _LeaseKeeper(self.engine, owner, self.lease_seconds)
         self._lease.start()
+
+    def _lock_holder(self) -> LockHolder | None:
+        """The run that holds the lock (or held it, if expired), or None."""
+        lock = lock_table.c
+        query = select(lock.owner, lock.host, lock.pid, lock.expires_at).where(lock.name == "run")
+        row = self.conn.execute(query).first()
+        return LockHolder(row[0], row[1], int(row[2]), float(row[3])) if row else None
 
     def _renew_lock(self) -> None:
         now = time.time()
@@ -405,58 +410,44 @@ class EngagementStore:
             return 0
         self._insert_events(new)
         self._upsert_messages(new)
-        contacts: dict[str, dict[str, Any]] = {}
-        for f in new:
-            row = contacts.setdefault(f.email, _contact_row(f.email))
-            row["hard_bounce"] |= f.hard_bounce
-            row["soft_bounce"] |= f.soft_bounce
-            row["complained"] |= f.complained
-            row["unsubscribed"] |= f.unsubscribed
-            row["engaged"] |= f.event in ("opened", "clicked")
-            if f.event == "delivered" and (row["last_delivered"] or "") < f.day:
-                row["last_delivered"] = f.day
-        self.upsert_contacts(contacts.values(), touched=True)
+        self.upsert_contacts(map(rules.event_contact, new), touched=True)
         return len(new)
 
-    def upsert_contacts(self, rows: Iterable[dict[str, Any]], *, touched: bool = False) -> None:
-        """Merge contact facts: flags only ever turn on, the latest delivery wins, names update.
+    def contacts(self, emails: Sequence[str]) -> dict[str, ContactState]:
+        """What the store knows of these contacts (apart from their messages), by email."""
+        c = contacts_table.c
+        query = select(*(c[name] for name in ContactState._fields)).where(
+            c.email.in_(bindparam("emails", expanding=True))
+        )
+        known: dict[str, ContactState] = {}
+        for chunk in _chunks(emails):
+            for row in self.conn.execute(query, {"emails": list(chunk)}):
+                known[row[0]] = ContactState._make(row)
+        return known
 
-        A contact becomes dirty when it is new, when a merge changes it, or when `touched` (its
-        messages changed). Full-table streams (list_members) resent every run thus cost nothing.
+    def upsert_contacts(self, states: Iterable[ContactState], *, touched: bool = False) -> None:
+        """Merge what is newly known of contacts into the store (`rules.merge_contact`).
+
+        A contact becomes dirty when it is new, when the merge changes it, or when `touched`
+        (its messages changed); an unchanged contact is not written at all, so full-table
+        streams (list_members) resent every run cost one read.
         """
-        merged: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            full = {**_contact_row(row["email"]), **row}
-            if row["email"] in merged:  # two rows for one contact in one statement: merge first
-                full = _merge_rows(merged[row["email"]], full)
-            merged[row["email"]] = full
-        if not merged:
+        batch = rules.fold_contacts(states)
+        if not batch:
             return
+        known = self.contacts(list(batch))
+        rows = []
+        for email, new in batch.items():
+            old = known.get(email)
+            merged = new if old is None else rules.merge_contact(old, new)
+            if touched or merged != old:
+                rows.append({**merged._asdict(), "dirty": True})
         stmt = self._insert(contacts_table)
-        old, new = contacts_table.c, stmt.excluded
-        changes = {flag: or_(old[flag], new[flag]) for flag in FLAGS}
-        changes["last_delivered"] = case(
-            (old.last_delivered.is_(None), new.last_delivered),
-            (new.last_delivered > old.last_delivered, new.last_delivered),
-            else_=old.last_delivered,
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["email"],
+            set_={name: stmt.excluded[name] for name in (*ContactState._fields[1:], "dirty")},
         )
-        changes["first_name"] = func.coalesce(new.first_name, old.first_name)
-        changes["last_name"] = func.coalesce(new.last_name, old.last_name)
-        changed = [and_(new[flag], not_(old[flag])) for flag in FLAGS]
-        changed.append(
-            and_(
-                new.last_delivered.is_not(None),
-                or_(old.last_delivered.is_(None), new.last_delivered > old.last_delivered),
-            )
-        )
-        changed.extend(
-            and_(new[name].is_not(None), new[name].is_distinct_from(old[name]))
-            for name in ("first_name", "last_name")
-        )
-        changes["dirty"] = true() if touched else or_(old.dirty, *changed)
-        stmt = stmt.on_conflict_do_update(index_elements=["email"], set_=changes)
-        name = "touch_contacts" if touched else "merge_contacts"
-        self._executemany(name, stmt, list(merged.values()))
+        self._executemany("write_contacts", stmt, rows)
 
     def _insert_events(self, facts: Sequence[EventFacts]) -> None:
         encode = msgspec.json.encode
@@ -474,18 +465,15 @@ class EngagementStore:
     def _upsert_messages(self, facts: Sequence[EventFacts]) -> None:
         messages: dict[tuple[str, str], dict[str, Any]] = {}
         for f in facts:
-            if f.event in DELIVERY_EVENTS and f.message_id:
-                row = messages.setdefault(
-                    (f.email, f.message_id),
-                    {
-                        "email": f.email,
-                        "message_id": f.message_id,
-                        "opened": False,
-                        "clicked": False,
-                    },
-                )
-                row["opened"] |= f.event == "opened"
-                row["clicked"] |= f.event == "clicked"
+            marks = rules.message_marks(f)
+            if marks is None:
+                continue
+            row = messages.setdefault(
+                (f.email, f.message_id or ""),
+                {"email": f.email, "message_id": f.message_id, "opened": False, "clicked": False},
+            )
+            row["opened"] |= marks[0]
+            row["clicked"] |= marks[1]
         if not messages:
             return
         stmt = self._insert(messages_table)
@@ -509,7 +497,11 @@ class EngagementStore:
                 func.coalesce(func.sum(case((m.opened, 1), else_=0)), 0),
                 func.coalesce(func.sum(case((m.clicked, 1), else_=0)), 0),
                 c.last_delivered,
-                *(c[flag] for flag in FLAGS),
+                c.hard_bounce,
+                c.soft_bounce,
+                c.complained,
+                c.unsubscribed,
+                c.engaged,
                 c.first_name,
                 c.last_name,
             )
@@ -645,7 +637,7 @@ class EngagementStore:
         recomputed (`rules.corrected_hard_bounce`) and the contacts it changes become dirty.
         """
         e, c = events_table.c, contacts_table.c
-        evidence: list[dict[str, Any]] = []
+        evidence: list[ContactState] = []
         renamed: list[dict[str, Any]] = []
         queued = select(e.id, e.timestamp, e.payload).where(e.pending == true())
         for event_id, timestamp, payload in self.conn.execute(queued).all():
@@ -653,7 +645,12 @@ class EngagementStore:
             found = rules.suppression_evidence(decoded)
             if found is None:
                 continue
-            evidence.append({"email": found[0], found[1]: True})
+            email, flag = found
+            evidence.append(
+                ContactState(
+                    email, unsubscribed=flag == "unsubscribed", complained=flag == "complained"
+                )
+            )
             fixed = rules.corrected_event(decoded, names) if names is not None else None
             if fixed is not None:
                 encoded = msgspec.json.encode(fixed).decode()
@@ -750,29 +747,6 @@ class _LeaseKeeper(threading.Thread):
         """Stop renewing (the run ends and releases the lock itself)."""
         self._stopped.set()
         self.join()
-
-
-def _contact_row(email: str) -> dict[str, Any]:
-    return {
-        "email": email,
-        "last_delivered": None,
-        **dict.fromkeys(FLAGS, False),
-        "first_name": None,
-        "last_name": None,
-        "dirty": True,
-    }
-
-
-def _merge_rows(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(new)
-    for flag in FLAGS:
-        merged[flag] = old[flag] or new[flag]
-    merged["last_delivered"] = max(
-        (d for d in (old["last_delivered"], new["last_delivered"]) if d), default=None
-    )
-    merged["first_name"] = new["first_name"] or old["first_name"]
-    merged["last_name"] = new["last_name"] or old["last_name"]
-    return merged
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -12,23 +12,22 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import click
 import msgspec
-from singer_sdk import Target
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
+from typing_extensions import override
 
 from plugin_cli import SettingError, check_base_url, check_config_files
 from target_brevo import rules
 from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
+from target_brevo.sdk_compat import SignalAwareTarget
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
 from target_brevo.sinks import sink_class
 from target_brevo.store import LOCK_LEASE_SECONDS, EngagementStore, RunLockedError, store_url
 from target_brevo.summary import WARNINGS_PER_REASON, Summary
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from singer_sdk.sinks import BatchSink
 
 
@@ -74,6 +73,7 @@ class LineNumberReader(MsgSpecReader):
         self.line_number = 0
         self.on_invalid_line: Callable[[Exception], None] | None = None
 
+    @override
     def process_lines(
         self, file_input: IO[str] | None, callbacks: dict[str, Callable[[dict[str, Any]], None]]
     ) -> Counter[str]:
@@ -89,6 +89,7 @@ class LineNumberReader(MsgSpecReader):
                 self.on_invalid_line(error)
             raise error from None
 
+    @override
     def deserialize_json(self, line: str) -> dict[str, Any]:
         """Parse one line; a line that is not a Singer message is reported with its number."""
         self.line_number += 1
@@ -107,8 +108,12 @@ class LineNumberReader(MsgSpecReader):
         return message
 
 
-class TargetBrevo(Target):
-    """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity."""
+class TargetBrevo(SignalAwareTarget):
+    """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity.
+
+    Building one takes nothing: the run starts at its first write (`writing`), which takes
+    the store's run lock and applies changed contact settings, and the CLI alone tunes the GC.
+    """
 
     # The docstring above is --about's description: one line, as the SDK's Markdown needs.
     name = "target-brevo"
@@ -123,12 +128,9 @@ class TargetBrevo(Target):
         # Set before the SDK installs its signal handlers: they may run from then on.
         self._busy = 0
         self._ready = False
+        self._started = False
         self._closed = False
         super().__init__(*args, **kwargs)
-        # Records are short-lived and acyclic: the default young-generation threshold makes the
-        # cyclic GC rescan every live batch hundreds of times (a third of the run's CPU).
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)
         # One sink drains at a time: the store is one connection and Brevo one rate budget.
         self.max_parallelism = 1
         self.settings = Settings.from_config(self.config)
@@ -160,10 +162,6 @@ class TargetBrevo(Target):
         self.publisher = Publisher(
             self.client, self.store, self.settings, self.summary, self.logger
         )
-        if not self.settings.dry_run:  # a dry run writes nothing: it needs no lock
-            self.store.lock_run()
-        with self.critical():
-            self._rewrite_contacts_if_rules_changed()
         self._ready = True
         if isinstance(self.message_reader, LineNumberReader):
             self.message_reader.on_invalid_line = self.keep_what_came_before
@@ -196,25 +194,38 @@ class TargetBrevo(Target):
         self.store.set_meta(RULES_FINGERPRINT, fingerprint)
         self.store.commit()
 
+    @override
     def get_sink_class(self, stream_name: str) -> type[BatchSink]:
         """The sink that writes this stream (any other stream is accepted and skipped)."""
         return sink_class(stream_name)
 
     @contextmanager
-    def critical(self) -> Iterator[None]:
-        """A stretch of writing that a termination signal must abort, never re-enter."""
+    def writing(self) -> Iterator[None]:
+        """A stretch of writing to the store or Brevo, which a termination signal must abort,
+        never re-enter. The first one starts the run (`start_run`).
+        """
         self._busy += 1
         try:
+            if not self._started:
+                self.start_run()
             yield
         finally:
             self._busy -= 1
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """SIGINT/SIGTERM: mid-write, abort and roll back; otherwise write what was read.
+    def start_run(self) -> None:
+        """Take the store for this run, then rewrite every contact if the rules changed.
 
-        The SDK's handler drains every sink, which re-enters a flush already under way: half a
-        batch could be committed, and covered by a STATE, with exit code 0.
+        Done just before the first write rather than when the target is built, so that nothing
+        is held by a target that never runs, and two targets in one process are two runs.
         """
+        if not self.settings.dry_run:  # a dry run writes nothing: it needs no lock
+            self.store.lock_run()
+        self._rewrite_contacts_if_rules_changed()
+        self._started = True
+
+    @override
+    def on_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: mid-write, abort and roll back; otherwise write what was read."""
         if self._busy or not self._ready:
             self.logger.error(
                 "Received signal %d while writing to Brevo or the engagement store: rolling "
@@ -229,20 +240,22 @@ class TargetBrevo(Target):
         self.logger.info(
             "Received signal %d between two writes: writing what was read, then stopping", signum
         )
-        with self.critical():  # a second signal during this drain aborts it, never re-enters
+        with self.writing():  # a second signal during this drain aborts it, never re-enters
             self.drain_all(is_endofpipe=True)
             self._finish()
         sys.exit(0)
 
-    def _write_state_message(self, state: dict[str, Any]) -> None:
+    @override
+    def before_state(self) -> bool:
         """Bring Brevo up to date first: state is emitted only once Brevo has what it covers."""
-        with self.critical():
+        with self.writing():
             self.publisher.flush()
         if self.settings.dry_run:
             self.logger.info("dry-run: state not emitted, so a real run starts from the same place")
-            return
-        super()._write_state_message(state)
+            return False
+        return True
 
+    @override
     def process_endofpipe(self) -> None:
         """After the last line: drain, flush, log the summary, release the store."""
         super().process_endofpipe()
@@ -254,6 +267,7 @@ class TargetBrevo(Target):
         self.drain_all(is_endofpipe=True)
         self._finish()
 
+    @override
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
         """The SDK's --config, after a check that names a file that is not JSON."""
@@ -299,6 +313,11 @@ class TargetBrevo(Target):
         code 2: a bad input line (malformed, or against the Singer protocol);
         128 + N: signal N arrived mid-write (rolled back, no STATE).
         """
+        # Records are short-lived and acyclic: the default young-generation threshold makes the
+        # cyclic GC rescan every live batch hundreds of times (a third of the run's CPU). Only
+        # here: a process that merely builds a target (tests, an embedding app) keeps its GC.
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         try:
             if test and not kwargs.get("about"):
                 cls.check_connection(kwargs.get("config"))
@@ -322,14 +341,14 @@ class TargetBrevo(Target):
         running, cls._running = cls._running, None
         if running is not None:
             try:
-                running._close()
+                running.close()
             except Exception:  # the error being reported matters more than this one
                 running.logger.debug("Could not close the engagement store", exc_info=True)
 
     def _finish(self) -> None:
         if self._closed:
             return
-        with self.critical():
+        with self.writing():
             self.publisher.flush()
             forgotten = self.store.forget_old_events(EVENT_MEMORY_DAYS)
             self.store.commit()
@@ -343,9 +362,10 @@ class TargetBrevo(Target):
         if any(n > WARNINGS_PER_REASON for n in self.summary.skipped.values()):
             self.logger.warning("Skips beyond %d per reason were only counted", WARNINGS_PER_REASON)
         self.logger.info("target-brevo summary: %s", json.dumps(summary, sort_keys=True))
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Roll back anything uncommitted, release the store and its run lock (if taken)."""
         if not self._closed:
             self._closed = True
             self.store.close()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import signal
 import subprocess
+import sys
+import threading
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -12,6 +16,8 @@ import pytest
 
 from fakes.brevo import FakeBrevo
 from fakes.events import tap_record
+from target_brevo.store import RunLockedError
+from target_brevo.target import TargetBrevo
 from tests.target.conftest import (
     TARGET,
     Run,
@@ -467,6 +473,68 @@ def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
     third = target.run(lines)  # the first released the store when it ended
     assert third.returncode == 0, third.stderr
+
+
+@on_both_stores
+def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    text = "\n".join(singer_lines({"events": opened_events(3)})) + "\n"
+    brevo.hold("POST /v3/events/batch", after=0)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    errors: list[BaseException] = []
+
+    def listen(runner: TargetBrevo) -> None:
+        try:
+            runner.listen(io.StringIO(text))
+        except BaseException as exc:  # the test thread reports it, not the worker
+            errors.append(exc)
+
+    try:
+        first = TargetBrevo(config=target.config())
+        second = TargetBrevo(config=target.config())  # built while the first runs: holds nothing
+        worker = threading.Thread(target=listen, args=(first,))
+        worker.start()
+        assert brevo.held.wait(timeout=60), "the first run never sent its events"
+        calls = len(brevo.requests)
+        with pytest.raises(RunLockedError, match="holds the engagement store"):
+            second.listen(io.StringIO(text))
+        second.close()
+        assert len(brevo.requests) == calls  # the second made no call at all
+        brevo.release()  # the held batch fails (503) and is retried by the first run
+        worker.join(timeout=120)
+        assert not worker.is_alive() and errors == []
+        assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+        TargetBrevo(config=target.config()).listen(io.StringIO(text))  # the store is free again
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+
+
+def test_only_the_command_line_tunes_the_garbage_collector(
+    target: TargetRunner, tmp_path: Path
+) -> None:
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    try:
+        TargetBrevo(config=target.config()).listen(io.StringIO(""))
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(target.config()))
+    code = (
+        "import gc, sys; from target_brevo.target import TargetBrevo; "
+        "TargetBrevo.cli(['--config', sys.argv[1], '--input', '/dev/null'], "
+        "standalone_mode=False); print(gc.get_threshold(), gc.get_freeze_count() > 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "(50000, 50, 100) True"
 
 
 @on_both_stores

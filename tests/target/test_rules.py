@@ -8,7 +8,7 @@ import pytest
 
 from fakes.events import tap_record
 from target_brevo import rules
-from target_brevo.rules import ContactFacts
+from target_brevo.rules import ContactFacts, ContactState
 from target_brevo.settings import Settings
 from tests.target.conftest import at
 
@@ -319,3 +319,124 @@ def test_a_hard_bounce_of_rules_version_1_on_an_unsubscribed_or_complained_conta
     hard: bool, unsubscribed: bool, complained: bool, expected: bool
 ) -> None:
     assert rules.corrected_hard_bounce(hard, unsubscribed, complained) is expected
+
+
+def event_facts_of(
+    event: str, severity: str | None = None, seconds: float = 0.0
+) -> rules.EventFacts:
+    """An event of one kind for a@x.com, `seconds` after `at(0)`, as facts (failing on a skip)."""
+    extra = {"severity": severity} if severity else {}
+    record = tap_record(event, at(seconds), event_id="ev", recipient="a@x.com", **extra)
+    facts = rules.event_facts(record, rules.DEFAULT_EVENT_NAMES)
+    assert isinstance(facts, rules.EventFacts)
+    return facts
+
+
+@pytest.mark.parametrize(
+    ("event", "severity", "expected"),
+    [
+        ("delivered", None, ContactState("a@x.com", last_delivered="2026-11-01")),
+        ("opened", None, ContactState("a@x.com", engaged=True)),
+        ("clicked", None, ContactState("a@x.com", engaged=True)),
+        ("failed", "permanent", ContactState("a@x.com", hard_bounce=True)),
+        ("failed", "temporary", ContactState("a@x.com", soft_bounce=True)),
+        ("complained", None, ContactState("a@x.com", complained=True)),
+        ("unsubscribed", None, ContactState("a@x.com", unsubscribed=True)),
+        ("accepted", None, ContactState("a@x.com")),
+        ("stored", None, ContactState("a@x.com")),
+    ],
+)
+def test_what_one_event_says_about_its_contact(
+    event: str, severity: str | None, expected: ContactState
+) -> None:
+    assert rules.event_contact(event_facts_of(event, severity)) == expected
+
+
+def test_last_delivered_is_the_utc_day_of_a_delivered_event() -> None:
+    late_evening = 11.5 * 3600  # 12:00 UTC + 11.5 h: 23:30 UTC, the same day
+    assert rules.event_contact(
+        event_facts_of("delivered", seconds=late_evening)
+    ).last_delivered == ("2026-11-01")
+    assert rules.event_contact(event_facts_of("delivered", seconds=12 * 3600)).last_delivered == (
+        "2026-11-02"
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "severity", "expected"),
+    [
+        ("delivered", None, (False, False)),
+        ("opened", None, (True, False)),
+        ("clicked", None, (False, True)),
+        ("failed", "temporary", None),
+        ("complained", None, None),
+        ("accepted", None, None),
+    ],
+)
+def test_which_events_mark_a_message(
+    event: str, severity: str | None, expected: tuple[bool, bool] | None
+) -> None:
+    assert rules.message_marks(event_facts_of(event, severity)) == expected
+    no_message = event_facts_of(event, severity)._replace(message_id=None)
+    assert rules.message_marks(no_message) is None
+
+
+def test_each_suppression_stream_sets_its_flag() -> None:
+    assert {stream: rules.suppression_contact(stream, "a@x.com") for stream in (
+        "bounces", "complaints", "unsubscribes")} == {
+        "bounces": ContactState("a@x.com", hard_bounce=True),
+        "complaints": ContactState("a@x.com", complained=True),
+        "unsubscribes": ContactState("a@x.com", unsubscribed=True),
+    }  # fmt: skip
+
+
+def test_a_list_member_brings_its_names() -> None:
+    member = {"address": "a@x.com", "name": "Ann Lee", "vars": {"first_name": "Annie"}}
+    assert rules.member_contact(member, "a@x.com") == ContactState(
+        "a@x.com", first_name="Annie", last_name="Lee"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (None, None, None),
+        ("2026-11-01", None, "2026-11-01"),
+        (None, "2026-11-01", "2026-11-01"),
+        ("2026-11-02", "2026-11-01", "2026-11-02"),
+        ("2026-11-01", "2026-11-02", "2026-11-02"),
+    ],
+)
+def test_the_later_delivery_day_wins(
+    old: str | None, new: str | None, expected: str | None
+) -> None:
+    assert rules.later_day(old, new) == expected
+
+
+def test_merging_turns_flags_on_only_keeps_the_latest_day_and_replaces_names_by_names() -> None:
+    old = ContactState(
+        "a@x.com", last_delivered="2026-11-02", hard_bounce=True, engaged=True,
+        first_name="Ann", last_name="Lee",
+    )  # fmt: skip
+    new = ContactState("a@x.com", last_delivered="2026-11-01", complained=True, first_name="Annie")
+    assert rules.merge_contact(old, new) == ContactState(
+        "a@x.com", last_delivered="2026-11-02", hard_bounce=True, complained=True, engaged=True,
+        first_name="Annie", last_name="Lee",
+    )  # fmt: skip
+    assert rules.merge_contact(new, ContactState("a@x.com")) == new  # nothing new: no change
+    assert rules.merge_contact(ContactState("a@x.com"), new) == new  # all new: all of it
+
+
+def test_folding_merges_each_contacts_states_in_order() -> None:
+    states = [
+        ContactState("a@x.com", first_name="Ann"),
+        ContactState("b@x.com", soft_bounce=True),
+        ContactState("a@x.com", first_name="Annie", last_delivered="2026-11-01"),
+        ContactState("a@x.com", engaged=True),
+    ]
+    assert rules.fold_contacts(states) == {
+        "a@x.com": ContactState(
+            "a@x.com", last_delivered="2026-11-01", engaged=True, first_name="Annie"
+        ),
+        "b@x.com": ContactState("b@x.com", soft_bounce=True),
+    }

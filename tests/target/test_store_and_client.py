@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import random
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from target_brevo.client import (
     classify,
     fit_event,
 )
+from target_brevo.rules import ContactState
 from target_brevo.store import EngagementStore, store_url
 from tests.target.conftest import API_KEY, STORE_KINDS, at, on_both_stores
 
@@ -89,7 +92,7 @@ def test_outbox_dirty_and_pending_until_marked(store: EngagementStore) -> None:
     store.apply_events(
         facts(tap_record("delivered", at(0), event_id="1", recipient="a@x.com", message_id="m"))
     )
-    store.upsert_contacts([{"email": "b@x.com", "complained": True}])
+    store.upsert_contacts([ContactState("b@x.com", complained=True)])
     assert [c.email for c in store.dirty_contacts()] == ["a@x.com", "b@x.com"]
     assert [c.email for c in store.dirty_contacts(after="a@x.com")] == ["b@x.com"]
     (pending,) = store.pending_events()
@@ -102,8 +105,8 @@ def test_outbox_dirty_and_pending_until_marked(store: EngagementStore) -> None:
 
 
 def test_flags_only_turn_on_and_latest_delivery_and_names_win(store: EngagementStore) -> None:
-    store.upsert_contacts([{"email": "a@x.com", "hard_bounce": True, "first_name": "Ann"}])
-    store.upsert_contacts([{"email": "a@x.com", "first_name": None, "last_name": "Lee"}])
+    store.upsert_contacts([ContactState("a@x.com", hard_bounce=True, first_name="Ann")])
+    store.upsert_contacts([ContactState("a@x.com", first_name=None, last_name="Lee")])
     late = tap_record("delivered", at(86_400.0), event_id="2", recipient="a@x.com", message_id="m2")
     early = tap_record("delivered", at(0), event_id="1", recipient="a@x.com", message_id="m1")
     store.apply_events(facts(late))
@@ -115,16 +118,16 @@ def test_flags_only_turn_on_and_latest_delivery_and_names_win(store: EngagementS
 
 
 def test_a_contact_is_dirty_only_when_something_changed(store: EngagementStore) -> None:
-    member = {"email": "a@x.com", "first_name": "Ann", "last_name": "Lee"}
+    member = ContactState("a@x.com", first_name="Ann", last_name="Lee")
     store.upsert_contacts([member])
     store.mark_clean(["a@x.com"])
     store.upsert_contacts([member])  # the same list member again (full-table stream)
-    store.upsert_contacts([{"email": "a@x.com", "first_name": None, "last_name": None}])
+    store.upsert_contacts([ContactState("a@x.com", first_name=None, last_name=None)])
     assert store.dirty_contacts() == []
-    store.upsert_contacts([{**member, "first_name": "Annie"}])
+    store.upsert_contacts([member._replace(first_name="Annie")])
     assert [c.first_name for c in store.dirty_contacts()] == ["Annie"]
     store.mark_clean(["a@x.com"])
-    store.upsert_contacts([{"email": "a@x.com", "complained": True}])
+    store.upsert_contacts([ContactState("a@x.com", complained=True)])
     assert [c.complained for c in store.dirty_contacts()] == [True]
     store.mark_clean(["a@x.com"])
     store.apply_events(
@@ -383,3 +386,61 @@ def test_sandbox_reset_removes_the_store_with_its_wal_and_shm(tmp_path: Path) ->
         (tmp_path / leftover).write_bytes(b"\0" * 32)
     reset(tmp_path / "no-meltano", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def random_state(rng: random.Random, email: str) -> ContactState:
+    """A contact state with every field drawn at random (days, names and flags)."""
+    days = (None, "2026-10-31", "2026-11-01", "2026-11-02")
+    names = (None, "Ann", "Annie", "Lee")
+    return ContactState(
+        email,
+        rng.choice(days),
+        *(rng.random() < 0.3 for _ in range(5)),
+        rng.choice(names),
+        rng.choice(names),
+    )
+
+
+def interleaved(rng: random.Random, runs: list[list[ContactState]]) -> list[ContactState]:
+    """The states of all runs in one random order that keeps each run's own order."""
+    queues = [list(run) for run in runs if run]
+    out = []
+    while queues:
+        queue = rng.choice(queues)
+        out.append(queue.pop(0))
+        if not queue:
+            queues.remove(queue)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_store_merges_exactly_as_the_rule_on_generated_contacts(
+    store: EngagementStore, seed: int
+) -> None:
+    """The store applies rules.merge_contact, and marks dirty exactly the contacts it changes.
+
+    Each case: a contact absent, held clean or held dirty; then one to three new states for it,
+    folded in by one batch of merges (suppressions, list members) or of events (touched); the
+    cases' states interleaved in their batch. 250 cases per seed.
+    """
+    rng = random.Random(seed)
+    cases = []
+    for n in range(250):
+        email = f"c{n}@x.com"
+        held = rng.choice(("absent", "clean", "dirty"))
+        old = random_state(rng, email) if held != "absent" else None
+        news = [random_state(rng, email) for _ in range(rng.randint(1, 3))]
+        cases.append((email, held, old, news, rng.random() < 0.5))
+    store.upsert_contacts(old for _, _, old, _, _ in cases if old is not None)
+    store.mark_clean([email for email, held, _, _, _ in cases if held == "clean"])
+    for touched in (False, True):
+        runs = [news for _, _, _, news, by_event in cases if by_event == touched]
+        store.upsert_contacts(interleaved(rng, runs), touched=touched)
+    expected = {}
+    for email, held, old, news, touched in cases:
+        merged = functools.reduce(rules.merge_contact, news if old is None else [old, *news])
+        dirty = held != "clean" or touched or merged != old
+        expected[email] = (merged, dirty)
+    emails = [email for email, _, _, _, _ in cases]
+    dirty = {c.email for c in store.dirty_contacts(limit=len(cases))}
+    assert {e: (s, e in dirty) for e, s in store.contacts(emails).items()} == expected
