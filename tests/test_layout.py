@@ -38,8 +38,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
 }
 # The SDK internals a product package uses live in its sdk_compat module, fenced by a test.
 SDK_COMPAT = "sdk_compat"
-# Circles being taken apart (issue 10, the target's side): delete an entry once it is gone.
-KNOWN_CIRCLES = [["target_brevo.sinks", "target_brevo.target"]]
+# Circles being taken apart: delete an entry once it is gone (none left).
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 @dataclass(frozen=True)
