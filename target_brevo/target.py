@@ -109,11 +109,11 @@ class LineNumberReader(MsgSpecReader):
 
 
 class TargetBrevo(SignalAwareTarget):
-    """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity.
+    """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity."""
 
-    Building one takes nothing: the run starts at its first write (`writing`), which takes
-    the store's run lock and applies changed contact settings, and the CLI alone tunes the GC.
-    """
+    # One line above: --about prints it as the description. Building a target takes nothing:
+    # the run starts at its first write (`writing`), which takes the store's run lock and
+    # applies changed contact settings, and only the command line (`invoke`) tunes the GC.
 
     # The docstring above is --about's description: one line, as the SDK's Markdown needs.
     name = "target-brevo"
@@ -305,6 +305,7 @@ class TargetBrevo(SignalAwareTarget):
             account.get("companyName") or account.get("email"),
         )
 
+    @override
     @classmethod
     def invoke(cls, *, test: bool = False, **kwargs: Any) -> None:
         """The CLI: errors end the run with their message, no traceback.

@@ -69,7 +69,13 @@ PRODUCT_CLASSES = [
     sinks.SkippedStreamSink,
 ]
 # SDK names target_brevo sets on purpose without overriding a hook (class settings, a setter).
-CONFIGURED = {"name", "config_jsonschema", "message_reader_class", "max_parallelism"}
+CONFIGURED = {
+    "name",
+    "package_name",
+    "config_jsonschema",
+    "message_reader_class",
+    "max_parallelism",
+}
 
 
 def source_of(owner: type, name: str) -> str:
