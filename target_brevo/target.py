@@ -274,6 +274,7 @@ class TargetBrevo(SignalAwareTarget):
         check_config_files(value)
         return super().cb_config(ctx, param, value)
 
+    @override
     @classmethod
     def get_singer_command(cls) -> click.Command:
         """The SDK's command line, plus --test (what `meltano test` runs)."""
