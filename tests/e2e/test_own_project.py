@@ -355,6 +355,8 @@ answers = []
 for argv in json.load(sys.stdin):
     try:
         answers.append(parse(argv))
+    except click.exceptions.NoArgsIsHelpError:
+        answers.append("mention")  # a group that shows its help when given nothing
     except click.exceptions.MissingParameter as exc:
         answers.append("incomplete: " + exc.format_message())
     except click.exceptions.ClickException as exc:
