@@ -28,9 +28,12 @@ def expected_brevo_events(box: Sandbox) -> Counter[str]:
     """The Brevo events, by name, that the fake Mailgun's events must become: once each."""
     names: Counter[str] = Counter()
     for event in mailgun_events(box):
-        if event["event"] == "failed":
-            hard = event["severity"] == "permanent"
-            names["email_hard_bounced" if hard else "email_soft_bounced"] += 1
+        if event["event"] == "failed" and event["severity"] != "permanent":
+            names["email_soft_bounced"] += 1
+        elif event["event"] == "failed":
+            # Mailgun declining to send to someone who unsubscribed or complained is no bounce.
+            declined = event.get("reason") in ("suppress-unsubscribe", "suppress-complaint")
+            names["email_suppressed" if declined else "email_hard_bounced"] += 1
         elif event["event"] in BREVO_EVENT:
             names[BREVO_EVENT[event["event"]]] += 1
     return names

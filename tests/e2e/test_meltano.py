@@ -89,7 +89,7 @@ def test_mailgun_reaches_brevo_once_across_incremental_runs(
     blocked = {email for email, c in box.brevo.contacts.items() if c["emailBlacklisted"]}
     suppressions = [suppressed(box, kind) for kind in ("bounces", "complaints", "unsubscribes")]
     # Mailgun's suppression lists all end up blocklisted; anyone else blocklisted had at least
-    # a permanent failure (target-brevo counts every permanent failure as a hard bounce).
+    # a permanent failure (a hard bounce, or Mailgun declining an unsubscribed address).
     failed_for_good = {
         e["recipient"]
         for e in mailgun_events(box)
