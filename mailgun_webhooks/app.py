@@ -25,13 +25,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mailgun_webhooks.spool import Outcome, SpoolError, SpoolWriter
-from mailgun_webhooks.verify import DEFAULT_MAX_AGE_S, Rejected, parse_delivery
+from mailgun_webhooks.verify import (
+    DEFAULT_MAX_AGE_S,
+    DEFAULT_MAX_BODY_BYTES,
+    Rejected,
+    parse_delivery,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
 WEBHOOK_PATH = "/webhooks/mailgun"
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 SPOOL_WAIT_S = 30.0
 
 logger = logging.getLogger("mailgun_webhooks")

@@ -3,6 +3,9 @@
 `tap-mailgun-webhooks --spool ...` serves (what meltano.yml's `serve` command runs);
 `tap-mailgun-webhooks register --url ...` registers the receiver's URL in Mailgun
 (register.py).
+
+The server stack (Starlette, uvicorn) is the `webhooks` extra: serving imports it only when it
+starts, so an install without the extra ends in one line that names the extra to install.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from mailgun_webhooks.app import DEFAULT_MAX_BODY_BYTES, WEBHOOK_PATH, ReceiverSettings, create_app
 from mailgun_webhooks.spool import SpoolError, SpoolWriter
-from mailgun_webhooks.verify import DEFAULT_MAX_AGE_S
+from mailgun_webhooks.verify import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BODY_BYTES
 
 SIGNING_KEY_ENV = "MAILGUN_WEBHOOK_SIGNING_KEY"
+# What brings the server stack; pip and Meltano's pip_url both take this form.
+WEBHOOKS_EXTRA = "mailgun-brevo-singer[webhooks]"
 
 logger = logging.getLogger("mailgun_webhooks")
 
@@ -119,9 +123,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["register"]:
         _register(argv[1:])
-    import uvicorn  # imported here: the tap itself never needs the server
-
     args = _arguments(argv)
+    try:
+        import uvicorn
+
+        from mailgun_webhooks.app import WEBHOOK_PATH, ReceiverSettings, create_app
+    except ModuleNotFoundError as exc:
+        raise SystemExit(
+            f"tap-mailgun-webhooks: {exc.name} is not installed: the receiver needs the webhooks "
+            f"extra; install '{WEBHOOKS_EXTRA}' (in Meltano: the pip_url of "
+            "plugins/utilities/tap-mailgun-webhooks.yml)"
+        ) from None
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -23,6 +23,8 @@ from mailgun_webhooks.spool import Delivery
 # 12 hours accepts the last retry with margin; the spool keeps each token as long, so a replay
 # is refused all the same.
 DEFAULT_MAX_AGE_S = 12 * 3600
+# Mailgun's bodies are a few kilobytes; a larger one is refused (413) before it is read whole.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
 class Rejected(Exception):

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tap_mailgun.tap import TapMailgun
+from target_brevo.store import default_store_path
 from target_brevo.target import TargetBrevo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,11 @@ PLUGINS: dict[str, tuple[str, str, Any]] = {
 SINGER_PLUGINS = ["tap-mailgun", "target-brevo"]
 # Settings the SDK adds to every plugin that the definitions offer (capability stream-maps).
 SDK_SETTINGS = {"stream_maps", "stream_map_config"}
+# Defaults the plugin computes from MELTANO_PROJECT_ROOT, which a definition can state (Meltano
+# expands the variable), so that `meltano config list` shows them.
+PROJECT_DEFAULTS = {
+    "engagement_store": "$MELTANO_PROJECT_ROOT/.meltano/target-brevo/engagement.sqlite"
+}
 
 
 def definition(plugin: str) -> dict[str, Any]:
@@ -106,7 +112,7 @@ def test_definition_settings_are_what_the_plugin_reports(plugin: str) -> None:
     for name, setting in settings.items():
         schema = properties[name]
         assert setting["kind"] == meltano_kind(schema), name
-        assert setting.get("value") == schema.get("default"), name
+        assert setting.get("value") == PROJECT_DEFAULTS.get(name, schema.get("default")), name
         assert setting.get("sensitive", False) == schema.get("secret", False), name
         if "enum" in schema:
             assert [o["value"] for o in setting["options"]] == schema["enum"], name
@@ -115,6 +121,15 @@ def test_definition_settings_are_what_the_plugin_reports(plugin: str) -> None:
     groups = definition(plugin)["settings_group_validation"]
     assert required == {name for group in groups for name in group}
     assert set(definition(plugin)["capabilities"]) <= set(reported["capabilities"])
+
+
+def test_a_project_default_is_where_the_plugin_puts_it_under_meltano(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MELTANO_PROJECT_ROOT", str(tmp_path))
+    assert "default" not in about("target-brevo")["settings"]["properties"]["engagement_store"]
+    stated = PROJECT_DEFAULTS["engagement_store"].replace("$MELTANO_PROJECT_ROOT", str(tmp_path))
+    assert default_store_path() == Path(stated)
 
 
 @pytest.mark.parametrize("plugin", list(PLUGINS))

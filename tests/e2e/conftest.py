@@ -40,11 +40,13 @@ def meltano_bin() -> Path:
 
 @dataclass
 class Meltano:
-    """Runs `meltano` from the project root with an isolated system database."""
+    """Runs `meltano` in a project (this repository's unless `cwd` says) with an isolated
+    system database."""
 
     executable: Path
     env: dict[str, str]
     logs: Path
+    cwd: Path = ROOT
     runs: list[Path] = field(default_factory=list)
 
     def __call__(
@@ -55,7 +57,7 @@ class Meltano:
         self.runs.append(log)
         result = subprocess.run(
             [str(self.executable), *args],
-            cwd=ROOT,
+            cwd=self.cwd,
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,

@@ -15,9 +15,8 @@ import re
 import signal
 import subprocess
 import time
-from collections import Counter
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 import requests
@@ -26,59 +25,14 @@ from fakes.events import mailgun_event
 from fakes.sandbox import ROOT, STATE_ID
 from fakes.webhook_payloads import SIGNING_KEY, signed_body
 from mailgun_webhooks.register import EVENT_TYPES as REGISTERED_EVENT_TYPES
+from tests.e2e.expected import brevo_events, expected_brevo_events, mailgun_events, suppressed
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from fakes.sandbox import Sandbox
     from tests.e2e.conftest import Meltano, Sandboxes
 
 RUN_BREVO = ("--environment=sandbox", "run", "tap-mailgun", "target-brevo")
-# target-brevo's default event names for Mailgun's outcomes (its `event_names` setting).
-BREVO_EVENT = {
-    "delivered": "email_delivered",
-    "opened": "email_opened",
-    "clicked": "email_clicked",
-    "complained": "email_complained",
-    "unsubscribed": "email_unsubscribed",
-}
-
-
-def mailgun_events(box: Sandbox) -> list[dict[str, Any]]:
-    """Every event the fake Mailgun serves, all domains."""
-    return [event for events in box.mailgun.events.values() for event in events]
-
-
-SUPPRESSED_REASONS = ("suppress-unsubscribe", "suppress-complaint")
-
-
-def expected_brevo_events(box: Sandbox) -> Counter[str]:
-    """The Brevo events, by name, that the fake Mailgun's events must become: once each."""
-    names: Counter[str] = Counter()
-    for event in mailgun_events(box):
-        if event["event"] == "failed" and event.get("reason") in SUPPRESSED_REASONS:
-            names["email_suppressed"] += 1  # Mailgun declining to send: no bounce
-        elif event["event"] == "failed":
-            hard = event["severity"] == "permanent"
-            names["email_hard_bounced" if hard else "email_soft_bounced"] += 1
-        elif event["event"] in BREVO_EVENT:
-            names[BREVO_EVENT[event["event"]]] += 1
-    return names
-
-
-def suppressed(box: Sandbox, kind: str) -> set[str]:
-    """Addresses on one of Mailgun's suppression lists, any domain."""
-    return {
-        address
-        for (_, k), items in box.mailgun.suppressions.items()
-        if k == kind
-        for address in items
-    }
-
-
-def brevo_events(box: Sandbox) -> Counter[str]:
-    """The events Brevo holds, by name."""
-    return Counter(event["event_name"] for event in box.brevo.events)
 
 
 def test_familiar_environment_variables_configure_the_dev_environment(meltano: Meltano) -> None:
@@ -135,7 +89,7 @@ def test_mailgun_reaches_brevo_once_across_incremental_runs(
     blocked = {email for email, c in box.brevo.contacts.items() if c["emailBlacklisted"]}
     suppressions = [suppressed(box, kind) for kind in ("bounces", "complaints", "unsubscribes")]
     # Mailgun's suppression lists all end up blocklisted; anyone else blocklisted had at least
-    # a permanent failure (target-brevo counts every permanent failure as a hard bounce).
+    # a permanent failure (a hard bounce, or Mailgun declining an unsubscribed address).
     failed_for_good = {
         e["recipient"]
         for e in mailgun_events(box)

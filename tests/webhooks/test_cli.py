@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
+import textwrap
 from pathlib import Path
 
 from fakes.events import mailgun_event
 from fakes.receiver_process import BIN, ReceiverProcess
 from fakes.webhook_payloads import SIGNING_KEY, signature, signed_body
+from mailgun_webhooks.cli import WEBHOOKS_EXTRA
 from mailgun_webhooks.spool import Spool
 from tests.conftest import one_line_error
 from tests.webhooks.conftest import post
@@ -28,6 +31,48 @@ def test_the_receiver_refuses_to_start_without_a_signing_key(spool_path: Path) -
     assert done.returncode != 0
     assert "MAILGUN_WEBHOOK_SIGNING_KEY" in done.stderr
     assert not spool_path.exists()
+
+
+# Loaded by the interpreter at start-up (from PYTHONPATH): starlette and uvicorn look absent, as
+# in a venv installed without the webhooks extra, without building one.
+WITHOUT_THE_EXTRA = """
+import importlib.abc, sys
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"starlette", "uvicorn"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_without_the_webhooks_extra_one_line_names_the_extra(
+    spool_path: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(WITHOUT_THE_EXTRA))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY}
+    script = str(BIN / "tap-mailgun-webhooks")
+    done = subprocess.run(
+        [script, "--spool", str(spool_path), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = one_line_error(done)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [line]  # the one line is all it says
+    assert re.match(r"tap-mailgun-webhooks: (starlette|uvicorn) is not installed", line)
+    assert f"install '{WEBHOOKS_EXTRA}'" in line
+    assert WEBHOOKS_EXTRA == "mailgun-brevo-singer[webhooks]"
+    assert not spool_path.exists()
+    # --help needs no server.
+    usage = subprocess.run([script, "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0
+    assert "--spool" in usage.stdout
 
 
 def test_every_200_survives_a_kill_and_tokens_stay_spent(spool_path: Path) -> None:
