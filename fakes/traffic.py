@@ -511,6 +511,9 @@ def load(fake: FakeMailgun, traffic: Traffic) -> dict[str, int]:
         for item in items.values():
             fake.add_suppression(domain, kind, item)
             counts[kind] += 1
+    for person in traffic.recipients:
+        if person.habit == "invalid":  # what Mailgun's validation says of a dead mailbox
+            fake.set_verdict(person.address, "undeliverable", reason=["mailbox_does_not_exist"])
     for domain, tag, description in traffic.tags():
         fake.add_tag(domain, tag, description)
         counts["tags"] += 1

@@ -148,6 +148,7 @@ def summary(domains: list[DomainHealth], report: Path) -> str:
     "--until",
     type=click.DateTime(formats=["%Y-%m-%d"]),
     default=None,
+    envvar="MAILGUN_HEALTH_UNTIL",
     help="The last day charted (UTC). Default: today.",
 )
 @click.option(
@@ -225,3 +226,7 @@ def _read_account(
 def main() -> None:
     """The console script."""
     command()  # click exits with the command's code
+
+
+if __name__ == "__main__":
+    main()
