@@ -50,7 +50,7 @@ from mailgun_validate.verdicts import (
     with_validation,
 )
 from tap_mailgun.client import DEFAULT_MAX_RETRIES
-from tap_mailgun.tap import MessageWriter
+from tap_mailgun.sdk_compat import MessageWriter
 
 DEFAULT_TTL_DAYS = 30
 DEFAULT_MAX_VALIDATIONS = 1000

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from fakes.mailgun import FakeMailgun, mailgun_event
+from fakes.events import mailgun_event
+from fakes.mailgun import FakeMailgun
 from mailgun_health.health import Account, assess, findings, worst_tags
 
 API_KEY = "key-health"
