@@ -1,6 +1,7 @@
 """GET /v4/address/validate, with the tap's conventions: region or base_url, basic auth
 `api:<key>`, retries of 429, 5xx and connection errors with the tap's backoff (its
-`retry_wait`: the server's Retry-After, else exponential with equal jitter), a 60 s timeout.
+`retry_wait_seconds`: the server's Retry-After, else exponential with equal jitter), a 60 s
+timeout.
 
 A refused key stops the run (every call would fail). Anything else that outlasts the retries
 is `ValidationUnavailable`: the mapper then passes records through unvalidated.
@@ -19,7 +20,7 @@ from tap_mailgun.client import (
     DEFAULT_MAX_RETRIES,
     REQUEST_TIMEOUT_SECONDS,
     resolve_base_url,
-    retry_wait,
+    retry_wait_seconds,
     where,
 )
 
@@ -69,7 +70,7 @@ class ValidationClient:
                     return answer
                 failure = f"{response.status_code} {response.reason}"
             if attempt < self.max_retries:
-                time.sleep(retry_wait(attempt, response))
+                time.sleep(retry_wait_seconds(attempt, response))
         raise ValidationUnavailableError(
             f"Mailgun's validation at {where(self.config)} failed {self.max_retries + 1} "
             f"times ({failure})"
