@@ -49,11 +49,16 @@ def mailgun_events(box: Sandbox) -> list[dict[str, Any]]:
     return [event for events in box.mailgun.events.values() for event in events]
 
 
+SUPPRESSED_REASONS = ("suppress-unsubscribe", "suppress-complaint")
+
+
 def expected_brevo_events(box: Sandbox) -> Counter[str]:
     """The Brevo events, by name, that the fake Mailgun's events must become: once each."""
     names: Counter[str] = Counter()
     for event in mailgun_events(box):
-        if event["event"] == "failed":
+        if event["event"] == "failed" and event.get("reason") in SUPPRESSED_REASONS:
+            names["email_suppressed"] += 1  # Mailgun declining to send: no bounce
+        elif event["event"] == "failed":
             hard = event["severity"] == "permanent"
             names["email_hard_bounced" if hard else "email_soft_bounced"] += 1
         elif event["event"] in BREVO_EVENT:
