@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck unit meltano sandbox demo bench bench-scaling clean
+.PHONY: test lint typecheck unit meltano sandbox demo bench bench-scaling clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,15 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+# The health report's browser test runs Debian's Chromium: installed here when missing (as root,
+# or through sudo), so a fresh Debian machine still needs nothing but python3 and make.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+unit: $(BIN)/.installed chromium
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -13,6 +13,10 @@ What it reproduces, because the tap has to cope with it:
   /v4/domains/{domain}/webhooks adds one URL to several event types at once, leaving their
   other URLs alone; it refuses (400, nothing changed) a URL an event type already has and a
   fourth URL for an event type (Mailgun's limit: 3).
+- GET /v4/domains/{name}: the domain with its sending (SPF, DKIM, tracking CNAME) and
+  receiving (MX) DNS records, each `valid`, `invalid` or `unknown` as set by `set_dns`.
+- GET /v4/address/validate: the verdict a test chose with `set_verdict`, else deliverable;
+  every call is one billed validation, counted in `validations`.
 - basic auth `api:<key>`; any other key gets 401 "Forbidden". Unknown domains get 404 with
   a JSON message; a path Mailgun has no API at gets its plain-text "404 page not found".
 """
@@ -37,6 +41,9 @@ from fakes.server import FakeAPI, json_response
 from fakes.specs import MAILGUN_SPEC
 
 SUPPRESSION_KINDS = ("bounces", "complaints", "unsubscribes")
+DNS_CHECKS = ("spf", "dkim", "mx", "tracking_cname")
+# Local parts Mailgun flags as role addresses (a sample of its list).
+ROLE_LOCAL_PARTS = frozenset({"admin", "info", "postmaster", "sales", "support", "noreply"})
 MAX_EVENTS_LIMIT = 300
 MAX_LIST_LIMIT = 1000
 # "Maximum of 3 urls for a given webhook type" (the spec's POST /v3/domains/{domain}/webhooks).
@@ -82,6 +89,12 @@ _RATES = {
     "bounce_rate": ("bounced_count", "accepted_count"),
     "unique_opened_rate": ("unique_opened_count", "delivered_count"),
     "unique_clicked_rate": ("unique_clicked_count", "delivered_count"),
+}
+# Mailgun declining to send to a suppressed address: counted apart from bounces.
+_SUPPRESSED_COUNTERS = {
+    "suppress-bounce": "suppressed_bounces_count",
+    "suppress-unsubscribe": "suppressed_unsubscribed_count",
+    "suppress-complaint": "suppressed_complaints_count",
 }
 # Failed events by severity: permanent ones are hard bounces, temporary ones soft bounces.
 _SEVERITY_COUNTERS = {
@@ -170,6 +183,9 @@ class FakeMailgun(FakeAPI):
         self.lists: dict[str, dict[str, Any]] = {}
         self.members: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.webhooks: dict[str, dict[str, list[str]]] = defaultdict(dict)
+        self.dns: dict[str, dict[str, str]] = {}
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        self.validations: dict[str, int] = defaultdict(int)  # billed calls per address
         super().__init__(validate=validate, host=host, port=port)
 
     # --- loading API (the contract others build on) -------------------------------------
@@ -194,6 +210,24 @@ class FakeMailgun(FakeAPI):
                 "encrypt_incoming_message": False,
                 "message_ttl": 259200,
             }
+            self.dns[name] = dict.fromkeys(DNS_CHECKS, "valid")
+
+    def set_dns(self, domain: str, **states: str) -> None:
+        """Set what Mailgun's DNS check found: spf, dkim, mx, tracking_cname each `valid`,
+        `invalid` or `unknown` (a domain starts all valid)."""
+        unknown = set(states) - set(DNS_CHECKS)
+        if unknown:
+            raise ValueError(f"DNS checks are {DNS_CHECKS}, not {sorted(unknown)}")
+        with self.lock:
+            self._require_domain(domain)
+            self.dns[domain].update(states)
+
+    def set_verdict(self, address: str, result: str, risk: str = "high", **extra: Any) -> None:
+        """What /v4/address/validate answers for `address` (result deliverable, undeliverable,
+        do_not_send, catch_all or unknown; risk low, medium, high or unknown); `extra` adds or
+        overrides fields (reason, did_you_mean, is_disposable_address, is_role_address)."""
+        with self.lock:
+            self.verdicts[address.lower()] = {"result": result, "risk": risk, **extra}
 
     def add_events(self, domain: str, events: Iterable[dict[str, Any]]) -> None:
         """Store raw Mailgun events (dashed keys, float `timestamp`) for a known domain."""
@@ -258,6 +292,8 @@ class FakeMailgun(FakeAPI):
         """Routes of the endpoints the tap reads."""
         return [
             Rule("/v4/domains", endpoint="list_domains", methods=["GET"]),
+            Rule("/v4/domains/<name>", endpoint="domain_details", methods=["GET"]),
+            Rule("/v4/address/validate", endpoint="validate_address", methods=["GET"]),
             Rule("/v3/lists/pages", endpoint="list_lists", methods=["GET"]),
             Rule("/v3/lists/<list_address>/members/pages", endpoint="list_members"),
             Rule("/v3/<domain>/events", endpoint="list_events", methods=["GET"]),
@@ -289,6 +325,65 @@ class FakeMailgun(FakeAPI):
         state = request.args.get("state")
         items = [d for d in self.domains.values() if state is None or d["state"] == state]
         return json_response({"total_count": len(items), "items": items[skip : skip + limit]})
+
+    def domain_details(self, request: Request, name: str) -> Response:
+        """GET /v4/domains/{name}: the domain and the DNS records Mailgun checks for it."""
+        missing = self._unknown_domain(name)
+        if missing is not None:
+            return missing
+        state = self.dns[name]
+
+        def record(check: str, record_type: str, value: str, **extra: str) -> dict[str, Any]:
+            valid = state[check]
+            return {
+                "is_active": True,
+                "cached": [value] if valid == "valid" else [],
+                "record_type": record_type,
+                "valid": valid,
+                "value": value,
+                **extra,
+            }
+
+        sending = [
+            record("spf", "TXT", "v=spf1 include:mailgun.org ~all", name=name),
+            record(
+                "dkim",
+                "TXT",
+                "k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQ",
+                name=f"pdk1._domainkey.{name}",
+            ),
+            record("tracking_cname", "CNAME", "mailgun.org", name=f"email.{name}"),
+        ]
+        receiving = [
+            record("mx", "MX", f"mx{host}.mailgun.org", priority="10") for host in ("a", "b")
+        ]
+        body = {
+            "domain": self.domains[name],
+            "sending_dns_records": sending,
+            "receiving_dns_records": receiving,
+        }
+        return json_response(body)
+
+    def validate_address(self, request: Request) -> Response:
+        """GET /v4/address/validate: one billed validation of `address`."""
+        address = request.args.get("address", "")
+        local, _, domain = address.partition("@")
+        if not local or not domain:
+            return json_response({"message": "invalid address"}, 400)
+        self.validations[address.lower()] += 1
+        verdict: dict[str, Any] = {
+            "address": address,
+            "did_you_mean": None,
+            "is_disposable_address": False,
+            "is_role_address": local.lower() in ROLE_LOCAL_PARTS,
+            "reason": [],
+            "result": "deliverable",
+            "risk": "low",
+            **self.verdicts.get(address.lower(), {}),
+        }
+        if verdict["did_you_mean"] is None:
+            del verdict["did_you_mean"]  # Mailgun omits it when it has no suggestion
+        return json_response(verdict)
 
     def _unknown_domain(self, domain: str) -> Response | None:
         if domain in self.domains:
@@ -546,9 +641,17 @@ class FakeMailgun(FakeAPI):
         counter = _EVENT_COUNTERS.get(event["event"])
         if counter:
             counts[counter] += 1
-        if event["event"] == "failed":
-            for name in _SEVERITY_COUNTERS.get(event.get("severity", "permanent"), ()):
-                counts[name] += 1
+        if event["event"] != "failed":
+            return
+        suppressed = _SUPPRESSED_COUNTERS.get(event.get("reason", ""))
+        if suppressed is not None:
+            # "Permanent failures fall into three categories, soft bounces, hard bounces, and
+            # suppressions" (the spec, bounced_count): a suppressed send is no hard bounce.
+            counts["permanent_failed_count"] += 1
+            counts[suppressed] += 1
+            return
+        for name in _SEVERITY_COUNTERS.get(event.get("severity", "permanent"), ()):
+            counts[name] += 1
 
     @staticmethod
     def _metrics_row(

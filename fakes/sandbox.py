@@ -322,6 +322,13 @@ class Sandbox:
             "TARGET_BREVO_BASE_URL": f"{self.brevo.base_url}/v3",
             "TARGET_BREVO_API_KEY": BREVO_KEY,
             "TARGET_BREVO_ENGAGEMENT_STORE": str(self.directory / "engagement.sqlite"),
+            "MAILGUN_VALIDATE_MAPPER_BASE_URL": self.mailgun.base_url,
+            "MAILGUN_VALIDATE_MAPPER_API_KEY": MAILGUN_KEY,
+            "MAILGUN_VALIDATE_MAPPER_VALIDATION_CACHE": str(self.directory / "validations.sqlite"),
+            "MAILGUN_HEALTH_BASE_URL": self.mailgun.base_url,
+            "MAILGUN_HEALTH_API_KEY": MAILGUN_KEY,
+            "MAILGUN_HEALTH_UNTIL": f"{self.clock.now:%Y-%m-%d}",
+            "MAILGUN_HEALTH_OUTPUT": str(self.directory / "mailgun-health.html"),
         }
 
     def violations(self) -> list[str]:
@@ -568,11 +575,25 @@ def demo(meltano: Path, directory: Path, ports: tuple[int, int], size: tuple[int
         print(what_happened(sandbox.clock, sandbox.shown_before, events, before, after))
         print()
         print(summarize(after, before))
+        health_report(meltano, sandbox)
         problems = sandbox.violations()
     if problems:
         print("\nRequests the real APIs would refuse:", *problems, sep="\n  ", file=sys.stderr)
         return 1
     return 0
+
+
+def health_report(meltano: Path, sandbox: Sandbox) -> None:
+    """`meltano invoke mailgun-health` on the sandbox: its verdicts and the report's path."""
+    print("\nDomain health (meltano --environment=sandbox invoke mailgun-health):", flush=True)
+    args = ["--environment=sandbox", "invoke", "mailgun-health"]
+    env = {**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **sandbox.env()}
+    with (sandbox.directory / "health.log").open("wb") as log:
+        result = subprocess.run(
+            [str(meltano), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log
+        )
+    print(result.stdout.decode(errors="replace").rstrip())
+    print(f"(exit {result.returncode}: 0 healthy, 1 a threshold crossed, 2 could not read)")
 
 
 def serve(directory: Path, ports: tuple[int, int]) -> int:
@@ -604,7 +625,8 @@ def reset(meltano: Path, directory: Path) -> int:
     # SQLite in WAL mode keeps committed pages in -wal until a checkpoint: a -wal left behind
     # would replay into the next, fresh engagement.sqlite.
     store = ("engagement.sqlite", "engagement.sqlite-wal", "engagement.sqlite-shm")
-    for name in ("clock.json", "brevo.json", *store, "last-run.log"):
+    extras = ("validations.sqlite", "mailgun-health.html", "health.log")
+    for name in ("clock.json", "brevo.json", *store, *extras, "last-run.log"):
         (directory / name).unlink(missing_ok=True)
     if meltano.exists():
         run_meltano(

@@ -451,6 +451,16 @@ class Traffic:
         status = _smtp_status(rng, 250, "OK", attempt)
         yield event("delivered", at, envelope=envelope, **{"delivery-status": status}), None
 
+        if person.habit == "grumpy" and campaign.unsubscribable and rng.random() < 0.3:
+            # Marketing mail draws complaints, most from the inbox list, unopened (receipts
+            # and password resets hardly ever do): the newsletter domain crosses Gmail's and
+            # Yahoo's 0.3 %, the transactional one stays clear, as mailgun-health must tell.
+            complained = at + rng.uniform(60.0, 7200.0)
+            blocked[(domain, person.address)] = (complained, "complaints", ("*",))
+            item = {"address": person.address, "created_at": _rfc2822(complained)}
+            yield event("complained", complained, "warn"), ("complaints", item)
+            return
+
         engagement = _HABIT_ENGAGEMENT[person.habit]
         if rng.random() >= campaign.open_rate * engagement:
             return
@@ -468,7 +478,7 @@ class Traffic:
                 yield event("clicked", clicked, **extra), None
                 clicked += rng.uniform(5.0, 300.0)
             seen = clicked
-        if person.habit == "grumpy" and rng.random() < 0.25:
+        if person.habit == "grumpy" and campaign.unsubscribable and rng.random() < 0.25:
             complained = seen + rng.uniform(10.0, 600.0)
             blocked[(domain, person.address)] = (complained, "complaints", ("*",))
             item = {"address": person.address, "created_at": _rfc2822(complained)}
@@ -501,6 +511,9 @@ def load(fake: FakeMailgun, traffic: Traffic) -> dict[str, int]:
         for item in items.values():
             fake.add_suppression(domain, kind, item)
             counts[kind] += 1
+    for person in traffic.recipients:
+        if person.habit == "invalid":  # what Mailgun's validation says of a dead mailbox
+            fake.set_verdict(person.address, "undeliverable", reason=["mailbox_does_not_exist"])
     for domain, tag, description in traffic.tags():
         fake.add_tag(domain, tag, description)
         counts["tags"] += 1

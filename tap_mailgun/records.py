@@ -59,3 +59,43 @@ def event_record(item: dict[str, Any], domain: str) -> dict[str, Any]:
     record["timestamp"] = epoch_to_iso(epoch)
     record["domain"] = domain
     return record
+
+
+# What each DNS record Mailgun checks is for, in the words of its dashboard.
+DNS_CHECKS = ("spf", "dkim", "mx", "tracking_cname")
+_DNS_STATES = ("valid", "invalid", "unknown")
+
+
+def dns_check(record: dict[str, Any]) -> str | None:
+    """Which check a DNS record of GET /v4/domains/{name} is: spf, dkim, mx, tracking_cname."""
+    kind = str(record.get("record_type", "")).upper()
+    if kind == "MX":
+        return "mx"
+    if kind == "CNAME":
+        return "tracking_cname"
+    if kind == "TXT" and "._domainkey." in str(record.get("name", "")):
+        return "dkim"
+    if kind == "TXT" and str(record.get("value", "")).startswith("v=spf1"):
+        return "spf"
+    return None
+
+
+def dns_states(details: dict[str, Any]) -> dict[str, str]:
+    """Each check's state from a domain's details: `valid` when every record of it is valid,
+    `invalid` when any is, else `unknown` (also when Mailgun lists none)."""
+    found: dict[str, list[str]] = {check: [] for check in DNS_CHECKS}
+    records = [
+        *(details.get("sending_dns_records") or []),
+        *(details.get("receiving_dns_records") or []),
+    ]
+    for record in records:
+        check = dns_check(record or {})
+        if check:
+            state = str(record.get("valid", "unknown")).lower()
+            found[check].append(state if state in _DNS_STATES else "unknown")
+    return {
+        check: "invalid"
+        if "invalid" in states
+        else ("valid" if states and set(states) == {"valid"} else "unknown")
+        for check, states in found.items()
+    }

@@ -10,6 +10,8 @@ SDK name.
   walk when the catalog deselects nothing.
 - `MessageWriter`: the msgspec writer, flushing only after messages other than RECORD.
 - `about_info`: `PluginBase._get_about_info`, which `TapMailgun.print_about` extends.
+- `send_with_retries`: `RESTStream._request` under the stream's `request_decorator`, for a
+  request outside the stream's paging (the domains' details).
 - `progress_markers` / `drop_progress_markers`: the state key the SDK promotes to a bookmark
   when a partition completes; the streams cap it or drop it.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk import Stream
+from singer_sdk import RESTStream, Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.helpers._state import PROGRESS_MARKERS
 from singer_sdk.helpers._typing import conform_record_data_types
@@ -35,6 +37,7 @@ from singer_sdk.singerlib.encoding.base import SingerMessageType
 from typing_extensions import override
 
 if TYPE_CHECKING:
+    import requests
     from singer_sdk import Tap
     from singer_sdk.about import AboutInfo
     from singer_sdk.helpers.types import Record
@@ -137,6 +140,13 @@ SDK_SOURCES: tuple[SdkSource, ...] = (
         "WebhookEventsStream replaces it (start_date means nothing for a sequence): "
         "check what else it now does.",
     ),
+    SdkSource(
+        "singer_sdk.streams.rest",
+        "RESTStream._request",
+        "be6df60d23d63d96",
+        "sdk_compat.send_with_retries calls it under request_decorator for the domains' "
+        "details: check it still authenticates, sends, and calls validate_response.",
+    ),
 )
 
 
@@ -197,6 +207,15 @@ class MessageWriter(MsgSpecWriter):
 def about_info(tap_type: type[Tap]) -> AboutInfo:
     """What the SDK's --about prints for `tap_type`."""
     return tap_type._get_about_info()
+
+
+def send_with_retries(
+    stream: RESTStream[Any], prepared: requests.PreparedRequest
+) -> requests.Response:
+    """One request outside the stream's paging, with the stream's auth, retries and
+    `validate_response`: what the SDK does for each page."""
+    response: requests.Response = stream.request_decorator(stream._request)(prepared, None)
+    return response
 
 
 def progress_markers(state: dict[str, Any]) -> dict[str, Any]:

@@ -14,24 +14,27 @@ from functools import cached_property
 from http import HTTPStatus
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
+import msgspec
+import requests
 from singer_sdk import typing as th
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from typing_extensions import override
 
 from tap_mailgun.client import (
     MailgunGoneError,
+    MailgunRunError,
     MailgunStream,
     RunReport,
     TotalPaginator,
     server_time,
 )
-from tap_mailgun.records import event_record, rfc2822_to_iso, snake_keys
-from tap_mailgun.sdk_compat import progress_markers
+from tap_mailgun.records import dns_states, event_record, rfc2822_to_iso, snake_keys
+from tap_mailgun.sdk_compat import progress_markers, send_with_retries
 
 if TYPE_CHECKING:
-    import requests
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context, Record
 
@@ -178,9 +181,31 @@ class DomainsStream(MailgunStream):
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        """The SMTP password is a credential: it never leaves the tap."""
+        """The SMTP password is a credential: it never leaves the tap. DNS states from the
+        domain's details (one more request per domain, with the usual retries)."""
         row.pop("smtp_password", None)
+        row["dns"] = self.dns_states(str(row["name"]))
         return _iso_created_at(row)
+
+    def dns_states(self, name: str) -> dict[str, str]:
+        """SPF, DKIM, MX and tracking CNAME states of a domain, from GET /v4/domains/{name};
+        all `unknown` when the details cannot be read (the listing still syncs)."""
+        url = f"{self.url_base}/v4/domains/{quote(name, safe='')}"
+        prepared = self.build_prepared_request(method="GET", url=url, headers=self.http_headers)
+        try:
+            response = send_with_retries(self, prepared)
+            details = msgspec.json.decode(response.content)
+        except MailgunRunError:
+            raise
+        except (
+            FatalAPIError,
+            RetriableAPIError,
+            requests.RequestException,
+            msgspec.DecodeError,
+        ) as exc:
+            self.logger.warning("DNS states of %s unknown: %s", name, exc)
+            details = {}
+        return dns_states(details if isinstance(details, dict) else {})
 
 
 class EventsStream(DomainPartitionedStream):

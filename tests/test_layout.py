@@ -21,7 +21,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("tap_mailgun", "target_brevo", "mailgun_webhooks", "plugin_cli")
+PRODUCT = (
+    "tap_mailgun",
+    "target_brevo",
+    "mailgun_webhooks",
+    "plugin_cli",
+    "mailgun_validate",
+    "mailgun_health",
+)
 DEVELOPMENT = ("fakes", "bench")
 TESTS = "tests"
 # What each package may import of the other packages of the tree (a module or a package).
@@ -32,6 +39,9 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # `register` calls Mailgun's API through its one owner: regions, waits, Retry-After.
     "mailgun_webhooks": ("tap_mailgun.client",),
     "plugin_cli": (),
+    # The mapper speaks to Mailgun as the tap does, and keeps its cache where the store would.
+    "mailgun_validate": ("tap_mailgun.client", "tap_mailgun.sdk_compat", "target_brevo.store"),
+    "mailgun_health": ("tap_mailgun.records",),
     "fakes": PRODUCT,
     "bench": (*PRODUCT, "fakes"),
     TESTS: (*PRODUCT, *DEVELOPMENT),

@@ -333,6 +333,8 @@ def test_the_demo_command_on_taken_ports_says_what_it_did_moves_a_day_and_reset_
             assert lines[1].startswith(f"Port {taken[1]} is taken by another program, so the fake")
             assert "Brevo now holds" in output
             assert "email_delivered" in output
+            assert "news.example.org: a threshold crossed" in output  # the health report ends it
+            assert re.search(r"^Report: \S+mailgun-health\.html$", output, re.MULTILINE)
             assert '"Mailgun contacts" (list 4) is the list target-brevo imports' in output
             sent, got = said(output, r"Brevo events: (\d+) of them .*; Brevo got (\d+)\.")
             assert sent == got == added(output, "events") > 0

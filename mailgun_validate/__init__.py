@@ -1,0 +1,1 @@
+"""mailgun-validate: a Singer mapper that adds Mailgun's address validation to records."""
