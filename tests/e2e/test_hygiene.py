@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.e2e.test_meltano import brevo_events, expected_brevo_events, mailgun_events
+from tests.e2e.expected import brevo_events, expected_brevo_events, mailgun_events
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Meltano, Sandboxes
