@@ -144,7 +144,7 @@ def tap_records(
 def test_a_month_of_traffic_lands_in_brevo_exactly_as_the_issue_defines(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    traffic = Traffic(TrafficSpec(messages=400, recipients=60))
+    traffic = Traffic(TrafficSpec(messages=400, recipients=80))
     raw_events = list(traffic.events())  # fills traffic.suppressions as it goes
     roles = {role: brevo.add_list(role) for role in ("engaged", "bounced", "complained", "all")}
     run = target.run(singer_lines(tap_records(traffic, raw_events)), lists=roles)
