@@ -174,6 +174,7 @@ class FakeMailgun(FakeAPI):
         validate: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        latency: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.domains: dict[str, dict[str, Any]] = {}
@@ -186,7 +187,7 @@ class FakeMailgun(FakeAPI):
         self.dns: dict[str, dict[str, str]] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.validations: dict[str, int] = defaultdict(int)  # billed calls per address
-        super().__init__(validate=validate, host=host, port=port)
+        super().__init__(validate=validate, host=host, port=port, latency=latency)
 
     # --- loading API (the contract others build on) -------------------------------------
     def add_domain(self, name: str, *, state: str = "active") -> None:

@@ -12,6 +12,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,11 +131,23 @@ class FakeAPI:
     implement the handlers. Every request is recorded in `requests`; when a spec is given,
     every request is validated against it and each rejection is kept in `violations` and
     answered with 400, so the code under test cannot pass by accident.
+
+    `latency` (seconds, settable at any time) delays every answer, as the vendor's distance
+    does: each request waits in its own server thread, so concurrent requests overlap as they
+    would over a real network, and the fake's lock is not held while waiting.
     """
 
     spec_name: str | None = None
 
-    def __init__(self, *, validate: bool = True, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        validate: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+    ) -> None:
+        self.latency = latency
         self.url_map = Map(list(self.rules()))
         self.validator = SpecValidator(self.spec_name) if (validate and self.spec_name) else None
         self.requests: list[Recorded] = []
@@ -254,6 +267,8 @@ class FakeAPI:
 
     # --- WSGI ---------------------------------------------------------------------------
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.latency > 0:
+            time.sleep(self.latency)
         request = Request(environ)
         body = request.get_data(cache=True)
         recorded = Recorded(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -99,3 +101,25 @@ def test_indexed_fake_metrics_like_the_fake(
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json()["items"], "the window must hold events"
     assert answers[1].json() == answers[0].json()
+
+
+def test_latency_delays_every_answer_and_concurrent_ones_overlap() -> None:
+    latency = 0.3
+    with FakeMailgun(validate=False, latency=latency) as fake:
+        url = f"{fake.base_url}/v4/domains"
+        started = time.monotonic()
+        assert requests.get(url, auth=AUTH, timeout=10).status_code == 200
+        alone = time.monotonic() - started
+        with ThreadPoolExecutor(4) as pool:
+            started = time.monotonic()
+            codes = list(pool.map(lambda _: requests.get(url, auth=AUTH, timeout=10), range(4)))
+            together = time.monotonic() - started
+        fake.latency = 0.0  # settable at any time: the next answer comes at once
+        started = time.monotonic()
+        requests.get(url, auth=AUTH, timeout=10)
+        undelayed = time.monotonic() - started
+    assert alone >= latency
+    assert [c.status_code for c in codes] == [200] * 4
+    # Four requests in parallel take one latency, not four: each waits in its own thread.
+    assert latency <= together < 2 * latency
+    assert undelayed < latency
