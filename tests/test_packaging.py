@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from mailgun_health.cli import command as health_command
+from mailgun_validate.cache import default_cache_path
+from mailgun_validate.mapper import MailgunValidateMapper
 from tap_mailgun.tap import TapMailgun
 from target_brevo.store import default_store_path
 from target_brevo.target import TargetBrevo
@@ -28,19 +31,26 @@ BIN = Path(sys.executable).parent
 DISTRIBUTION = TapMailgun.package_name or ""
 METADATA = distribution(DISTRIBUTION).metadata
 REPOSITORY = dict(u.split(", ", 1) for u in METADATA.get_all("Project-URL") or [])["Repository"]
-# plugin -> (definition file, extras its pip_url installs, plugin class or None)
+# plugin -> (definition file, extras its pip_url installs, Singer plugin class or None)
 PLUGINS: dict[str, tuple[str, str, Any]] = {
     "tap-mailgun": ("plugins/extractors/tap-mailgun.yml", "", TapMailgun),
     "target-brevo": ("plugins/loaders/target-brevo.yml", "", TargetBrevo),
+    "mailgun-validate-mapper": (
+        "plugins/mappers/mailgun-validate-mapper.yml",
+        "",
+        MailgunValidateMapper,
+    ),
     "tap-mailgun-webhooks": ("plugins/utilities/tap-mailgun-webhooks.yml", "[webhooks]", None),
+    "mailgun-health": ("plugins/utilities/mailgun-health.yml", "", None),
 }
-SINGER_PLUGINS = ["tap-mailgun", "target-brevo"]
+SINGER_PLUGINS = [name for name, (_, _, cls) in PLUGINS.items() if cls is not None]
 # Settings the SDK adds to every plugin that the definitions offer (capability stream-maps).
 SDK_SETTINGS = {"stream_maps", "stream_map_config"}
 # Defaults the plugin computes from MELTANO_PROJECT_ROOT, which a definition can state (Meltano
 # expands the variable), so that `meltano config list` shows them.
 PROJECT_DEFAULTS = {
-    "engagement_store": "$MELTANO_PROJECT_ROOT/.meltano/target-brevo/engagement.sqlite"
+    "engagement_store": "$MELTANO_PROJECT_ROOT/.meltano/target-brevo/engagement.sqlite",
+    "validation_cache": "$MELTANO_PROJECT_ROOT/.meltano/mailgun-validate/validations.sqlite",
 }
 
 
@@ -70,9 +80,14 @@ def run(*args: str) -> str:
     return result.stdout
 
 
+def executable(plugin: str) -> str:
+    """The plugin's console script, as its definition names it."""
+    return str(definition(plugin)["executable"])
+
+
 def about(plugin: str) -> dict[str, Any]:
     """`<plugin> --about --format=json`, through the console script."""
-    loaded: dict[str, Any] = json.loads(run(plugin, "--about", "--format=json"))
+    loaded: dict[str, Any] = json.loads(run(executable(plugin), "--about", "--format=json"))
     return loaded
 
 
@@ -130,12 +145,24 @@ def test_a_project_default_is_where_the_plugin_puts_it_under_meltano(
     assert "default" not in about("target-brevo")["settings"]["properties"]["engagement_store"]
     stated = PROJECT_DEFAULTS["engagement_store"].replace("$MELTANO_PROJECT_ROOT", str(tmp_path))
     assert default_store_path() == Path(stated)
+    mapper = about("mailgun-validate-mapper")["settings"]["properties"]["validation_cache"]
+    assert "default" not in mapper
+    stated = PROJECT_DEFAULTS["validation_cache"].replace("$MELTANO_PROJECT_ROOT", str(tmp_path))
+    assert default_cache_path() == Path(stated)
 
 
 @pytest.mark.parametrize("plugin", list(PLUGINS))
 def test_meltano_yml_declares_the_shipped_definition(plugin: str) -> None:
     shipped, declared = definition(plugin), project_plugin(plugin)
-    for key in ("namespace", "label", "description", "executable", "settings", "commands"):
+    for key in (
+        "namespace",
+        "label",
+        "description",
+        "executable",
+        "settings",
+        "settings_group_validation",
+        "commands",
+    ):
         assert declared.get(key) == shipped.get(key), key
     assert declared.get("capabilities") == shipped.get("capabilities")
     # This project installs its own working tree, with the same extras.
@@ -166,18 +193,36 @@ def test_the_tap_alone_needs_neither_the_server_nor_a_postgres_driver() -> None:
     assert by_extra["postgres"] == {"psycopg"}
 
 
+def test_health_settings_are_the_commands_options() -> None:
+    """Meltano hands a utility's settings over as MAILGUN_HEALTH_<NAME>; each must be an option
+    the command reads, with the option's default."""
+    by_env = {p.envvar: p for p in health_command.params if isinstance(p.envvar, str)}
+    for setting in definition("mailgun-health")["settings"]:
+        option = by_env.get(f"MAILGUN_HEALTH_{setting['name'].upper()}")
+        assert option is not None, setting["name"]
+        # Click marks "no default" with a sentinel of its own (not None since 8.2).
+        default = option.default if isinstance(option.default, int | str | Path) else None
+        expected = setting.get("value")
+        if setting["name"] == "output":  # a project path under Meltano, a cwd file otherwise
+            assert expected == "$MELTANO_PROJECT_ROOT/output/mailgun-health.html"
+            assert default == Path("mailgun-health.html")
+        else:
+            assert expected == default, setting["name"]
+
+
 @pytest.mark.parametrize("plugin", SINGER_PLUGINS)
 def test_version_is_the_distributions(plugin: str) -> None:
-    printed = run(plugin, "--version")
-    assert printed.startswith(f"{plugin} v{version(DISTRIBUTION)}, Meltano SDK v")
+    name = executable(plugin)
+    printed = run(name, "--version")
+    assert printed.startswith(f"{name} v{version(DISTRIBUTION)}, Meltano SDK v")
     assert "could not be detected" not in printed
 
 
 @pytest.mark.parametrize("plugin", SINGER_PLUGINS)
 def test_about_markdown_renders_as_markdown(plugin: str) -> None:
-    text = run(plugin, "--about", "--format=markdown")
+    text = run(executable(plugin), "--about", "--format=markdown")
     lines = text.splitlines()
-    assert lines[0] == f"# `{plugin}`"
+    assert lines[0] == f"# `{executable(plugin)}`"
     assert lines[2] == PLUGINS[plugin][2].__doc__.strip()
     # An indented line after a blank one is a code block in Markdown.
     assert not [line for line in lines if line.startswith(("    ", "\t"))]
