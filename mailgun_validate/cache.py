@@ -8,14 +8,13 @@ mapper calls at every STATE message and at the end; in dry run it never commits.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, create_engine, delete, select
 
-from target_brevo.store import store_url
+from plugin_cli import data_path, database_url
 
 metadata = MetaData()
 validations_table = Table(
@@ -28,13 +27,8 @@ validations_table = Table(
 
 
 def default_cache_path() -> Path:
-    """Where the SQLite cache lives when `validation_cache` is not set: in the Meltano project
-    under Meltano, else in the user's data directory."""
-    project = os.environ.get("MELTANO_PROJECT_ROOT")
-    if project:
-        return Path(project) / ".meltano" / "mailgun-validate" / "validations.sqlite"
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "mailgun-validate" / "validations.sqlite"
+    """Where the SQLite cache lives when `validation_cache` is not set (see `data_path`)."""
+    return data_path("mailgun-validate", "validations.sqlite")
 
 
 class ValidationCache:
@@ -42,7 +36,7 @@ class ValidationCache:
 
     def __init__(self, setting: str | None) -> None:
         """`setting` is `validation_cache`: a path (SQLite) or an SQLAlchemy URL."""
-        self.engine = create_engine(store_url(setting or str(default_cache_path())))
+        self.engine = create_engine(database_url("validation_cache", setting, default_cache_path()))
         metadata.create_all(self.engine)
         self.conn = self.engine.connect()
 

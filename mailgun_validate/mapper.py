@@ -49,6 +49,7 @@ from mailgun_validate.verdicts import (
     verdict_of,
     with_validation,
 )
+from plugin_cli import SettingError, one_line_errors
 from tap_mailgun.client import DEFAULT_MAX_RETRIES
 from tap_mailgun.sdk_compat import MessageWriter
 
@@ -293,11 +294,10 @@ class MailgunValidateMapper(InlineMapper):
     @classmethod
     @override
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
-        """Run as the SDK does; a refused key ends the run with one line, no traceback."""
-        try:
+        """Run as the SDK does; a refused key or a cache that cannot work ends the run with one
+        line, no traceback."""
+        with one_line_errors(cls.logger, ValidationRefusedError, SettingError):
             super().invoke(*args, **kwargs)
-        except ValidationRefusedError as refused:
-            raise click.ClickException(str(refused)) from None
 
 
 if __name__ == "__main__":

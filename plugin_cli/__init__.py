@@ -3,6 +3,8 @@
 - `SettingError`: a setting that cannot work; its message names the setting and what to do.
 - `check_config_files`: each --config file is JSON, or the error names the file and the line.
 - `check_base_url`: an http(s) URL with a host and no whitespace, before any request is sent.
+- `data_path` and `database_url`: where a plugin keeps its SQLite file unless told otherwise,
+  and a path-or-URL setting (`engagement_store`, `validation_cache`) as an SQLAlchemy URL.
 - `unresolved_host`: a request failed because its host name does not exist in DNS: retrying
   would fail the same way, so callers stop at once instead.
 - `one_line_errors`: the listed errors end the command in one line (click's `Error: ...`,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -68,6 +71,50 @@ def check_base_url(setting: str, value: str, example: str) -> None:
         raise SettingError(
             f"{setting} {value!r} is not an http(s) URL; write it with its scheme, e.g. {example}"
         )
+
+
+def data_path(plugin: str, filename: str) -> Path:
+    """Where `plugin` keeps `filename` unless a setting names another place.
+
+    Under Meltano, inside the project (two projects never share it); elsewhere in the user's
+    data directory.
+    """
+    project = os.environ.get("MELTANO_PROJECT_ROOT")
+    if project:
+        return Path(project) / ".meltano" / plugin / filename
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / plugin / filename
+
+
+def database_url(setting: str, value: str | None, default: Path) -> str:
+    """The setting named `setting` (a path or an SQLAlchemy URL; unset: `default`) as a URL.
+
+    A URL is used as is, except that a plain libpq URL (`postgresql://` or `postgres://`, as
+    Meltano's state backend and the webhook spool take it) means psycopg 3, the driver of the
+    `postgres` extra: SQLAlchemy alone would look for psycopg2. A URL naming its driver
+    (`postgresql+…://`) is kept. A path means SQLite.
+
+    A path's folder must exist: a typo must not start an empty database beside the real one.
+    The default's folder is created.
+    """
+    if value and "://" in value:
+        scheme, rest = value.split("://", 1)
+        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else value
+    path = Path(value).expanduser() if value else default
+    folder = path.parent
+    if value and not folder.is_dir():
+        raise SettingError(
+            f"{setting}: the folder {folder} does not exist; create it "
+            f"(mkdir -p {folder}) or correct the path"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(
+            f"{setting} is not set and its default folder {folder} cannot be created "
+            f"({exc.strerror}); set {setting} to a file in a folder the plugin can write"
+        ) from None
+    return f"sqlite:///{path.resolve()}"
 
 
 def unresolved_host(error: BaseException) -> str | None:

@@ -58,7 +58,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from plugin_cli import SettingError
+from plugin_cli import SettingError, data_path, database_url
 from target_brevo import rules
 from target_brevo.rules import ContactFacts, ContactState, EventFacts
 
@@ -136,46 +136,17 @@ meta_table = Table(
 
 
 def default_store_path() -> Path:
-    """Where the SQLite store lives when `engagement_store` is not set.
-
-    Under Meltano, inside the project (so two projects never share aggregates); elsewhere in
-    the user's data directory.
-    """
-    project = os.environ.get("MELTANO_PROJECT_ROOT")
-    if project:
-        return Path(project) / ".meltano" / "target-brevo" / "engagement.sqlite"
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "target-brevo" / "engagement.sqlite"
+    """Where the SQLite store lives when `engagement_store` is not set (see `data_path`)."""
+    return data_path("target-brevo", "engagement.sqlite")
 
 
 def store_url(setting: str | None) -> str:
-    """`engagement_store` as an SQLAlchemy URL: a URL is used as is, a path means SQLite.
-
-    A plain libpq URL (`postgresql://` or `postgres://`, as Meltano's state backend and the
-    webhook spool take it) means psycopg 3, the driver of the `postgres` extra; SQLAlchemy
-    alone would look for psycopg2. A URL naming its driver (`postgresql+…://`) is kept.
+    """`engagement_store` as an SQLAlchemy URL (see `database_url`).
 
     A path's folder must exist: a typo must not start an empty store beside the real one
-    (its aggregates would restart from nothing). The default folder is created.
+    (its aggregates would restart from nothing).
     """
-    if setting and "://" in setting:
-        scheme, rest = setting.split("://", 1)
-        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else setting
-    path = Path(setting).expanduser() if setting else default_store_path()
-    folder = path.parent
-    if setting and not folder.is_dir():
-        raise SettingError(
-            f"engagement_store: the folder {folder} does not exist; create it "
-            f"(mkdir -p {folder}) or correct the path"
-        )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingError(
-            f"engagement_store is not set and its default folder {folder} cannot be created "
-            f"({exc.strerror}); set engagement_store to a file in a folder the target can write"
-        ) from None
-    return f"sqlite:///{path.resolve()}"
+    return database_url("engagement_store", setting, default_store_path())
 
 
 def _open_engine(url: str) -> Engine:

@@ -8,6 +8,7 @@ which are what Mailgun bills.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -72,9 +73,14 @@ def event(n: int, recipient: str) -> dict[str, Any]:
 
 
 def run(
-    fake: FakeMailgun, tmp_path: Path, messages: list[dict[str, Any]], **settings: Any
+    fake: FakeMailgun,
+    tmp_path: Path,
+    messages: list[dict[str, Any]],
+    env: dict[str, str] | None = None,
+    **settings: Any,
 ) -> Mapped:
-    """The console script with a config pointing at the fake and a cache in tmp_path."""
+    """The console script with a config pointing at the fake and a cache in tmp_path (a
+    setting given as None is left out of the config)."""
     config = {
         "api_key": API_KEY,
         "base_url": fake.base_url,
@@ -82,6 +88,7 @@ def run(
         "max_retries": 2,
         **settings,
     }
+    config = {k: v for k, v in config.items() if v is not None}
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config))
     lines = "".join(json.dumps(m) + "\n" for m in messages)
@@ -92,6 +99,7 @@ def run(
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     out = [json.loads(line) for line in result.stdout.splitlines() if line]
     return Mapped(result.returncode, out, result.stderr)
@@ -246,3 +254,39 @@ def test_a_refused_key_stops_with_one_line_naming_the_setting(
     assert error.startswith("Error: Mailgun refused the API key (401)")
     assert "api_key" in error
     assert API_KEY not in mapped.stderr
+
+
+def test_the_default_cache_is_made_in_a_fresh_meltano_project(
+    mailgun: FakeMailgun, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    messages = [EVENTS_SCHEMA, event(1, "p1@example.com")]
+
+    mapped = run(
+        mailgun, tmp_path, messages, {"MELTANO_PROJECT_ROOT": str(project)}, validation_cache=None
+    )
+
+    assert mapped.returncode == 0, mapped.stderr
+    cache = ValidationCache(str(project / ".meltano" / "mailgun-validate" / "validations.sqlite"))
+    assert cache.get("p1@example.com") is not None
+    cache.close()
+
+
+def test_a_cache_in_a_missing_folder_stops_with_one_line_naming_the_setting(
+    mailgun: FakeMailgun, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-folder" / "validations.sqlite"
+
+    mapped = run(
+        mailgun,
+        tmp_path,
+        [EVENTS_SCHEMA, event(1, "p1@example.com")],
+        validation_cache=str(missing),
+    )
+
+    assert mapped.returncode == 1
+    assert "Traceback" not in mapped.stderr
+    assert f"validation_cache: the folder {missing.parent} does not exist" in mapped.stderr
+    assert "engagement_store" not in mapped.stderr
+    assert not mapped.records()
