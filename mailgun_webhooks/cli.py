@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import NoReturn
 
 from mailgun_webhooks.spool import SpoolError, SpoolWriter
 from mailgun_webhooks.verify import DEFAULT_MAX_AGE_S, DEFAULT_MAX_BODY_BYTES
+from plugin_cli import SettingError, secret
 
 SIGNING_KEY_ENV = "MAILGUN_WEBHOOK_SIGNING_KEY"
 # What brings the server stack; pip and Meltano's pip_url both take this form.
@@ -66,14 +66,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _signing_key(args: argparse.Namespace) -> bytes:
-    if args.signing_key_file is not None:
-        try:
-            key = Path(args.signing_key_file).read_text().strip()
-        except OSError as exc:
-            msg = f"tap-mailgun-webhooks: cannot read --signing-key-file: {exc}"
-            raise SystemExit(msg) from None
-    else:
-        key = os.environ.get(SIGNING_KEY_ENV, "").strip()
+    try:
+        key = secret(args.signing_key_file, SIGNING_KEY_ENV, "--signing-key-file")
+    except SettingError as exc:
+        raise SystemExit(f"tap-mailgun-webhooks: {exc}") from None
     if not key:
         raise SystemExit(
             f"tap-mailgun-webhooks: no signing key. Set {SIGNING_KEY_ENV} (Mailgun: Sending > "

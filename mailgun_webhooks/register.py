@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from plugin_cli import SettingError, secret
 from tap_mailgun.client import (
     DEFAULT_MAX_RETRIES,
     REQUEST_TIMEOUT_SECONDS,
@@ -332,13 +333,10 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _api_key(args: argparse.Namespace) -> str:
-    if args.api_key_file is not None:
-        try:
-            key = Path(args.api_key_file).read_text().strip()
-        except OSError as exc:
-            raise RegisterError(f"cannot read --api-key-file: {exc}") from None
-    else:
-        key = os.environ.get(API_KEY_ENV, "").strip()
+    try:
+        key = secret(args.api_key_file, API_KEY_ENV, "--api-key-file")
+    except SettingError as exc:
+        raise RegisterError(str(exc)) from None
     if not key:
         raise RegisterError(
             f"no API key: set {API_KEY_ENV} (Mailgun: API Security > private API key) or pass "

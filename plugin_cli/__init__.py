@@ -5,6 +5,7 @@
 - `check_base_url`: an http(s) URL with a host and no whitespace, before any request is sent.
 - `data_path` and `database_url`: where a plugin keeps its SQLite file unless told otherwise,
   and a path-or-URL setting (`engagement_store`, `validation_cache`) as an SQLAlchemy URL.
+- `secret`: a key from the file a flag names, else from an environment variable.
 - `unresolved_host`: a request failed because its host name does not exist in DNS: retrying
   would fail the same way, so callers stop at once instead.
 - `one_line_errors`: the listed errors end the command in one line (click's `Error: ...`,
@@ -115,6 +116,18 @@ def database_url(setting: str, value: str | None, default: Path) -> str:
             f"({exc.strerror}); set {setting} to a file in a folder the plugin can write"
         ) from None
     return f"sqlite:///{path.resolve()}"
+
+
+def secret(file: Path | None, env: str, flag: str) -> str:
+    """The secret in `file` (given as `flag`) when there is one, else in the environment
+    variable `env`; stripped, "" when neither holds one. A file that cannot be read is a
+    SettingError naming the flag."""
+    if file is None:
+        return os.environ.get(env, "").strip()
+    try:
+        return file.read_text().strip()
+    except OSError as exc:
+        raise SettingError(f"cannot read {flag}: {exc}") from None
 
 
 def unresolved_host(error: BaseException) -> str | None:

@@ -37,7 +37,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "tap_mailgun": ("mailgun_webhooks.spool", "plugin_cli"),
     "target_brevo": ("plugin_cli",),
     # `register` calls Mailgun's API through its one owner: regions, waits, Retry-After.
-    "mailgun_webhooks": ("tap_mailgun.client",),
+    "mailgun_webhooks": ("tap_mailgun.client", "plugin_cli"),
     "plugin_cli": (),
     # The mapper speaks to Mailgun as the tap does; it opens its cache as the store opens its own.
     "mailgun_validate": ("tap_mailgun.client", "tap_mailgun.sdk_compat", "plugin_cli"),

@@ -166,3 +166,8 @@ def test_a_spool_that_cannot_be_written_or_a_taken_port_ends_in_one_line(
         "another program listens there: stop it, or pass a free --port (and point the HTTPS "
         "proxy at it)"
     )
+    missing_key = receiver("--spool", str(spool_path), "--signing-key-file", "/no/such/key")
+    assert one_line_error(missing_key) == (
+        "tap-mailgun-webhooks: cannot read --signing-key-file: [Errno 2] No such file or "
+        "directory: '/no/such/key'"
+    )

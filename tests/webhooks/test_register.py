@@ -174,8 +174,9 @@ def test_rate_limits_are_retried_and_a_lost_answer_is_not_posted_twice(
         ("wrong-key", [], "Mailgun refused the API key (401)"),
         ("", [], "no API key: set MAILGUN_API_KEY"),
         (API_KEY, ["--url", "hooks.example.com"], "is not an http(s) URL"),
+        ("", ["--api-key-file", "/no/such/key"], "cannot read --api-key-file: [Errno 2]"),
     ],
-    ids=["refused-key", "no-key", "bad-url"],
+    ids=["refused-key", "no-key", "bad-url", "unreadable-key-file"],
 )
 def test_bad_input_is_one_line_without_the_key(
     mailgun: FakeMailgun, key: str, args: list[str], expected: str
