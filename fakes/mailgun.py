@@ -8,7 +8,11 @@ What it reproduces, because the tap has to cope with it:
 - suppressions, tags, lists and list members: alphabetical, `page=next&address=...` (or `tag=`)
   cursors, `limit` capped at 1000 (400 above).
 - /v4/domains: skip/limit, at most 1000 per page.
-- POST /v1/analytics/metrics: counts computed from the stored events, offset pagination.
+- POST /v1/analytics/metrics: counts computed from the stored events, offset pagination;
+  dimensions time, domain, tag and subaccount; subaccounts' domains only with
+  `include_subaccounts`.
+- POST /v1/analytics/tags: the account's tags (each domain's, merged per account), skip/limit
+  paging (at most 1000), `include_subaccounts` adds the subaccounts' tags.
 - webhooks: GET /v3/domains/{domain}/webhooks lists a domain's URLs per event type; POST
   /v4/domains/{domain}/webhooks adds one URL to several event types at once, leaving their
   other URLs alone; it refuses (400, nothing changed) a URL an event type already has and a
@@ -28,7 +32,7 @@ import functools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -46,6 +50,11 @@ DNS_CHECKS = ("spf", "dkim", "mx", "tracking_cname")
 ROLE_LOCAL_PARTS = frozenset({"admin", "info", "postmaster", "sales", "support", "noreply"})
 MAX_EVENTS_LIMIT = 300
 MAX_LIST_LIMIT = 1000
+MAX_TAGS_LIMIT = 1000  # "Default 10 max 1000" (the spec's tags Pagination.limit)
+ACCOUNT_ID = "acct-main"
+_V3_TAG_FIELDS = frozenset(
+    {"tag", "description", "first-seen", "last-seen"}
+)  # the account the API key belongs to (a subaccount's parent)
 # "Maximum of 3 urls for a given webhook type" (the spec's POST /v3/domains/{domain}/webhooks).
 MAX_WEBHOOK_URLS = 3
 WEBHOOK_EVENT_TYPES = (
@@ -178,6 +187,7 @@ class FakeMailgun(FakeAPI):
     ) -> None:
         self.api_key = api_key
         self.domains: dict[str, dict[str, Any]] = {}
+        self.subaccounts: dict[str, str] = {}  # domain -> the subaccount it belongs to
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.suppressions: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
         self.tags: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -190,9 +200,14 @@ class FakeMailgun(FakeAPI):
         super().__init__(validate=validate, host=host, port=port, latency=latency)
 
     # --- loading API (the contract others build on) -------------------------------------
-    def add_domain(self, name: str, *, state: str = "active") -> None:
-        """Register a sending domain; `state` is active, unverified or disabled."""
+    def add_domain(
+        self, name: str, *, state: str = "active", subaccount: str | None = None
+    ) -> None:
+        """Register a sending domain; `state` is active, unverified or disabled; a domain of
+        `subaccount` is seen by the account's analytics only with include_subaccounts."""
         with self.lock:
+            if subaccount:
+                self.subaccounts[name] = subaccount
             self.domains[name] = {
                 "created_at": "Mon, 01 Jan 2024 00:00:00 GMT",
                 "id": f"id-{len(self.domains) + 1:06d}",
@@ -302,6 +317,7 @@ class FakeMailgun(FakeAPI):
             Rule("/v3/<domain>/tags", endpoint="list_tags", methods=["GET"]),
             Rule("/v3/<domain>/<any(bounces,complaints,unsubscribes):kind>", endpoint="list_supp"),
             Rule("/v1/analytics/metrics", endpoint="metrics", methods=["POST"]),
+            Rule("/v1/analytics/tags", endpoint="account_tags", methods=["POST"]),
             Rule("/v3/domains/<domain>/webhooks", endpoint="list_webhooks", methods=["GET"]),
             Rule("/v4/domains/<domain>/webhooks", endpoint="create_webhooks", methods=["POST"]),
         ]
@@ -557,6 +573,46 @@ class FakeMailgun(FakeAPI):
             return json_response({"message": "Mailing list not found"}, 404)
         return self._cursor_page(request, self.members[list_address], "address")
 
+    def account_of(self, domain: str) -> str:
+        """The account a domain sends for: its subaccount, or the main account."""
+        return self.subaccounts.get(domain, ACCOUNT_ID)
+
+    def account_tags(self, request: Request) -> Response:
+        """POST /v1/analytics/tags: every tag of the account (and of its subaccounts when
+        asked), one item per account and tag, by tag; skip/limit paging."""
+        body = request.get_json(force=True)
+        paging = body.get("pagination") or {}
+        skip, limit = int(paging.get("skip", 0)), int(paging.get("limit", 10))
+        if not 1 <= limit <= MAX_TAGS_LIMIT:
+            return json_response({"message": "limit must be between 1 and 1000"}, 400)
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for domain, tags in self.tags.items():
+            account = self.account_of(domain)
+            if account != ACCOUNT_ID and not body.get("include_subaccounts"):
+                continue
+            for name, tag in tags.items():
+                item = merged.setdefault(
+                    (account, name),
+                    {
+                        "account_id": account,
+                        "parent_account_id": ACCOUNT_ID,
+                        "account_name": account,
+                        "tag": name,
+                        "description": tag["description"],
+                        "first_seen": tag["first-seen"],
+                        "last_seen": tag["last-seen"],
+                        # fields a test adds, as Mailgun may add some one day
+                        **{k: v for k, v in tag.items() if k not in _V3_TAG_FIELDS},
+                    },
+                )
+                item["first_seen"] = min(item["first_seen"], tag["first-seen"])
+                item["last_seen"] = max(item["last_seen"], tag["last-seen"])
+        items = [merged[k] for k in sorted(merged, key=lambda k: (k[1], k[0]))]
+        pagination = {"sort": paging.get("sort", "tag:asc"), "skip": skip, "limit": limit}
+        if paging.get("include_total"):
+            pagination["total"] = len(items)
+        return json_response({"items": items[skip : skip + limit], "pagination": pagination})
+
     # metrics ----------------------------------------------------------------------------
     def metrics(self, request: Request) -> Response:
         """POST /v1/analytics/metrics: counts and rates per requested dimensions."""
@@ -574,7 +630,7 @@ class FakeMailgun(FakeAPI):
                 },
                 400,
             )
-        unsupported = set(dims) - {"time", "domain", "tag"}
+        unsupported = set(dims) - {"time", "domain", "tag", "subaccount"}
         if unsupported:
             return json_response({"message": f"fake: dimensions {unsupported} unsupported"}, 400)
         start = parse_time(body["start"]) if body.get("start") else -math.inf
@@ -584,11 +640,13 @@ class FakeMailgun(FakeAPI):
         for domain, events in self.events.items():
             if wanted_domains is not None and domain not in wanted_domains:
                 continue
+            if self.account_of(domain) != ACCOUNT_ID and not body.get("include_subaccounts"):
+                continue
             for event in events:
                 stamp = float(event["timestamp"])
                 if not start <= stamp < end:
                     continue
-                for key in self._bucket_keys(event, domain, dims, resolution):
+                for key in self._bucket_keys(event, domain, dims, resolution, self.account_of):
                     self._count(buckets[key], event)
         rows = [
             self._metrics_row(key, dims, counts, body) for key, counts in sorted(buckets.items())
@@ -623,7 +681,11 @@ class FakeMailgun(FakeAPI):
 
     @staticmethod
     def _bucket_keys(
-        event: dict[str, Any], domain: str, dims: list[str], resolution: str
+        event: dict[str, Any],
+        domain: str,
+        dims: list[str],
+        resolution: str,
+        account_of: Callable[[str], str],
     ) -> list[tuple[str, ...]]:
         """One key per combination of dimension values the event belongs to (tags fan out)."""
         keys: list[tuple[str, ...]] = [()]
@@ -632,6 +694,8 @@ class FakeMailgun(FakeAPI):
                 values = [_bucket_label(int(float(event["timestamp"]) // 3600), resolution)]
             elif dim == "domain":
                 values = [domain]
+            elif dim == "subaccount":
+                values = [account_of(domain)]
             else:
                 values = list(event.get("tags") or [])
             keys = [(*k, v) for k in keys for v in values]

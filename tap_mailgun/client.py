@@ -11,8 +11,10 @@ Every quirk of the API lives here:
 - retries: every request is a read, so every failed exchange a retry may mend is retried:
   429, 5xx, connection errors, timeouts, an answer cut after its headers or undecodable; with
   exponential backoff and equal jitter, or the wait the server asks for (`Retry-After`
-  header, `retry-seconds` body); `max_retries` bounds it. One that no retry can mend (a TLS
-  certificate not trusted, a base_url requests cannot use: `refusal`) stops the run at once.
+  header, `retry-seconds` body); `max_retries` bounds it. A 429 pauses every thread of the
+  stream (Throttle): the workers reading several domains at once back off together. One
+  that no retry can mend (a TLS certificate not trusted, a base_url requests cannot use:
+  `refusal`) stops the run at once.
 - errors: 401 names the host and region and stops the run, as does a host that cannot be
   reached (a name DNS does not know is not retried: it stays unknown); a 404 that is not
   Mailgun's JSON (its plain "404 page not found" for a path it has no API at) means base_url
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from datetime import datetime, timezone
@@ -38,6 +41,7 @@ from urllib.parse import ParseResult, urlsplit
 
 import msgspec
 import requests
+from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
@@ -45,7 +49,11 @@ from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator, Offset
 from typing_extensions import override
 
 from plugin_cli import unresolved_host
-from tap_mailgun.sdk_compat import SkipMaskWhenAllSelected, drop_progress_markers
+from tap_mailgun.sdk_compat import (
+    IndexedPartitionState,
+    SkipMaskWhenAllSelected,
+    drop_progress_markers,
+)
 
 if TYPE_CHECKING:
     from singer_sdk import Tap
@@ -216,6 +224,26 @@ def server_time(response: requests.Response) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+class Throttle:
+    """One pause shared by the threads of a stream: after a 429, no thread sends before the
+    wait it asked for is over (Mailgun limits the account, not a connection)."""
+
+    def __init__(self) -> None:
+        """No pause yet."""
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request back for `seconds` from now (a longer pause already set stays)."""
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self) -> None:
+        """Sleep until the current pause, if any, is over."""
+        while (left := self._until - time.monotonic()) > 0:
+            time.sleep(left)
+
+
 class _Paging(msgspec.Struct):
     """Only the `paging` part of a listing; msgspec skips the items without building them."""
 
@@ -282,18 +310,20 @@ def _json_object(response: requests.Response) -> dict[str, Any]:
     return payload
 
 
-class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
+class MailgunStream(SkipMaskWhenAllSelected, IndexedPartitionState, RESTStream[ParseResult]):
     """Base of every Mailgun stream: one place for the API's conventions."""
 
     records_key: ClassVar[str] = "items"
     page_size: ClassVar[int | None] = None  # the `limit` query parameter, when the API takes one
-    # The last validated response and its decoded body, so parse_response decodes nothing.
-    _decoded: tuple[requests.Response, dict[str, Any]] | None = None
 
     def __init__(self, tap: Tap, report: RunReport | None = None) -> None:
         """A stream of `tap` reporting failed partitions to `report` (the run's, shared)."""
         super().__init__(tap)
         self.report = report or RunReport()
+        self.throttle = Throttle()
+        # Per thread (domains may be read several at a time): the last validated response
+        # and its decoded body, so parse_response decodes nothing.
+        self._decoded = threading.local()
 
     @property
     @override
@@ -342,7 +372,7 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
         """The listing's items, decoded with msgspec (floats stay floats: full precision)."""
-        decoded = self._decoded
+        decoded = getattr(self._decoded, "last", None)
         payload = decoded[1] if decoded and decoded[0] is response else _json_object(response)
         items = payload.get(self.records_key)
         return items or []
@@ -360,7 +390,7 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
             )
         if response.status_code == HTTPStatus.NOT_FOUND and not _is_json(response):
             raise MailgunNoApiError(_no_api_message(response, config))
-        domain = _domain_of(response)
+        domain = domain_of(response)
         if response.status_code == HTTPStatus.NOT_FOUND and domain:
             other = "us" if (config.get("region") or "us") == "eu" else "eu"
             raise MailgunUnknownDomainError(
@@ -372,7 +402,7 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
         super().validate_response(response)
         # A 200 cut short or answered by a proxy (HTML) is retried like a 5xx, instead of
         # failing outside the retries in parse_response; decoded once, here.
-        self._decoded = (response, _json_object(response))
+        self._decoded.last = (response, _json_object(response))
 
     @override
     def response_error_message(self, response: requests.Response) -> str:
@@ -388,7 +418,7 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
         """The SDK's paged requests; a partition that fails for good is reported to the run
         report: the tap syncs the other partitions and exits non-zero at the end."""
         try:
-            yield from super().request_records(context)
+            yield from self.read_pages(context)
         except MailgunRunError:
             raise
         except MailgunGoneError as gone:
@@ -406,6 +436,15 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
         except (FatalAPIError, RetriableAPIError) as exc:
             self._failed(context, exc)
 
+    def keep_connections(self, connections: int) -> None:
+        """Keep up to `connections` connections to Mailgun alive, one per thread that reads
+        (requests' default pool keeps 10 and reconnects beyond)."""
+        self.requests_session.mount(self.url_base, HTTPAdapter(pool_maxsize=connections))
+
+    def read_pages(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The items of every page of this partition: the SDK's paged requests."""
+        return super().request_records(context)
+
     def _failed(self, context: Context | None, error: Exception) -> None:
         """Report a partition (or a stream read once) that failed for good to the run report."""
         if context:
@@ -421,6 +460,7 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
         mend its failure (the SDK never retries a FatalAPIError)."""
 
         def request(*args: Any, **kwargs: Any) -> Any:  # named so in backoff's log lines
+            self.throttle.wait()
             try:
                 return func(*args, **kwargs)
             except requests.RequestException as exc:
@@ -463,9 +503,10 @@ class MailgunStream(SkipMaskWhenAllSelected, RESTStream[ParseResult]):
         exception = yield 0.0
         while True:
             response = getattr(exception, "response", None)
-            wait = retry_wait_seconds(
-                attempt, response if isinstance(response, requests.Response) else None
-            )
+            answered = response if isinstance(response, requests.Response) else None
+            wait = retry_wait_seconds(attempt, answered)
+            if answered is not None and answered.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+                self.throttle.pause(wait)  # the account is limited: every thread waits
             attempt += 1
             exception = yield wait
 
@@ -494,7 +535,7 @@ def _no_api_message(response: requests.Response, config: dict[str, Any]) -> str:
     return f"Mailgun has no API at {path} (404) at {where(config)}; {fix}."
 
 
-def _domain_of(response: requests.Response) -> str | None:
+def domain_of(response: requests.Response) -> str | None:
     """The domain of a /v3/{domain}/... request (lists live under /v3/lists and are no domain)."""
     parts = urlsplit(response.url).path.strip("/").split("/")
     if len(parts) >= 3 and parts[0] == "v3" and parts[1] != "lists":

@@ -14,6 +14,10 @@ SDK name.
   request outside the stream's paging (the domains' details).
 - `progress_markers` / `drop_progress_markers`: the state key the SDK promotes to a bookmark
   when a partition completes; the streams cap it or drop it.
+- `IndexedPartitionState`: the SDK's state manager, finding a partition's state through a
+  dict instead of scanning every partition on each lookup (quadratic over a sync).
+- `prime_starting_values`: `Stream._write_starting_replication_value` for partitions read
+  ahead by worker threads, before the SDK starts them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import hashlib
 import importlib
 import inspect
 import sys
-from collections.abc import Generator
+import threading
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -34,13 +39,14 @@ from singer_sdk.helpers._typing import conform_record_data_types
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.singerlib.encoding.base import SingerMessageType
+from singer_sdk.streams._state import StreamStateManager
 from typing_extensions import override
 
 if TYPE_CHECKING:
     import requests
     from singer_sdk import Tap
     from singer_sdk.about import AboutInfo
-    from singer_sdk.helpers.types import Record
+    from singer_sdk.helpers.types import Context, Record
     from singer_sdk.singerlib.encoding.simple import Message
 
 
@@ -147,6 +153,35 @@ SDK_SOURCES: tuple[SdkSource, ...] = (
         "sdk_compat.send_with_retries calls it under request_decorator for the domains' "
         "details: check it still authenticates, sends, and calls validate_response.",
     ),
+    SdkSource(
+        "singer_sdk.streams.core",
+        "Stream.state_manager.fget",
+        "d3b50b3794edd56a",
+        "IndexedPartitionState.state_manager copies it with IndexedStateManager: port what "
+        "changed into the copy.",
+    ),
+    SdkSource(
+        "singer_sdk.streams._state",
+        "StreamStateManager.get_context_state",
+        "58cd50f668f347e7",
+        "IndexedStateManager.get_context_state replaces its partition lookup: check it still "
+        "goes through get_state_partition_context and get_writeable_state_dict.",
+    ),
+    SdkSource(
+        "singer_sdk.helpers._state",
+        "get_writeable_state_dict",
+        "de2b38d09829d5d4",
+        "IndexedStateManager finds and creates partition states as it does (a dict "
+        "{'context': ...} appended to stream_state['partitions'], duplicates refused): "
+        "check the layout is the same.",
+    ),
+    SdkSource(
+        "singer_sdk.streams.core",
+        "Stream._write_starting_replication_value",
+        "0a24e5d05cd5353c",
+        "prime_starting_values calls it for partitions read ahead: check it still only "
+        "writes the partition's starting value (idempotent, written again when it starts).",
+    ),
 )
 
 
@@ -186,6 +221,90 @@ class SkipMaskWhenAllSelected(Stream):
                     version=self._stream_version,
                     time_extracted=utc_now(),
                 )
+
+
+class IndexedStateManager(StreamStateManager):
+    """The SDK's state manager, finding partition states through a dict.
+
+    The SDK scans every partition's context on each lookup (`_find_in_partitions_list`):
+    lookups are made several times per partition, so a sync over N domains costs O(N^2)
+    comparisons (a quarter of the tap's CPU at 2,000 domains). The index maps a context's
+    items to its state dict in the same `partitions` list; it is rebuilt when that list is
+    replaced or changes length behind its back. Thread-safe: workers reading ahead look up
+    bookmarks while the main thread writes.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        """The SDK's manager (same arguments), with an empty index."""
+        super().__init__(**kwargs)
+        self._index: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        self._indexed: list[dict[str, Any]] | None = None
+        self._indexed_length = 0
+        self._lock = threading.RLock()
+
+    @override
+    def get_context_state(self, context: Context | None) -> dict[str, Any]:
+        """The partition's writable state, created when missing, as the SDK's method does."""
+        partition = self.get_state_partition_context(context)
+        if not partition:
+            return super().get_context_state(context)
+        key = tuple(sorted(partition.items()))
+        try:
+            hash(key)
+        except TypeError:  # a context value that is no key: the SDK's scan
+            return super().get_context_state(context)
+        with self._lock:
+            partitions: list[dict[str, Any]] = self.stream_state.setdefault("partitions", [])
+            stale = partitions is not self._indexed or len(partitions) != self._indexed_length
+            if stale and not self._reindex(partitions):
+                return super().get_context_state(context)  # refuses duplicates, as ever
+            found = self._index.get(key)
+            if found is None:
+                found = {"context": dict(partition)}
+                partitions.append(found)
+                self._index[key] = found
+                self._indexed_length = len(partitions)
+            return found
+
+    def _reindex(self, partitions: list[dict[str, Any]]) -> bool:
+        """Index `partitions`; False when two share a context (or one cannot be a key)."""
+        index: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        try:
+            for state in partitions:
+                key = tuple(sorted(state["context"].items()))
+                if key in index:
+                    return False
+                index[key] = state
+        except (TypeError, KeyError, AttributeError):
+            return False
+        self._index, self._indexed, self._indexed_length = index, partitions, len(partitions)
+        return True
+
+
+class IndexedPartitionState(Stream):
+    """A stream mixin: the SDK's state manager replaced by IndexedStateManager."""
+
+    @property
+    @override
+    def state_manager(self) -> StreamStateManager:
+        """The SDK's property, building an IndexedStateManager."""
+        if self._state_manager is None:
+            self._state_manager = IndexedStateManager(
+                tap_name=self.tap_name,
+                stream_name=self.name,
+                tap_state=self._tap_state,
+                state_partitioning_keys=self.state_partitioning_keys,
+                is_sorted=self.is_sorted,
+                check_sorted=self.check_sorted,
+            )
+        return self._state_manager
+
+
+def prime_starting_values(stream: Stream, contexts: Iterable[Context]) -> None:
+    """Write each partition's starting value (from its bookmark or start_date) as the SDK
+    does when it starts the partition, so a worker reading ahead sees the same value."""
+    for context in contexts:
+        stream._write_starting_replication_value(context)
 
 
 class MessageWriter(MsgSpecWriter):

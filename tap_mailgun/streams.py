@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import cached_property
 from http import HTTPStatus
 from importlib import resources
+from itertools import islice
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote, unquote, urlsplit
 
@@ -29,10 +31,16 @@ from tap_mailgun.client import (
     MailgunStream,
     RunReport,
     TotalPaginator,
+    domain_of,
     server_time,
 )
+from tap_mailgun.prefetch import OrderedPrefetch
 from tap_mailgun.records import dns_states, event_record, rfc2822_to_iso, snake_keys
-from tap_mailgun.sdk_compat import progress_markers, send_with_retries
+from tap_mailgun.sdk_compat import (
+    prime_starting_values,
+    progress_markers,
+    send_with_retries,
+)
 
 if TYPE_CHECKING:
     from singer_sdk import Tap
@@ -50,6 +58,10 @@ BOOKMARK_MARGIN = timedelta(microseconds=1)
 # Mailgun's servers and the clock that stamps created_at may differ by a little: a bookmark
 # this much before the listing's start still covers everything created during the listing.
 LISTING_CLOCK_MARGIN = timedelta(seconds=30)
+
+# Domains read at a time (`concurrent_domains`). bench/README.md, "Domains": at 250 ms a
+# request, CONCURRENCY_NOTE.
+DEFAULT_CONCURRENT_DOMAINS = 16
 
 COUNT_METRICS = (
     "accepted_count",
@@ -84,10 +96,22 @@ RATE_METRICS = (
 # "Mailgun's Metrics API ... supports up to 10 counts and rates" per query (Metric
 # Definitions, Mailgun's user manual): every row is asked in groups of at most 10.
 METRICS_PER_QUERY = 10
+MAX_DIMENSIONS = 3  # "... as well as 3 dimensions" (the same page)
 METRIC_GROUPS: tuple[tuple[str, ...], ...] = tuple(
     (*COUNT_METRICS, *RATE_METRICS)[i : i + METRICS_PER_QUERY]
     for i in range(0, len(COUNT_METRICS) + len(RATE_METRICS), METRICS_PER_QUERY)
 )
+
+
+def configured_names(configured: list[str] | None) -> list[str]:
+    """The `domains` setting as names: an item may hold several, comma-separated (Meltano
+    passes MAILGUN_DOMAIN=a.com,b.com to this list setting as ["a.com,b.com"])."""
+    return [name.strip() for item in configured or [] for name in item.split(",") if name.strip()]
+
+
+def concurrent_domains(config: Any) -> int:
+    """Domains read at a time, from the `concurrent_domains` setting (at least one)."""
+    return max(1, int(config.get("concurrent_domains") or DEFAULT_CONCURRENT_DOMAINS))
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -103,10 +127,7 @@ class DomainNames:
 
     def __init__(self, configured: list[str] | None, listing: DomainsStream) -> None:
         """`configured` is the `domains` setting; `listing` reads the account's domains."""
-        # Meltano passes MAILGUN_DOMAIN=a.com,b.com to this list setting as ["a.com,b.com"].
-        self.configured = [
-            name.strip() for item in configured or [] for name in item.split(",") if name.strip()
-        ]
+        self.configured = configured_names(configured)
         self._listing = listing
 
     @cached_property
@@ -131,6 +152,7 @@ class DomainPartitionedStream(MailgunStream):
         self.domains = domains or DomainNames(
             self.config.get("domains"), DomainsStream(tap, self.report)
         )
+        self._prefetch: OrderedPrefetch[str, dict[str, Any]] | None = None
 
     @property
     @override
@@ -148,6 +170,36 @@ class DomainPartitionedStream(MailgunStream):
             self.logger.warning("%s: no domain to read in this run", self.name)
             return []
         return super().request_records(context)
+
+    @override
+    def read_pages(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """This domain's items, read ahead with the next domains' by worker threads
+        (`concurrent_domains` at a time) while the SDK emits them in order."""
+        workers = concurrent_domains(self.config)
+        if not context or workers <= 1:
+            return super().read_pages(context)
+        domain = str(context["domain"])
+        if self._prefetch is None or domain not in self._prefetch:
+            self._start_prefetch(domain, workers)
+        if self._prefetch is None:
+            return super().read_pages(context)
+        return self._prefetch.items(domain)
+
+    def _start_prefetch(self, first: str, workers: int) -> None:
+        """Read ahead from `first` through the rest of this run's domains."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        names = [str(p["domain"]) for p in self.partitions]
+        if first not in names:
+            return
+        names = names[names.index(first) :]
+        # Workers read a partition's bookmark before the SDK starts it: the starting values
+        # the SDK would write then are written now, from the main thread.
+        prime_starting_values(self, [{"domain": name} for name in names])
+        self.keep_connections(workers)
+        read = super().read_pages
+        self._prefetch = OrderedPrefetch(names, lambda d: read({"domain": d}), workers=workers)
 
     def bookmark(self, context: Context | None) -> datetime | None:
         """This partition's bookmark from state (UTC), ignoring start_date."""
@@ -180,11 +232,23 @@ class DomainsStream(MailgunStream):
         return {"limit": self.page_size, "skip": next_page_token or 0}
 
     @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The listing, each domain with the DNS states of its details (one more request
+        per domain, `concurrent_domains` at a time, in the listing's order)."""
+        workers = concurrent_domains(self.config)
+        rows = iter(self.request_records(context))
+        self.keep_connections(workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dns") as pool:
+            while batch := list(islice(rows, workers * 4)):  # memory: a few batches at most
+                states = pool.map(self.dns_states, [str(r["name"]) for r in batch])
+                for row, dns in zip(batch, states, strict=True):
+                    row["dns"] = dns
+                    yield row
+
+    @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        """The SMTP password is a credential: it never leaves the tap. DNS states from the
-        domain's details (one more request per domain, with the usual retries)."""
+        """The SMTP password is a credential: it never leaves the tap."""
         row.pop("smtp_password", None)
-        row["dns"] = self.dns_states(str(row["name"]))
         return _iso_created_at(row)
 
     def dns_states(self, name: str) -> dict[str, str]:
@@ -311,21 +375,27 @@ class SuppressionStream(DomainPartitionedStream):
             additional_properties=True,
         ).to_dict()
 
-    _listing_started: datetime | None = None
+    @cached_property
+    def _listing_started(self) -> dict[str, datetime]:
+        """When each domain's listing started (its first page), set by the thread reading it."""
+        return {}
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
-        """The page's items; the first page's Date tells when the listing started."""
-        if self._listing_started is None:
-            self._listing_started = server_time(response)
+        """The page's items; the first page's Date tells when the listing started (else this
+        machine's clock when the request was sent)."""
+        domain = domain_of(response) or ""
+        if domain not in self._listing_started:
+            sent = datetime.now(timezone.utc) - response.elapsed
+            self._listing_started[domain] = server_time(response) or sent
         return super().parse_response(response)
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Items created at or after the bookmark, with ISO `created_at`."""
         since = self.bookmark(context)
-        self._listing_started = None
-        started_here = datetime.now(timezone.utc)  # if Mailgun sends no Date header
+        domain = str((context or {}).get("domain", ""))
+        started_here = datetime.now(timezone.utc)  # if no page was read
         for item in self.request_records(context):
             record = _iso_created_at(snake_keys(item))
             created = record.get("created_at")
@@ -335,7 +405,7 @@ class SuppressionStream(DomainPartitionedStream):
         # Completed (a failed listing dropped its progress): cap what becomes the bookmark.
         progress = progress_markers(self.get_context_state(context))
         newest = progress.get("replication_key_value")
-        started = self._listing_started or started_here
+        started = self._listing_started.pop(domain, None) or started_here
         cap = (started - LISTING_CLOCK_MARGIN).astimezone(timezone.utc)
         if newest and str(newest) > cap.isoformat(timespec="microseconds"):
             progress["replication_key_value"] = cap.isoformat(timespec="microseconds")
@@ -368,34 +438,89 @@ class UnsubscribesStream(SuppressionStream):
     kind_properties = (th.Property("tags", th.ArrayType(th.StringType)),)
 
 
-class TagsStream(DomainPartitionedStream):
-    """Tags of a domain: GET /v3/{domain}/tags."""
+class AccountWideStream(MailgunStream):
+    """A stream read once for the whole account, which earlier versions of the tap read per
+    domain: the per-domain partitions they left in the state are not read as partitions,
+    and are dropped once the stream has been read."""
+
+    @property
+    @override
+    def partitions(self) -> list[dict[str, Any]] | None:
+        """None: one read for the account (the SDK would take the state's old partitions)."""
+        return None
+
+    def forget_domain_partitions(self) -> None:
+        """Drop the per-domain state an earlier version left: it only grows the state."""
+        self.stream_state.pop("partitions", None)
+
+
+class TagsStream(AccountWideStream):
+    """The account's tags: POST /v1/analytics/tags, with the subaccounts' when
+    `include_subaccounts` is set (tags belong to an account, not to a domain)."""
 
     name = "tags"
-    path = "/v3/{domain}/tags"
-    primary_keys = ("domain", "tag")
+    http_method = "POST"
+    path = "/v1/analytics/tags"
+    primary_keys = ("account_id", "tag")
     replication_key = None
-    page_size = 100
+    page_size = 1000  # the API's maximum
     schema = th.PropertiesList(
-        th.Property("domain", th.StringType, required=True),
+        th.Property("account_id", th.StringType, required=True),
         th.Property("tag", th.StringType, required=True),
         th.Property("description", th.StringType),
         th.Property("first_seen", th.DateTimeType),
         th.Property("last_seen", th.DateTimeType),
+        th.Property("account_name", th.StringType),
+        th.Property("parent_account_id", th.StringType),
+        th.Property("subaccount", th.StringType),
         additional_properties=True,
     ).to_dict()
 
     @override
+    def get_new_paginator(self) -> TotalPaginator:
+        """Offset paging in the body, until `pagination.total` is reached."""
+        return TotalPaginator(
+            self.page_size or 1000, lambda body: (body.get("pagination") or {}).get("total")
+        )
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        """Everything goes in the body."""
+        return {}
+
+    @override
+    def prepare_request_payload(
+        self, context: Context | None, next_page_token: Any
+    ) -> dict[str, Any]:
+        """This page, by tag (a stable order for skip paging), with the total."""
+        return {
+            "pagination": {
+                "sort": "tag:asc",
+                "skip": next_page_token or 0,
+                "limit": self.page_size,
+                "include_total": True,
+            },
+            "include_subaccounts": bool(self.config.get("include_subaccounts")),
+        }
+
+    @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        """snake_case keys (`first-seen` becomes `first_seen`)."""
-        return cast("Record", snake_keys(row))
+        """snake_case keys; `subaccount` is the account of a subaccount's tag."""
+        self.forget_domain_partitions()
+        record = cast("Record", snake_keys(row))
+        own = record.get("account_id") == record.get("parent_account_id")
+        if self.config.get("include_subaccounts"):
+            record["subaccount"] = None if own else record.get("account_id")
+        return record
 
 
-class MetricsStream(DomainPartitionedStream):
-    """Counts and rates from POST /v1/analytics/metrics, per time bucket of a domain.
+class MetricsStream(AccountWideStream):
+    """Counts and rates from POST /v1/analytics/metrics, per time bucket and domain.
 
-    Metrics settle for a while, so each run re-reads `metrics_lookback_days` before the
-    bookmark; rows come back with the same key and replace the earlier ones downstream.
+    One query for the whole account (filtered to `domains` when set): the domain dimension
+    splits the rows, so the requests do not grow with the number of domains. Metrics settle
+    for a while, so each run re-reads `metrics_lookback_days` before the bookmark; rows come
+    back with the same key and replace the earlier ones downstream.
     """
 
     http_method = "POST"
@@ -408,6 +533,20 @@ class MetricsStream(DomainPartitionedStream):
     dimensions: ClassVar[tuple[str, ...]] = ("time", "domain")
 
     @cached_property
+    def configured_domains(self) -> list[str]:
+        """The `domains` setting: when set, the query is filtered to them."""
+        return configured_names(self.config.get("domains"))
+
+    @property
+    def queried_dimensions(self) -> list[str]:
+        """The dimensions asked: the stream's, and `subaccount` when subaccounts are included
+        and Mailgun's limit of 3 dimensions leaves room."""
+        wanted = list(self.dimensions)
+        if self.config.get("include_subaccounts") and len(wanted) < MAX_DIMENSIONS:
+            wanted.append("subaccount")
+        return wanted
+
+    @cached_property
     @override
     def schema(self) -> dict[str, Any]:
         """Key dimensions, the resolution, every count (integer) and rate (number)."""
@@ -415,6 +554,7 @@ class MetricsStream(DomainPartitionedStream):
         keys[0] = th.Property("time", th.DateTimeType, required=True)
         return th.PropertiesList(
             *keys,
+            th.Property("subaccount", th.StringType),
             th.Property("resolution", th.StringType),
             *(th.Property(m, th.IntegerType) for m in COUNT_METRICS),
             *(th.Property(m, th.NumberType) for m in RATE_METRICS),
@@ -441,8 +581,7 @@ class MetricsStream(DomainPartitionedStream):
     def prepare_request_payload(
         self, context: Context | None, next_page_token: Any
     ) -> dict[str, Any]:
-        """The query: window, resolution, dimensions, metrics, this domain, this page."""
-        assert context is not None
+        """The query: window, resolution, dimensions, metrics, the domains, this page."""
         now = self.window_end
         since = self.bookmark(context)
         lookback = timedelta(
@@ -457,23 +596,15 @@ class MetricsStream(DomainPartitionedStream):
         if start.tzinfo is None:
             start = start.replace(tzinfo=timezone.utc)
         resolution = self.config.get("metrics_resolution", "day")
-        return {
+        query: dict[str, Any] = {
             # A row's counts cover only the part of its bucket inside the query: start on a
             # bucket boundary, or the first row would replace a full one with a partial one.
             "start": format_datetime(bucket_start(start, resolution)),
             "end": format_datetime(now),
             "resolution": resolution,
-            "dimensions": list(self.dimensions),
+            "dimensions": self.queried_dimensions,
             "metrics": list(self._metric_group),
-            "filter": {
-                "AND": [
-                    {
-                        "attribute": "domain",
-                        "comparator": "=",
-                        "values": [{"label": context["domain"], "value": context["domain"]}],
-                    }
-                ]
-            },
+            "include_subaccounts": bool(self.config.get("include_subaccounts")),
             "include_aggregates": False,
             "pagination": {
                 "sort": "time:asc",
@@ -481,6 +612,23 @@ class MetricsStream(DomainPartitionedStream):
                 "limit": self.metrics_page_limit,
             },
         }
+        if self.configured_domains:
+            values = [{"label": d, "value": d} for d in self.configured_domains]
+            domain_is = {"attribute": "domain", "comparator": "=", "values": values}
+            query["filter"] = {"AND": [domain_is]}
+        return query
+
+    def bookmark(self, context: Context | None) -> datetime | None:
+        """The stream's bookmark; from a state of the tap's per-domain metrics (before they
+        were read for the whole account), the earliest of its domains' bookmarks."""
+        state = self.stream_state
+        values = [state.get("replication_key_value")]
+        if not values[0]:
+            values = [p.get("replication_key_value") for p in state.get("partitions") or []]
+        moments = [datetime.fromisoformat(str(v).replace("Z", "+00:00")) for v in values if v]
+        if not moments:
+            return None
+        return min(m if m.tzinfo else m.replace(tzinfo=timezone.utc) for m in moments)
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
@@ -504,8 +652,10 @@ class MetricsStream(DomainPartitionedStream):
                 for name in group:
                     value = metrics.get(name)
                     record[name] = _rate(value) if name in RATE_METRICS else value
-            if context and self.report.failed(self.name, context):
+            if self.report.failed(self.name, context or {}):
                 return  # the other groups' queries would be wasted
+        # The per-domain bookmarks of earlier versions are superseded by the stream's own.
+        self.forget_domain_partitions()
         yield from rows.values()
 
     @staticmethod

@@ -118,6 +118,20 @@ class TapMailgun(Tap):
             "exponential backoff and jitter (or the wait the server asks for).",
         ),
         th.Property(
+            "include_subaccounts",
+            th.BooleanType,
+            default=False,
+            description="Also read the subaccounts' data where Mailgun reads it for the whole "
+            "account (tags, metrics; with a `subaccount` column).",
+        ),
+        th.Property(
+            "concurrent_domains",
+            th.IntegerType(minimum=1, maximum=64),
+            default=streams.DEFAULT_CONCURRENT_DOMAINS,
+            description="Sending domains read at a time (suppressions, domain details, events "
+            "from the Events API); one 429 pauses them all. 1 reads one domain at a time.",
+        ),
+        th.Property(
             "webhook_spool_path",
             th.StringType,
             secret=True,  # a postgresql:// URL may carry a password

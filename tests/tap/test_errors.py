@@ -51,19 +51,28 @@ def test_5xx_is_retried(mailgun: FakeMailgun) -> None:
     assert [c.status for c in mailgun.calls("GET", rf"^/v3/{DOMAIN}/bounces")] == [502, 200, 200]
 
 
+def bounce(address: str) -> dict[str, object]:
+    return {
+        "address": address,
+        "code": 550,
+        "error": "x",
+        "created_at": "Mon, 01 Jan 2024 00:00:00 UTC",
+    }
+
+
 def test_tries_are_bounded_and_the_other_domains_still_sync(mailgun: FakeMailgun) -> None:
-    mailgun.add_tag(DOMAIN, "welcome")
-    mailgun.add_tag(OTHER_DOMAIN, "receipt")
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("welcome@x.com"))
+    mailgun.add_suppression(OTHER_DOMAIN, "bounces", bounce("receipt@x.com"))
     mailgun.fail_next(
-        rf"GET /v3/{DOMAIN}/tags", 500, {"message": "boom"}, {"Retry-After": "0"}, times=10
+        rf"GET /v3/{DOMAIN}/bounces", 500, {"message": "boom"}, {"Retry-After": "0"}, times=10
     )
 
-    run = run_tap(tap_config(mailgun, max_retries=3), "tags")
+    run = run_tap(tap_config(mailgun, max_retries=3), "bounces")
 
-    assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/tags")) == 4  # the try and 3 retries
-    assert [r["tag"] for r in run.records["tags"]] == ["receipt"]
+    assert len(mailgun.calls("GET", rf"^/v3/{DOMAIN}/bounces")) == 4  # the try and 3 retries
+    assert [r["address"] for r in run.records["bounces"]] == ["receipt@x.com"]
     (failure,) = run.failures
-    assert "tags (domain=mg.example.com)" in failure and "500" in failure
+    assert "bounces (domain=mg.example.com)" in failure and "500" in failure
 
 
 def test_wait_hints_come_from_retry_after_or_the_body(mailgun: FakeMailgun) -> None:
@@ -107,12 +116,12 @@ def test_401_names_the_host_and_region_and_stops_the_run(mailgun: FakeMailgun) -
 
 
 def test_404_for_a_domain_suggests_the_other_region(mailgun: FakeMailgun) -> None:
-    mailgun.add_tag(DOMAIN, "welcome")
+    mailgun.add_suppression(DOMAIN, "bounces", bounce("welcome@x.com"))
     config = tap_config(mailgun, domains=["mg.missing.com", DOMAIN], region="us")
 
-    run = run_tap(config, "tags")
+    run = run_tap(config, "bounces")
 
-    assert [r["tag"] for r in run.records["tags"]] == ["welcome"]
+    assert [r["address"] for r in run.records["bounces"]] == ["welcome@x.com"]
     (failure,) = run.failures
     assert "no domain 'mg.missing.com'" in failure
     assert "set region: eu" in failure
@@ -133,15 +142,15 @@ def test_an_eu_domain_read_with_the_us_region_is_explained() -> None:
     """Two fakes stand for the two regions; the domain lives only in the EU one."""
     with FakeMailgun(api_key=API_KEY) as us, FakeMailgun(api_key=API_KEY) as eu:
         eu.add_domain("mg.example.eu")
-        eu.add_tag("mg.example.eu", "hallo")
+        eu.add_suppression("mg.example.eu", "bounces", bounce("hallo@x.com"))
         base = {"api_key": API_KEY, "domains": ["mg.example.eu"]}
 
-        wrong = run_tap({**base, "base_url": us.base_url, "region": "eu"}, "tags")
-        right = run_tap({**base, "base_url": eu.base_url, "region": "eu"}, "tags")
+        wrong = run_tap({**base, "base_url": us.base_url, "region": "eu"}, "bounces")
+        right = run_tap({**base, "base_url": eu.base_url, "region": "eu"}, "bounces")
 
         assert "set region: us" in wrong.failures[0]
         assert f"{us.base_url} (base_url, which overrides region eu)" in wrong.failures[0]
-        assert [r["tag"] for r in right.records["tags"]] == ["hallo"]
+        assert [r["address"] for r in right.records["bounces"]] == ["hallo@x.com"]
         assert not right.failures
         assert us.violations == [] and eu.violations == []
 

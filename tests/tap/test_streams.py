@@ -122,17 +122,17 @@ def test_domains_page_with_skip_and_never_emit_the_smtp_password(mailgun: FakeMa
 def test_without_configured_domains_every_active_domain_is_read(mailgun: FakeMailgun) -> None:
     mailgun.add_domain("mg.paused.com", state="disabled")
     for domain in (DOMAIN, OTHER_DOMAIN, "mg.paused.com"):
-        mailgun.add_tag(domain, f"tag-of-{domain}")
+        mailgun.add_suppression(domain, "bounces", bounce(f"a@{domain}", 1))
 
-    run = run_tap(tap_config(mailgun, domains=[]), "tags")
+    run = run_tap(tap_config(mailgun, domains=[]), "bounces")
 
-    assert {r["domain"] for r in run.records["tags"]} == {DOMAIN, OTHER_DOMAIN}
+    assert {r["domain"] for r in run.records["bounces"]} == {DOMAIN, OTHER_DOMAIN}
     assert mailgun.calls("GET", "^/v3/mg.paused.com/") == []
 
 
 def domain_names(tap: TapMailgun) -> list[str]:
     """The domains the tap's per-domain streams read in this run."""
-    stream = tap.streams["tags"]
+    stream = tap.streams["bounces"]
     assert isinstance(stream, DomainPartitionedStream)
     return stream.domains.names
 
@@ -155,20 +155,47 @@ def test_comma_separated_domains_are_split(mailgun: FakeMailgun, configured: lis
     assert domain_names(tap) == [DOMAIN, OTHER_DOMAIN]
 
 
-def test_tags_have_snake_case_keys(mailgun: FakeMailgun) -> None:
-    for i in range(150):
-        mailgun.add_tag(DOMAIN, f"tag{i:03d}", description="campaign")
+def test_tags_are_the_accounts_read_at_once_from_the_v1_api(mailgun: FakeMailgun) -> None:
+    for i in range(1200):
+        mailgun.add_tag(DOMAIN, f"tag{i:04d}", description="campaign")
+    mailgun.add_tag(OTHER_DOMAIN, "tag0000", description="campaign")  # one account: one tag
 
-    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "tags")
+    run = run_tap(tap_config(mailgun), "tags")
 
-    assert len(run.records["tags"]) == 150
+    assert len(run.records["tags"]) == 1200
     assert run.records["tags"][0] == {
-        "tag": "tag000",
+        "account_id": "acct-main",
+        "parent_account_id": "acct-main",
+        "account_name": "acct-main",
+        "tag": "tag0000",
         "description": "campaign",
         "first_seen": "2024-01-01T00:00:00Z",
         "last_seen": "2024-01-02T00:00:00Z",
-        "domain": DOMAIN,
     }
+    # Account-wide: no request per domain, and the deprecated v3 tags are not read.
+    pages = [c.json()["pagination"] for c in mailgun.calls("POST", "^/v1/analytics/tags$")]
+    assert [(p["skip"], p["limit"]) for p in pages] == [(0, 1000), (1000, 1000)]
+    assert mailgun.calls("GET", "/tags$") == []
+
+
+def test_subaccounts_are_included_when_asked(mailgun: FakeMailgun) -> None:
+    mailgun.add_domain("mg.client.com", subaccount="sub-1")
+    mailgun.add_tag(DOMAIN, "own")
+    mailgun.add_tag("mg.client.com", "theirs")
+    for domain in (DOMAIN, "mg.client.com"):
+        mailgun.add_events(domain, [mailgun_event("delivered", hours_ago(30), domain=domain)])
+
+    without = run_tap(tap_config(mailgun, domains=[]), "tags", "domain_metrics")
+    run = run_tap(
+        tap_config(mailgun, domains=[], include_subaccounts=True), "tags", "domain_metrics"
+    )
+
+    assert [r["tag"] for r in without.records["tags"]] == ["own"]
+    assert {r["domain"] for r in without.records["domain_metrics"]} == {DOMAIN}
+    tags = {r["tag"]: r["subaccount"] for r in run.records["tags"]}
+    assert tags == {"own": None, "theirs": "sub-1"}
+    metrics = {r["domain"]: r["subaccount"] for r in run.records["domain_metrics"]}
+    assert metrics == {DOMAIN: "acct-main", "mg.client.com": "sub-1"}
 
 
 def test_domain_and_tag_metrics_count_events_per_day(mailgun: FakeMailgun) -> None:
@@ -274,7 +301,7 @@ def test_mailing_lists_and_their_members(mailgun: FakeMailgun) -> None:
 def test_fields_mailgun_adds_later_are_kept(mailgun: FakeMailgun) -> None:
     mailgun.add_suppression(DOMAIN, "bounces", {**bounce("a@x.com", 1), "mx-host": "mx.x.com"})
     mailgun.add_tag(DOMAIN, "t")
-    mailgun.tags[DOMAIN]["t"]["new-field"] = {"nested-key": 1}
+    mailgun.tags[DOMAIN]["t"]["new-field"] = {"nested-key": 1}  # served by the v1 tags too
 
     run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "bounces", "tags")
 
@@ -432,8 +459,7 @@ def test_a_metrics_row_is_never_emitted_with_part_of_its_metrics() -> None:
         run1 = run_tap(config, "domain_metrics")
         assert run1.records["domain_metrics"] == [] and run1.failures
         assert fake.seen == 2  # no third query once the second failed
-        (part,) = run1.state["bookmarks"]["domain_metrics"]["partitions"]
-        assert "replication_key_value" not in part
+        assert "replication_key_value" not in run1.state["bookmarks"]["domain_metrics"]
         run2 = run_tap(config, "domain_metrics", state=run1.state)
         assert fake.violations == []
 
@@ -442,22 +468,49 @@ def test_a_metrics_row_is_never_emitted_with_part_of_its_metrics() -> None:
     assert not run2.failures
 
 
-def test_a_failed_metrics_query_withholds_only_its_own_domain() -> None:
-    fake = MetricsFailingOnce(nth=2)  # the second query of the first domain
-    for domain in (DOMAIN, OTHER_DOMAIN):
-        fake.add_domain(domain)
-        fake.add_events(
-            domain, [mailgun_event("delivered", hours_ago(30), recipient=f"a@{domain}")]
-        )
-    with fake:
-        run = run_tap(tap_config(fake, max_retries=0), "domain_metrics")
-        assert fake.violations == []
+def test_metrics_are_asked_for_the_whole_account_at_once(mailgun: FakeMailgun) -> None:
+    names = [f"mg{i:03d}.example.net" for i in range(30)]
+    for name in names:
+        mailgun.add_domain(name)
+        mailgun.add_events(name, [mailgun_event("delivered", hours_ago(30), domain=name)])
 
-    (failure,) = run.failures
-    assert failure.startswith(f"domain_metrics (domain={DOMAIN}): ")
-    (row,) = run.records["domain_metrics"]
-    assert row["domain"] == OTHER_DOMAIN and row["delivered_count"] == 1
-    assert fake.seen == 2 + len(METRIC_GROUPS)  # the other domain asked all its groups
+    everything = run_tap(tap_config(mailgun, domains=[]), "domain_metrics", "tag_metrics")
+    queries = [c.json() for c in mailgun.calls("POST", "^/v1/analytics/metrics$")]
+    some = run_tap(tap_config(mailgun, domains=names[:2]), "domain_metrics")
+
+    # One query per group of metrics and stream, whatever the number of domains.
+    assert len(queries) == 2 * len(METRIC_GROUPS)
+    assert all("filter" not in q for q in queries)
+    assert {r["domain"] for r in everything.records["domain_metrics"]} == set(names)
+    assert {r["domain"] for r in everything.records["tag_metrics"]} == set(names)
+    last = mailgun.calls("POST", "^/v1/analytics/metrics$")[-1].json()
+    assert [v["value"] for v in last["filter"]["AND"][0]["values"]] == names[:2]
+    assert {r["domain"] for r in some.records["domain_metrics"]} == set(names[:2])
+
+
+def test_per_domain_metrics_state_carries_over_and_is_dropped(mailgun: FakeMailgun) -> None:
+    """A state written when metrics were read per domain: the earliest domain's bookmark is
+    where the account-wide query resumes (nothing skipped), and the old partitions go."""
+    mailgun.add_events(DOMAIN, [mailgun_event("delivered", hours_ago(30))])
+    older, newer = days_ago(6).replace(microsecond=0), days_ago(2).replace(microsecond=0)
+    partitions = [
+        {"context": {"domain": DOMAIN}, "replication_key": "time",
+         "replication_key_value": newer.isoformat()},
+        {"context": {"domain": OTHER_DOMAIN}, "replication_key": "time",
+         "replication_key_value": older.isoformat()},
+    ]  # fmt: skip
+    state = {"bookmarks": {"domain_metrics": {"partitions": partitions}}}
+    config = tap_config(mailgun, metrics_lookback_days=1)
+
+    run = run_tap(config, "domain_metrics", state=state)
+
+    (query, *_) = (c.json() for c in mailgun.calls("POST", "^/v1/analytics/metrics$"))
+    assert parsedate_to_datetime(query["start"]) == (older - timedelta(days=1)).replace(
+        hour=0, minute=0, second=0
+    )
+    bookmark = run.state["bookmarks"]["domain_metrics"]
+    assert "partitions" not in bookmark and bookmark["replication_key_value"]
+    assert len(run.records["domain_metrics"]) == 1
 
 
 class ListDeletingMailgun(FakeMailgun):
