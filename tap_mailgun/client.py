@@ -420,6 +420,7 @@ class MailgunStream(SkipMaskWhenAllSelected, IndexedPartitionState, RESTStream[P
         try:
             yield from self.read_pages(context)
         except MailgunRunError:
+            self.stop_reading()
             raise
         except MailgunGoneError as gone:
             self.logger.warning("%s: skipped.", gone)
@@ -440,6 +441,9 @@ class MailgunStream(SkipMaskWhenAllSelected, IndexedPartitionState, RESTStream[P
         """Keep up to `connections` connections to Mailgun alive, one per thread that reads
         (requests' default pool keeps 10 and reconnects beyond)."""
         self.requests_session.mount(self.url_base, HTTPAdapter(pool_maxsize=connections))
+
+    def stop_reading(self) -> None:
+        """The run stops: threads reading ahead, if any, send nothing more."""
 
     def read_pages(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """The items of every page of this partition: the SDK's paged requests."""

@@ -185,11 +185,16 @@ class DomainPartitionedStream(MailgunStream):
             return super().read_pages(context)
         return self._prefetch.items(domain)
 
-    def _start_prefetch(self, first: str, workers: int) -> None:
-        """Read ahead from `first` through the rest of this run's domains."""
+    @override
+    def stop_reading(self) -> None:
+        """Stop the workers reading ahead."""
         if self._prefetch is not None:
             self._prefetch.close()
             self._prefetch = None
+
+    def _start_prefetch(self, first: str, workers: int) -> None:
+        """Read ahead from `first` through the rest of this run's domains."""
+        self.stop_reading()
         names = [str(p["domain"]) for p in self.partitions]
         if first not in names:
             return

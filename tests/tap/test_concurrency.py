@@ -105,15 +105,16 @@ def test_one_at_a_time_when_the_setting_says_so() -> None:
 def test_a_429_pauses_every_worker() -> None:
     fake = TimedMailgun()
     account(fake, per_domain=1)
-    fake.fail_next(rf"GET /v3/{NAMES[1]}/bounces$", 429, {"message": "slow"}, {"Retry-After": "1"})
+    fake.fail_next(rf"GET /v3/{NAMES[1]}/bounces$", 429, {"message": "slow"}, {"Retry-After": "2"})
     with fake:
         run = run_tap(tap_config(fake, domains=NAMES, concurrent_domains=3), "bounces")
         assert fake.violations == []
 
     (limited,) = [s for s in fake.spans if s[3] == 429]
-    later = [s for s in fake.spans if s[0] > limited[1] + 0.05]
-    # Every request sent after the 429 was answered waited out its Retry-After.
-    assert later and all(start >= limited[1] + 0.9 for start, *_ in later)
+    # Every request sent once the 429 had reached the tap (half a second, on a loaded
+    # machine) waited out its Retry-After, whichever worker sent it.
+    later = [s for s in fake.spans if s[0] > limited[1] + 0.5]
+    assert later and all(start >= limited[1] + 1.9 for start, *_ in later)
     assert len(run.records["bounces"]) == len(NAMES) and not run.failures
 
 
