@@ -160,7 +160,26 @@ class DomainPartitionedStream(MailgunStream):
         """One partition per configured (or, when none are, per active) domain, except those
         Mailgun already said it does not know in this run."""
         unknown = self.report.unknown_domains
-        return [{"domain": d} for d in self.domains.names if d not in unknown]
+        names = [d for d in self.domains.names if d not in unknown]
+        self._forget_other_domains(names)
+        return [{"domain": d} for d in names]
+
+    _pruned = False
+
+    def _forget_other_domains(self, names: list[str]) -> None:
+        """Once a run, drop the state of domains this run does not read (removed from the
+        account or from `domains`): otherwise the state grows with every domain ever read,
+        and is written whole with every STATE message. Safe: a domain that comes back is
+        read again from start_date (at least once, never lost)."""
+        if self._pruned:
+            return
+        self._pruned = True
+        state = self.stream_state
+        kept = set(names)
+        partitions = state.get("partitions") or []
+        remaining = [p for p in partitions if (p.get("context") or {}).get("domain") in kept]
+        if len(remaining) != len(partitions):
+            state["partitions"] = remaining
 
     @override
     def request_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
@@ -754,6 +773,9 @@ class ListMembersStream(MailgunStream):
     name = "list_members"
     path = "/v3/lists/{list_address}/members/pages"
     parent_stream_type = MailingListsStream
+    # Read whole every run: nothing per list is worth keeping, and a partition per list would
+    # grow the state with every list ever read.
+    state_partitioning_keys: ClassVar[list[str]] = []
     primary_keys = ("list_address", "address")
     replication_key = None
     page_size = 100

@@ -192,3 +192,30 @@ def test_state_lookups_do_not_scan_the_partitions(monkeypatch: pytest.MonkeyPatc
     partitions.append({"context": {"domain": "d0.com"}})
     with pytest.raises(ValueError, match="duplicate"):
         manager.get_context_state({"domain": "d0.com"})
+
+
+def test_the_state_does_not_grow_with_history() -> None:
+    """Domains removed from the account and deleted mailing lists leave nothing behind."""
+    fake = FakeMailgun(api_key=API_KEY)
+    account(fake, per_domain=1)
+    fake.add_list("news@mg.example.net")
+    fake.add_member("news@mg.example.net", {"address": "a@x.com"})
+    with fake:
+        config = tap_config(fake, domains=[])
+        run1 = run_tap(config, "bounces", "mailing_lists", "list_members")
+        fake.domains.pop(NAMES[0])
+        fake.lists.clear()
+        fake.add_list("other@mg.example.net")
+        run2 = run_tap(config, "bounces", "mailing_lists", "list_members", state=run1.state)
+        assert fake.violations == []
+
+    def domains(run: Any) -> set[str]:
+        parts = run.state["bookmarks"]["bounces"]["partitions"]
+        return {p["context"]["domain"] for p in parts}
+
+    assert domains(run1) == set(NAMES)
+    assert domains(run2) == set(NAMES) - {NAMES[0]}
+    assert [m["address"] for m in run1.records["list_members"]] == ["a@x.com"]
+    # A list's members are read whole every run: no state per list, ever.
+    assert run1.state["bookmarks"]["list_members"] == {}
+    assert run2.state["bookmarks"]["list_members"] == {}
