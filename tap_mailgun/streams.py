@@ -789,6 +789,12 @@ class ListMembersStream(MailgunStream):
     ).to_dict()
 
     @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        """The list's address on each member (the SDK adds only state-partition keys)."""
+        row["list_address"] = (context or {}).get("list_address")
+        return row
+
+    @override
     def validate_response(self, response: requests.Response) -> None:
         """404: the list was deleted after the lists were read; nothing of it is left."""
         if response.status_code == HTTPStatus.NOT_FOUND:
