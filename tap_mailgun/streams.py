@@ -30,6 +30,7 @@ from tap_mailgun.client import (
     MailgunRunError,
     MailgunStream,
     RunReport,
+    ShortPagePaginator,
     TotalPaginator,
     domain_of,
     server_time,
@@ -376,9 +377,10 @@ class SuppressionStream(DomainPartitionedStream):
 
     The API has no time filter: every run lists all, and emits those created at or after the
     bookmark (the first run emits all). Not sorted by time, so the bookmark moves only when a
-    domain's listing completes. An address added during the listing behind the cursor is not
-    seen by this run, so the bookmark never passes the listing's start (by Mailgun's clock,
-    less LISTING_CLOCK_MARGIN): the next run emits it.
+    domain's listing completes. An address added during the listing behind the cursor (or
+    after a short page, which ends the listing) is not seen by this run, so the bookmark never
+    passes the listing's start (by Mailgun's clock, less LISTING_CLOCK_MARGIN): the next run
+    emits it.
     """
 
     primary_keys = ("domain", "address")
@@ -398,6 +400,11 @@ class SuppressionStream(DomainPartitionedStream):
             *self.kind_properties,
             additional_properties=True,
         ).to_dict()
+
+    @override
+    def get_new_paginator(self) -> ShortPagePaginator:
+        """`paging.next` links, ending at a short page: the bookmark's cap makes it safe."""
+        return ShortPagePaginator(self.url_base, self.page_size or 1000)
 
     @cached_property
     def _listing_started(self) -> dict[str, datetime]:
