@@ -13,6 +13,14 @@ What it reproduces, because the tap has to cope with it:
   `include_subaccounts`.
 - POST /v1/analytics/tags: the account's tags (each domain's, merged per account), skip/limit
   paging (at most 1000), `include_subaccounts` adds the subaccounts' tags.
+- POST /v1/analytics/logs: the same stored events, account-wide, as the Logs API shows them:
+  `@timestamp` ISO-8601 truncated to the millisecond (the Events API's float keeps
+  microseconds), `user-variables` a JSON string, `domain.name`. `start`/`end` are RFC 2822
+  (second precision), `[start, end)`; `events` and `domain` filters; a subaccount's domains
+  only with `include_subaccounts`; `pagination.token` is a cursor (timestamp, id) past the
+  last event served, sent back with the same query (another query's token is refused), so an
+  event stored late behind the cursor is not seen, as with the Events API; `next` only while
+  more events follow; `limit` 1 to 100 (400 above); `sort` timestamp:asc or timestamp:desc.
 - webhooks: GET /v3/domains/{domain}/webhooks lists a domain's URLs per event type; POST
   /v4/domains/{domain}/webhooks adds one URL to several event types at once, leaving their
   other URLs alone; it refuses (400, nothing changed) a URL an event type already has and a
@@ -49,6 +57,8 @@ DNS_CHECKS = ("spf", "dkim", "mx", "tracking_cname")
 # Local parts Mailgun flags as role addresses (a sample of its list).
 ROLE_LOCAL_PARTS = frozenset({"admin", "info", "postmaster", "sales", "support", "noreply"})
 MAX_EVENTS_LIMIT = 300
+MAX_LOGS_LIMIT = 100  # "The maximum number of items returned (100 max)" (LogsRequest)
+LOGS_SORTS = ("timestamp:asc", "timestamp:desc")
 MAX_LIST_LIMIT = 1000
 MAX_TAGS_LIMIT = 1000  # "Default 10 max 1000" (the spec's tags Pagination.limit)
 ACCOUNT_ID = "acct-main"
@@ -149,6 +159,80 @@ def query_kinds(query: dict[str, Any]) -> set[str] | None:
     """The event types an events query asks for (`event=a OR b`), None for all."""
     event = query.get("event")
     return {k.strip() for k in event.split(" OR ")} if event else None
+
+
+def epoch_millis(epoch: float) -> int:
+    """The millisecond an epoch-seconds float falls in (via whole microseconds: the float
+    1.123 is 1.12299999..., still millisecond 1123)."""
+    return round(epoch * 1_000_000) // 1000
+
+
+def logs_timestamp(epoch: float) -> str:
+    """An event's `@timestamp` as the Logs API shows it: ISO-8601 UTC, milliseconds, `Z`.
+    Truncated, not rounded: 12:00:00.123999 is 12:00:00.123 (the millisecond it falls in)."""
+    millis = epoch_millis(epoch)
+    moment = datetime.fromtimestamp(millis // 1000, tz=timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+
+
+def log_event(event: dict[str, Any], domain: str) -> dict[str, Any]:
+    """A stored (Events API) event as the Logs API lists it."""
+    item = {k: v for k, v in event.items() if k != "timestamp"}
+    item["@timestamp"] = logs_timestamp(float(event["timestamp"]))
+    item["domain"] = {"name": domain}
+    if "user-variables" in event:
+        item["user-variables"] = json.dumps(event["user-variables"])
+    return item
+
+
+def logs_query(body: dict[str, Any]) -> dict[str, Any]:
+    """What a Logs API request asks for, checked as Mailgun does (ValueError: a 400)."""
+    paging = body.get("pagination") or {}
+    limit = paging.get("limit", 10)
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_LOGS_LIMIT:
+        raise ValueError(f"pagination.limit must be between 1 and {MAX_LOGS_LIMIT}")
+    sort = paging.get("sort") or "timestamp:desc"
+    if sort not in LOGS_SORTS:
+        raise ValueError(f"invalid sort {sort!r}")
+    now = datetime.now(timezone.utc).timestamp()
+    try:
+        start = parsedate_to_datetime(body["start"]).timestamp() if body.get("start") else None
+        end = parsedate_to_datetime(body["end"]).timestamp() if body.get("end") else now
+    except (TypeError, ValueError):
+        raise ValueError("start and end must be RFC 2822 dates") from None
+    start = end - 86400 if start is None else start
+    if start > end:
+        raise ValueError("start must be before end")
+    domains: list[str] = []
+    not_domains: list[str] = []
+    for clause in (body.get("filter") or {}).get("AND", []):
+        if clause.get("attribute") != "domain" or clause.get("comparator") not in ("=", "!="):
+            raise ValueError(f"fake: unsupported filter {clause}")
+        values = [v["value"] for v in clause["values"]]
+        (domains if clause["comparator"] == "=" else not_domains).extend(values)
+    return {
+        "start": start,
+        "end": end,
+        "events": sorted(body.get("events") or []),
+        "domains": sorted(domains),
+        "not_domains": sorted(not_domains),
+        "include_subaccounts": bool(body.get("include_subaccounts")),
+        "sort": sort,
+        "limit": limit,
+    }
+
+
+def _token_query(query: dict[str, Any]) -> dict[str, Any]:
+    """What a pagination token must be sent back with: the same query (any page size)."""
+    return {k: v for k, v in query.items() if k != "limit"}
+
+
+def logs_event_wanted(query: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether an event falls in a logs query's [start, end) (by its millisecond, the precision
+    the Logs API keeps) and is of the types asked for."""
+    stamp = epoch_millis(float(event["timestamp"])) / 1000
+    kinds = query["events"]
+    return query["start"] <= stamp < query["end"] and (not kinds or event["event"] in kinds)
 
 
 def _rfc2822(epoch: float) -> str:
@@ -318,6 +402,7 @@ class FakeMailgun(FakeAPI):
             Rule("/v3/<domain>/<any(bounces,complaints,unsubscribes):kind>", endpoint="list_supp"),
             Rule("/v1/analytics/metrics", endpoint="metrics", methods=["POST"]),
             Rule("/v1/analytics/tags", endpoint="account_tags", methods=["POST"]),
+            Rule("/v1/analytics/logs", endpoint="logs", methods=["POST"]),
             Rule("/v3/domains/<domain>/webhooks", endpoint="list_webhooks", methods=["GET"]),
             Rule("/v4/domains/<domain>/webhooks", endpoint="create_webhooks", methods=["POST"]),
         ]
@@ -509,6 +594,78 @@ class FakeMailgun(FakeAPI):
             else:
                 selected = [e for e in selected if event_key(e) < cursor]
         return selected[: int(query["limit"])]
+
+    # logs -------------------------------------------------------------------------------------
+    def logs(self, request: Request) -> Response:
+        """POST /v1/analytics/logs: one page of the account's events, after the token's cursor."""
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            return json_response({"message": "the body must be a JSON object"}, 400)
+        try:
+            query = logs_query(body)
+        except ValueError as exc:
+            return json_response({"message": str(exc)}, 400)
+        paging = body.get("pagination") or {}
+        after = None
+        if paging.get("token"):
+            decoded = _decode_token(str(paging["token"]))
+            if decoded is None or decoded.get("q") != _token_query(query):
+                return json_response({"message": "Invalid pagination token"}, 400)
+            after = decoded["after"]
+        page, more, total = self.select_logs(query, after)
+        pagination: dict[str, Any] = {
+            "first": _encode_token({"q": _token_query(query), "after": None}),
+            "total": total,
+        }
+        if more:
+            last = [page[-1][0], page[-1][1]["id"]]
+            pagination["next"] = _encode_token({"q": _token_query(query), "after": last})
+        return json_response(
+            {
+                "start": _rfc2822(query["start"]),
+                "end": _rfc2822(query["end"]),
+                "items": [log_event(event, domain) for _, event, domain in page],
+                "pagination": pagination,
+                "aggregates": {},
+            }
+        )
+
+    def select_logs(
+        self, query: dict[str, Any], after: list[Any] | None
+    ) -> tuple[list[tuple[float, dict[str, Any], str]], bool, int]:
+        """One page of a logs query: (timestamp, event, domain) past the cursor `after`
+        ([timestamp, id]) in the query's order; whether more follow; how many match in all.
+
+        Scans every stored event: plain enough to read as the reference. A subclass may find
+        the same page faster (bench/fakes.py), never a different one.
+        """
+        matching = [
+            (float(e["timestamp"]), e, domain)
+            for domain in self.domains
+            if self.logs_domain_wanted(query, domain)
+            for e in self.events[domain]
+            if logs_event_wanted(query, e)
+        ]
+        matching.sort(key=lambda m: event_key(m[1]))
+        ascending = query["sort"] == "timestamp:asc"
+        if not ascending:
+            matching.reverse()
+        total = len(matching)
+        if after is not None:
+            cursor = (float(after[0]), str(after[1]))
+            if ascending:
+                matching = [m for m in matching if event_key(m[1]) > cursor]
+            else:
+                matching = [m for m in matching if event_key(m[1]) < cursor]
+        limit = int(query["limit"])
+        return matching[:limit], len(matching) > limit, total
+
+    def logs_domain_wanted(self, query: dict[str, Any], domain: str) -> bool:
+        """Whether a logs query covers `domain`: its `domain` filter, and subaccounts."""
+        if domain in self.subaccounts and not query["include_subaccounts"]:
+            return False
+        wanted, unwanted = query["domains"], query["not_domains"]
+        return (not wanted or domain in wanted) and domain not in unwanted
 
     # alphabetical cursor listings -----------------------------------------------------------
     def _cursor_page(

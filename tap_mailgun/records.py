@@ -1,11 +1,13 @@
 """Turning Mailgun payloads into records: one place for key names and timestamps.
 
-Both the polled `events` stream and the webhook-captured `webhook_events` stream use
-`event_record`, so an event has exactly one shape whichever way it arrived.
+The polled `events` stream (from the Events API or the Logs API) and the webhook-captured
+`webhook_events` stream all use `event_record`, so an event has exactly one shape whichever
+way it arrived.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -51,14 +53,36 @@ def rfc2822_to_iso(value: str) -> str:
     return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def event_record(item: dict[str, Any], domain: str) -> dict[str, Any]:
-    """One Mailgun event as a record: snake_case keys, `domain`, ISO `timestamp`, raw epoch."""
+def event_record(item: dict[str, Any], domain: str | None = None) -> dict[str, Any]:
+    """One Mailgun event as a record: snake_case keys, `domain`, ISO `timestamp`, raw epoch.
+
+    `item` is an Events API or webhook event (float `timestamp`) or a Logs API item, which
+    differs in three ways made alike here: `@timestamp` is ISO-8601 with milliseconds,
+    `user-variables` is a JSON string, and the domain is only in `domain.name` (also the
+    default of `domain` for the others).
+    """
     record: dict[str, Any] = snake_keys(item)
-    epoch = float(item["timestamp"])
+    if "@timestamp" in item:
+        epoch = datetime.fromisoformat(str(item["@timestamp"]).replace("Z", "+00:00")).timestamp()
+        del record["@timestamp"]
+        if isinstance(item.get("user-variables"), str):
+            record["user_variables"] = _json_object(item["user-variables"])
+    else:
+        epoch = float(item["timestamp"])
     record["timestamp_epoch"] = epoch
     record["timestamp"] = epoch_to_iso(epoch)
-    record["domain"] = domain
+    record["domain"] = domain or str((item.get("domain") or {}).get("name", ""))
     return record
+
+
+def _json_object(text: str) -> Any:
+    """The user variables the Logs API sends as a JSON string, as the object the Events API
+    sends (keys in snake_case the same way); a string that is no JSON object stays as is."""
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return text
+    return snake_keys(value) if isinstance(value, dict) else text
 
 
 # What each DNS record Mailgun checks is for, in the words of its dashboard.

@@ -18,6 +18,8 @@ SDK name.
   dict instead of scanning every partition on each lookup (quadratic over a sync).
 - `prime_starting_values`: `Stream._write_starting_replication_value` for partitions read
   ahead by worker threads, before the SDK starts them.
+- `StateOfRecordPartition`: `Stream._increment_stream_state` on the partition a record
+  belongs to, for a stream whose one query serves every partition (events from the Logs API).
 """
 
 from __future__ import annotations
@@ -145,6 +147,14 @@ SDK_SOURCES: tuple[SdkSource, ...] = (
         "c6afffa35fbb142b",
         "WebhookEventsStream replaces it (start_date means nothing for a sequence): "
         "check what else it now does.",
+    ),
+    SdkSource(
+        "singer_sdk.streams.core",
+        "Stream._increment_stream_state",
+        "cabc0edb2fd4f000",
+        "StateOfRecordPartition calls it with the record's own partition as `context`: check "
+        "it still advances exactly that partition's bookmark (and Stream._sync_records still "
+        "calls it once per emitted record).",
     ),
     SdkSource(
         "singer_sdk.streams.rest",
@@ -305,6 +315,25 @@ def prime_starting_values(stream: Stream, contexts: Iterable[Context]) -> None:
     does when it starts the partition, so a worker reading ahead sees the same value."""
     for context in contexts:
         stream._write_starting_replication_value(context)
+
+
+class StateOfRecordPartition(Stream):
+    """A stream mixin: each record advances the bookmark of the partition it belongs to
+    (`record_partition`), not the one the SDK is syncing. For a stream that reads every
+    partition with one query while the SDK walks its partitions (the first walk reads all)."""
+
+    def record_partition(self, record: Record, context: Context | None) -> Context | None:
+        """The partition whose bookmark `record` advances; None: it advances none."""
+        return context
+
+    @override
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
+        """The SDK's method, on the record's own partition (or on none)."""
+        partition = self.record_partition(latest_record, context)
+        if partition is not None:
+            super()._increment_stream_state(latest_record, context=partition)
 
 
 class MessageWriter(MsgSpecWriter):

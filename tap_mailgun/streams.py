@@ -825,13 +825,15 @@ STREAM_TYPES: tuple[type[MailgunStream], ...] = (
 )
 
 
-def build_streams(tap: Tap, report: RunReport) -> list[MailgunStream]:
-    """Every stream of STREAM_TYPES for one run of `tap`: they share `report`, and the
+def build_streams(
+    tap: Tap, report: RunReport, stream_types: tuple[type[MailgunStream], ...] = STREAM_TYPES
+) -> list[MailgunStream]:
+    """Every stream of `stream_types` for one run of `tap`: they share `report`, and the
     per-domain streams one list of domains, read from the `domains` stream when needed."""
     listing = DomainsStream(tap, report)
     domains = DomainNames(tap.config.get("domains"), listing)
     found: list[MailgunStream] = [listing]
-    for stream_type in STREAM_TYPES:
+    for stream_type in stream_types:
         if issubclass(stream_type, DomainPartitionedStream):
             found.append(stream_type(tap, report, domains))
         elif stream_type is not DomainsStream:

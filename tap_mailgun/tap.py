@@ -14,7 +14,8 @@ from typing_extensions import override
 
 from plugin_cli import SettingError, check_base_url, check_config_files, one_line_errors
 from tap_mailgun import streams
-from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, RunReport
+from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunStream, RunReport
+from tap_mailgun.event_logs import LogsEventsStream
 from tap_mailgun.sdk_compat import MessageWriter, about_info
 from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS, WebhookEventsStream
 
@@ -91,6 +92,15 @@ class TapMailgun(Tap):
             "insert later-stored events into newer pages; older pages are final.",
         ),
         th.Property(
+            "event_source",
+            th.StringType,
+            default="logs",
+            allowed_values=["logs", "events"],
+            description="Where the events stream reads: logs (the Logs API, one account-wide "
+            "query) or events (the deprecated Events API, one query per domain). Switching "
+            "keeps the bookmarks.",
+        ),
+        th.Property(
             "event_types",
             th.ArrayType(th.StringType),
             default=[],
@@ -122,7 +132,7 @@ class TapMailgun(Tap):
             th.BooleanType,
             default=False,
             description="Also read the subaccounts' data where Mailgun reads it for the whole "
-            "account (tags, metrics; with a `subaccount` column).",
+            "account (tags, metrics, with a `subaccount` column; events with event_source logs).",
         ),
         th.Property(
             "concurrent_domains",
@@ -158,10 +168,22 @@ class TapMailgun(Tap):
     @override
     def discover_streams(self) -> list[Stream]:
         """Every Mailgun stream, plus webhook_events when a spool is configured."""
-        found: list[Stream] = [*streams.build_streams(self, self.report)]
+        found: list[Stream] = [
+            *streams.build_streams(self, self.report, self.stream_types(self.config))
+        ]
         if self.config.get("webhook_spool_path"):
             found.append(WebhookEventsStream(tap=self))
         return found
+
+    @staticmethod
+    def stream_types(config: Any) -> tuple[type[MailgunStream], ...]:
+        """The stream classes of a run: `events` reads the Logs API unless event_source is
+        `events`."""
+        if config.get("event_source", "logs") == "events":
+            return streams.STREAM_TYPES
+        return tuple(
+            LogsEventsStream if t is streams.EventsStream else t for t in streams.STREAM_TYPES
+        )
 
     @classmethod
     @override

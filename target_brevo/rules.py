@@ -120,13 +120,25 @@ def iso_timestamp(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+def event_identity(event_id: str, timestamp: str) -> tuple[str, str]:
+    """An event's identity: its Mailgun id (unique only within a day) and its canonical
+    timestamp cut to the millisecond.
+
+    The same event comes with microseconds from the Events API and webhooks (a float of
+    epoch seconds) and with milliseconds from the Logs API (`@timestamp`): cut to the
+    millisecond, the three are one identity. Two events with one id in one millisecond are
+    the same event (an id repeats only across days), so nothing distinct is merged.
+    """
+    return event_id, timestamp[:23] + "000" + timestamp[26:]
+
+
 class EventFacts(NamedTuple):
     """What one Mailgun event contributes: to a contact's aggregates and to Brevo's events.
 
     A NamedTuple rather than a dataclass: one is built per input record, on the hot path.
     """
 
-    key: tuple[str, str]  # (Mailgun event id, timestamp): the event's identity
+    key: tuple[str, str]  # event_identity: (Mailgun event id, timestamp to the millisecond)
     email: str
     event: str
     message_id: str | None
@@ -414,7 +426,7 @@ def event_facts(record: Mapping[str, Any], names: Mapping[str, str] | None) -> E
     failure = failure_kind(event, record.get("severity"), record.get("reason"))
     suppressed_as = SUPPRESSION_REASONS[record["reason"]] if failure == "suppressed" else None
     return EventFacts(
-        key=(event_id, timestamp),
+        key=event_identity(event_id, timestamp),
         email=email,
         event=event,
         message_id=_text(_headers(record).get("message_id")),

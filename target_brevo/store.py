@@ -11,7 +11,9 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
   only what changed;
 - `run_lock`: which run uses the store now, with a lease that a thread renews while the run
   lives, so two runs never overlap, and another machine takes over only after one died;
-- `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with.
+- `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with,
+  and the form of the event identities (`rules.event_identity`: to the millisecond; a store
+  written with microseconds is converted once, by `use_millisecond_identities`).
 Commits are explicit (`commit`); in dry-run nothing is ever committed.
 """
 
@@ -69,6 +71,10 @@ _CHUNK = 2000  # bound on bound parameters per statement (SQLite allows 32766)
 # A live run renews its lease every fifth of it (a thread of its own, and at commits), so a
 # run another machine sees unrenewed for this long is dead, whatever it was busy with.
 LOCK_LEASE_SECONDS = 5 * 60.0
+
+# The meta key that records the form of stored event identities, and the current form.
+IDENTITY_META = "event_identity"
+IDENTITY_FORM = "millisecond"
 
 metadata = MetaData()
 events_table = Table(
@@ -653,6 +659,40 @@ class EngagementStore:
         """Every contact needs writing again (the rules changed); how many contacts there are."""
         result = self.conn.execute(update(contacts_table).values(dirty=true()))
         return int(result.rowcount or 0)
+
+    def use_millisecond_identities(self) -> int:
+        """Convert identities stored with microseconds to `rules.event_identity` (once: the
+        meta key says so); returns how many changed. Two stored identities that become one
+        were one event seen twice (say, by webhook and by the Events API at different
+        precisions, before this): the first is kept."""
+        if self.get_meta(IDENTITY_META) == IDENTITY_FORM:
+            return 0
+        e = events_table.c
+        old = self.conn.execute(
+            select(e.id, e.timestamp)
+            .where(func.substr(e.timestamp, 24, 3) != "000")
+            .order_by(e.timestamp, e.id)
+        ).all()
+        ids = list({row[0] for row in old})
+        taken: set[tuple[str, str]] = set()
+        cut = select(e.id, e.timestamp).where(
+            e.id.in_(bindparam("ids", expanding=True)), func.substr(e.timestamp, 24, 3) == "000"
+        )
+        for chunk in _chunks(ids):
+            taken.update((row[0], row[1]) for row in self.conn.execute(cut, {"ids": list(chunk)}))
+        moved: list[dict[str, Any]] = []
+        merged: list[dict[str, Any]] = []
+        for event_id, timestamp in old:
+            key = rules.event_identity(event_id, timestamp)
+            row = {"k_id": event_id, "k_ts": timestamp, "new_ts": key[1]}
+            (merged if key in taken else moved).append(row)
+            taken.add(key)
+        at = (e.id == bindparam("k_id"), e.timestamp == bindparam("k_ts"))
+        self._executemany("merge_identities", delete(events_table).where(*at), merged)
+        move = update(events_table).where(*at).values(timestamp=bindparam("new_ts"))
+        self._executemany("move_identities", move, moved)
+        self.set_meta(IDENTITY_META, IDENTITY_FORM)
+        return len(old)
 
     def get_meta(self, key: str) -> str | None:
         """A named value kept in the store, or None."""

@@ -220,6 +220,14 @@ class TargetBrevo(SignalAwareTarget):
         """
         if not self.settings.dry_run:  # a dry run writes nothing: it needs no lock
             self.store.lock_run()
+        converted = self.store.use_millisecond_identities()
+        if converted:
+            self.logger.info(
+                "%d stored event identities converted to the millisecond (the precision "
+                "common to webhooks, the Events API and the Logs API)",
+                converted,
+            )
+        self.store.commit()
         self._rewrite_contacts_if_rules_changed()
         self._started = True
 

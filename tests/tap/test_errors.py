@@ -25,7 +25,7 @@ def test_429_is_retried_after_the_wait_the_server_asks(mailgun: FakeMailgun) -> 
         rf"GET /v3/{DOMAIN}/events$", 429, {"message": "Too Many Requests"}, {"Retry-After": "0"}, 2
     )
 
-    run = run_tap(tap_config(mailgun, domains=[DOMAIN]), "events")
+    run = run_tap(tap_config(mailgun, domains=[DOMAIN], event_source="events"), "events")
 
     assert len(run.records["events"]) == 1
     assert [c.status for c in mailgun.calls("GET", rf"^/v3/{DOMAIN}/events$")] == [429, 429, 200]
@@ -176,7 +176,7 @@ def test_a_200_whose_body_is_not_json_is_retried() -> None:
     fake.add_domain(DOMAIN)
     fake.add_events(DOMAIN, [mailgun_event("delivered", hours_ago(2))])
     with fake:
-        run = run_tap(tap_config(fake, domains=[DOMAIN]), "events")
+        run = run_tap(tap_config(fake, domains=[DOMAIN], event_source="events"), "events")
         assert fake.violations == []
         assert len(fake.calls("GET", rf"^/v3/{DOMAIN}/events$")) == 2
 
@@ -190,7 +190,7 @@ def test_a_body_that_stays_broken_fails_only_its_domain() -> None:
         fake.add_domain(domain)
         fake.add_events(domain, [mailgun_event("delivered", hours_ago(2))])
     with fake:
-        run = run_tap(tap_config(fake, max_retries=1), "events")
+        run = run_tap(tap_config(fake, max_retries=1, event_source="events"), "events")
         assert fake.violations == []
 
     assert [r["domain"] for r in run.records["events"]] == [OTHER_DOMAIN]

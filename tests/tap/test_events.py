@@ -1,9 +1,11 @@
-"""The events stream against the fake Mailgun: window, paging, precision, resume, late events."""
+"""The events stream from the Events API (`event_source: events`) against the fake Mailgun:
+window, paging, precision, resume, late events. The Logs API source: test_logs.py."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 import requests
 
@@ -12,7 +14,13 @@ from fakes.mailgun import FakeMailgun
 from tap_mailgun.streams import DEFAULT_EVENT_LAG_MINUTES, DEFAULT_METRICS_LOOKBACK_DAYS
 from tap_mailgun.tap import TapMailgun
 from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS
-from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap, tap_config
+from tests.tap.conftest import API_KEY, DOMAIN, OTHER_DOMAIN, hours_ago, run_tap
+from tests.tap.conftest import tap_config as any_source_config
+
+
+def tap_config(fake: FakeMailgun, **overrides: Any) -> dict[str, Any]:
+    """A config reading events from the Events API."""
+    return any_source_config(fake, **{"event_source": "events", **overrides})
 
 
 def load(fake: FakeMailgun, domain: str, count: int, start_hours: float, step_s: float = 1.0):

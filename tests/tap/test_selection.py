@@ -49,13 +49,17 @@ def _load(mailgun: FakeMailgun) -> list[dict[str, Any]]:
 
 def test_every_field_is_kept_when_nothing_is_deselected(mailgun: FakeMailgun) -> None:
     expected = _load(mailgun)
-    config = tap_config(mailgun, domains=[DOMAIN], start_date="2000-01-01T00:00:00Z")
+    config = tap_config(
+        mailgun, domains=[DOMAIN], start_date="2000-01-01T00:00:00Z", event_source="events"
+    )
     assert _events(config) == expected
 
 
 def test_deselected_fields_leave_every_record(mailgun: FakeMailgun) -> None:
     expected = _load(mailgun)
-    config = tap_config(mailgun, domains=[DOMAIN], start_date="2000-01-01T00:00:00Z")
+    config = tap_config(
+        mailgun, domains=[DOMAIN], start_date="2000-01-01T00:00:00Z", event_source="events"
+    )
     records = _events(config, "message", "delivery_status")
     assert records == [
         {k: v for k, v in e.items() if k not in ("message", "delivery_status")} for e in expected

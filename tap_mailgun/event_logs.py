@@ -1,0 +1,210 @@
+"""The `events` stream from the Logs API (POST /v1/analytics/logs), `event_source: logs`.
+
+One account-wide query per run replaces one Events API query per domain; the state is the
+same: one bookmark per domain (the partitions of EventsStream), so switching `event_source`
+either way carries the bookmarks over.
+
+- window: [the earliest bookmark of the domains in scope, now - event_lag_minutes), both
+  in RFC 2822, whole seconds (the API's precision): the start is floored to its second, so
+  the boundary second is read again and each domain drops what its bookmark already covers.
+- bookmarks: a record advances its own domain's bookmark (`domain.name`), whatever partition
+  the SDK is walking (the first walk reads the whole account; the others find it read). A
+  bookmark is the domain's last emitted event, as with the Events API; so a quiet domain's
+  old bookmark starts the account's window early, and the others' events before their own
+  bookmarks are read again and dropped (the price of the per-domain guarantees).
+- resume: a record older than its domain's bookmark is dropped, compared by the millisecond
+  (the Logs API's precision). A bookmark left by the Events API has microseconds: a record
+  of its millisecond may be one emitted already or one not yet, so it is emitted (target-brevo
+  applies an event once, whichever source and precision) and leaves the bookmark as is.
+- paging: `pagination.token` until the last page (no `next`, an empty page, or a token
+  seen before), 100 items a page (the documented maximum), `sort: timestamp:asc`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from singer_sdk.pagination import BaseAPIPaginator
+from typing_extensions import override
+
+from tap_mailgun.client import MailgunStream
+from tap_mailgun.records import event_record
+from tap_mailgun.sdk_compat import StateOfRecordPartition
+from tap_mailgun.streams import EVENT_RETENTION_DAYS, EventsStream
+
+if TYPE_CHECKING:
+    import requests
+    from singer_sdk.helpers.types import Context, Record
+
+LOGS_PAGE_LIMIT = 100  # "The maximum number of items returned (100 max)" (the spec)
+
+
+class LogsPaginator(BaseAPIPaginator[str | None]):
+    """Follows `pagination.next` tokens; stops on a page without one, an empty page, or a
+    token already followed (which would loop)."""
+
+    def __init__(self, body: Callable[[requests.Response], dict[str, Any]]) -> None:
+        """`body` gives a response's decoded body (the stream decodes each page once)."""
+        super().__init__(None)
+        self._body = body
+        self._followed: set[str] = set()
+
+    @override
+    def get_next(self, response: requests.Response) -> str | None:
+        """The next page's token, or None when this page is the last."""
+        body = self._body(response)
+        token = (body.get("pagination") or {}).get("next")
+        if not body.get("items") or not isinstance(token, str) or not token:
+            return None
+        if token in self._followed:
+            return None
+        self._followed.add(token)
+        return token
+
+
+def millisecond(iso: str) -> str:
+    """An ISO-8601 UTC time (as records and bookmarks hold it) cut to its millisecond, in the
+    same format: 2026-11-01T12:00:00.123456+00:00 becomes 2026-11-01T12:00:00.123000+00:00."""
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return moment.isoformat(timespec="microseconds")
+
+
+class LogsEventsStream(StateOfRecordPartition, EventsStream):
+    """Events of the whole account from the Logs API, one bookmark per domain."""
+
+    path = "/v1/analytics/logs"
+    payload_as_json = True
+
+    @override
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """EventsStream's, queried with POST and a JSON body."""
+        super().__init__(*args, **kwargs)
+        self.http_method = "POST"
+
+    @cached_property
+    @override
+    def window_end(self) -> datetime:
+        """now - event_lag_minutes, down to the second: `end` has no finer precision."""
+        return super().window_end.replace(microsecond=0)
+
+    @override
+    def get_new_paginator(self) -> LogsPaginator:
+        """Token paging."""
+        return LogsPaginator(self._page_body)
+
+    def _page_body(self, response: requests.Response) -> dict[str, Any]:
+        """A page's body, decoded once (by validate_response) for the parser and the paginator."""
+        decoded: tuple[requests.Response, dict[str, Any]] | None = getattr(
+            self._decoded, "last", None
+        )
+        if decoded and decoded[0] is response:
+            return decoded[1]
+        body = msgspec.json.decode(response.content)
+        return body if isinstance(body, dict) else {}
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        """Everything is in the body."""
+        return {}
+
+    @override
+    def prepare_request_payload(
+        self, context: Context | None, next_page_token: str | None
+    ) -> dict[str, Any]:
+        """The window, the filters and the page: the same query on every page, plus the token."""
+        pagination: dict[str, Any] = {"sort": "timestamp:asc", "limit": LOGS_PAGE_LIMIT}
+        if next_page_token:
+            pagination["token"] = next_page_token
+        body: dict[str, Any] = {
+            "start": format_datetime(self.window_start),
+            "end": format_datetime(self.window_end),
+            "include_subaccounts": bool(self.config.get("include_subaccounts", False)),
+            "pagination": pagination,
+        }
+        if self.domains.configured:
+            values = [{"label": name, "value": name} for name in self.domains.configured]
+            body["filter"] = {"AND": [{"attribute": "domain", "comparator": "=", "values": values}]}
+        if self.config.get("event_types"):
+            body["events"] = list(self.config["event_types"])
+        return body
+
+    @override
+    def _forget_other_domains(self, names: list[str]) -> None:
+        """As for every domain stream, except when the query covers subaccounts without a
+        `domains` filter: their domains may be missing from the account's listing, and their
+        bookmarks are what keeps their events from being emitted twice."""
+        if self.config.get("include_subaccounts") and not self.domains.configured:
+            return
+        super()._forget_other_domains(names)
+
+    def domains_in_scope(self) -> list[str]:
+        """The domains this run's query covers and whose bookmarks it keeps: the configured
+        ones, else the account's (listed) and every domain the state has a bookmark of
+        (a subaccount's domains are not in the account's listing)."""
+        names = [p["domain"] for p in self.partitions]
+        if self.domains.configured:
+            return names
+        state = self.stream_state.get("partitions") or []
+        seen = [p.get("context", {}).get("domain") for p in state]
+        return list(dict.fromkeys([*names, *(d for d in seen if isinstance(d, str))]))
+
+    def domain_begin(self, domain: str) -> datetime:
+        """Where `domain`'s events start: its bookmark, else start_date, else the longest
+        retention before the window's end (also for no domain: "")."""
+        since = self.bookmark({"domain": domain}) if domain else None
+        if since is not None:
+            return since
+        if self.config.get("start_date"):
+            start = datetime.fromisoformat(str(self.config["start_date"]).replace("Z", "+00:00"))
+            return start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+        return self.window_end - timedelta(days=EVENT_RETENTION_DAYS)
+
+    @cached_property
+    def window_start(self) -> datetime:
+        """The earliest begin of the domains in scope, down to its second."""
+        begins = [self.domain_begin(d) for d in self.domains_in_scope()]
+        earliest = min(begins, default=self.domain_begin(""))
+        return earliest.astimezone(timezone.utc).replace(microsecond=0)
+
+    _read = False  # the first partition's walk reads the whole account
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Every event of the window, once (on the first partition), as records; each domain's
+        already emitted ones dropped."""
+        if not context:
+            yield from self.request_records(context)  # no domain at all: warns, reads nothing
+            return
+        if self._read:
+            return
+        self._read = True
+        if self.window_start >= self.window_end:
+            self.logger.info("events: up to date within the lag window")
+            return
+        cutoffs: dict[str, str | None] = {}
+        for item in MailgunStream.request_records(self, None):
+            record = event_record(item)
+            domain = record["domain"]
+            if domain not in cutoffs:
+                since = self.bookmark({"domain": domain})
+                cutoffs[domain] = millisecond(since.isoformat()) if since else None
+            cutoff = cutoffs[domain]
+            if cutoff and record["timestamp"] < cutoff:
+                continue
+            yield record
+
+    @override
+    def record_partition(self, record: Record, context: Context | None) -> Context | None:
+        """The record's domain; none when its bookmark is already later (a record of the
+        bookmark's millisecond, when the bookmark came from the Events API)."""
+        partition = {"domain": record["domain"]}
+        since = self.get_context_state(partition).get("replication_key_value")
+        if since and str(record["timestamp"]) < str(since):
+            return None
+        return partition
