@@ -70,6 +70,10 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 	rm -rf $(MELTANO_VENV) .meltano/extractors .meltano/loaders .meltano/utilities .meltano/.installed
 
+.PHONY: bench-events
+bench-events: $(BIN)/.installed  ## events/s from the Logs API and the Events API at 250 ms latency
+	$(BIN)/python -m bench.events_rate $(BENCH_ARGS)
+
 .PHONY: bench-webhooks
 bench-webhooks: $(BIN)/.installed  ## the webhook receiver under load, killed and restarted
 	$(BIN)/python -m bench.webhooks_load

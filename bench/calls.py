@@ -23,9 +23,11 @@ IMPORT_BYTES = 8 * 1024 * 1024  # the "safe limit" Brevo recommends for one /con
 LIST_EMAILS_PER_CALL = 150
 # Brevo's general plan: 10 requests a second on contacts and on events (separate budgets).
 BREVO_REQUESTS_PER_SECOND = 10
-# Mailgun's page sizes: events at most 300; suppressions and tags 1000; mailing lists and
-# their members 100 (the API returns no more than 100 members a call, whatever the limit).
+# Mailgun's page sizes: events at most 300 (the Logs API 100, account-wide); suppressions and
+# tags 1000; mailing lists and their members 100 (the API returns no more than 100 members a
+# call, whatever the limit).
 EVENTS_PER_PAGE = 300
+LOGS_PAGE = 100
 LIST_PAGE = 1000
 MEMBERS_PAGE = 100
 
@@ -219,6 +221,9 @@ def mailgun_minimum(
         return _pages(records.get("mailing_lists", 0), MEMBERS_PAGE, short_page_ends=True)
     if template == "/v4/domains":
         return max(1, math.ceil(records.get("domains", 0) / LIST_PAGE))
+    if template == "/v1/analytics/logs":
+        # One account-wide listing, 100 a page, ending on the page without `next`.
+        return max(1, math.ceil(records.get("events", 0) / LOGS_PAGE))
     if template == "/v1/analytics/metrics":
         queries = set()
         for call in calls:

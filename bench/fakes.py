@@ -13,7 +13,13 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
-from fakes.mailgun import FakeMailgun, event_key, query_kinds, query_window
+from fakes.mailgun import (
+    FakeMailgun,
+    event_key,
+    logs_event_wanted,
+    query_kinds,
+    query_window,
+)
 
 
 class IndexedFakeMailgun(FakeMailgun):
@@ -21,7 +27,47 @@ class IndexedFakeMailgun(FakeMailgun):
 
     def __init__(self, **kwargs: Any) -> None:
         self.sort_keys: dict[str, list[tuple[float, str]]] = {}
+        self._account: tuple[tuple[int, ...], list[tuple[float, str]], list[Any]] | None = None
         super().__init__(**kwargs)
+
+    def account_index(self) -> tuple[list[tuple[float, str]], list[tuple[dict[str, Any], str]]]:
+        """Every domain's events merged in (timestamp, id) order: sort keys, (event, domain);
+        rebuilt when events were added since."""
+        sizes = tuple(len(self.events[d]) for d in self.domains)
+        if self._account is None or self._account[0] != sizes:
+            merged = sorted(
+                ((event_key(e), e, d) for d in self.domains for e in self.events[d]),
+                key=lambda m: m[0],
+            )
+            self._account = (sizes, [m[0] for m in merged], [(m[1], m[2]) for m in merged])
+        return self._account[1], self._account[2]
+
+    def select_logs(
+        self, query: dict[str, Any], after: list[Any] | None
+    ) -> tuple[list[tuple[float, dict[str, Any], str]], bool]:
+        """The page `FakeMailgun.select_logs` answers, from the merged index: bisect to the
+        window or the cursor, then walk in the query's order until a page and one more."""
+        keys, items = self.account_index()
+        ascending = query["sort"] == "timestamp:asc"
+        # Whole-second bounds, a millisecond either side: logs_event_wanted decides exactly.
+        lo = bisect_left(keys, (query["start"] - 0.001,))
+        hi = bisect_left(keys, (query["end"] + 0.001,))
+        if after is not None:
+            cursor = (float(after[0]), str(after[1]))
+            if ascending:
+                lo = max(lo, bisect_right(keys, cursor))
+            else:
+                hi = min(hi, bisect_left(keys, cursor))
+        limit = int(query["limit"])
+        order = range(lo, hi) if ascending else range(hi - 1, lo - 1, -1)
+        page: list[tuple[float, dict[str, Any], str]] = []
+        for i in order:
+            event, domain = items[i]
+            if self.logs_domain_wanted(query, domain) and logs_event_wanted(query, event):
+                if len(page) == limit:
+                    return page, True
+                page.append((keys[i][0], event, domain))
+        return page, False
 
     def index(self, domain: str) -> list[tuple[float, str]]:
         """Sort keys of a domain's events, rebuilt when events were added since."""

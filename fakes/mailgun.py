@@ -609,13 +609,16 @@ class FakeMailgun(FakeAPI):
         after = None
         if paging.get("token"):
             decoded = _decode_token(str(paging["token"]))
+            # A window left to its defaults (the last day) was fixed by the first page.
+            defaulted = [k for k in ("start", "end") if not body.get(k)]
+            if decoded is not None:
+                query.update({k: decoded["q"].get(k) for k in defaulted})
             if decoded is None or decoded.get("q") != _token_query(query):
                 return json_response({"message": "Invalid pagination token"}, 400)
             after = decoded["after"]
-        page, more, total = self.select_logs(query, after)
+        page, more = self.select_logs(query, after)
         pagination: dict[str, Any] = {
             "first": _encode_token({"q": _token_query(query), "after": None}),
-            "total": total,
         }
         if more:
             last = [page[-1][0], page[-1][1]["id"]]
@@ -632,9 +635,9 @@ class FakeMailgun(FakeAPI):
 
     def select_logs(
         self, query: dict[str, Any], after: list[Any] | None
-    ) -> tuple[list[tuple[float, dict[str, Any], str]], bool, int]:
+    ) -> tuple[list[tuple[float, dict[str, Any], str]], bool]:
         """One page of a logs query: (timestamp, event, domain) past the cursor `after`
-        ([timestamp, id]) in the query's order; whether more follow; how many match in all.
+        ([timestamp, id]) in the query's order, and whether more follow.
 
         Scans every stored event: plain enough to read as the reference. A subclass may find
         the same page faster (bench/fakes.py), never a different one.
@@ -650,7 +653,6 @@ class FakeMailgun(FakeAPI):
         ascending = query["sort"] == "timestamp:asc"
         if not ascending:
             matching.reverse()
-        total = len(matching)
         if after is not None:
             cursor = (float(after[0]), str(after[1]))
             if ascending:
@@ -658,7 +660,7 @@ class FakeMailgun(FakeAPI):
             else:
                 matching = [m for m in matching if event_key(m[1]) < cursor]
         limit = int(query["limit"])
-        return matching[:limit], len(matching) > limit, total
+        return matching[:limit], len(matching) > limit
 
     def logs_domain_wanted(self, query: dict[str, Any], domain: str) -> bool:
         """Whether a logs query covers `domain`: its `domain` filter, and subaccounts."""

@@ -174,6 +174,11 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
 
     _read = False  # the first partition's walk reads the whole account
 
+    @cached_property
+    def _states(self) -> dict[str, dict[str, Any]]:
+        """Each domain's partition state, as found once (a live part of the tap's state)."""
+        return {}
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """Every event of the window, once (on the first partition), as records; each domain's
@@ -203,8 +208,12 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
     def record_partition(self, record: Record, context: Context | None) -> Context | None:
         """The record's domain; none when its bookmark is already later (a record of the
         bookmark's millisecond, when the bookmark came from the Events API)."""
-        partition = {"domain": record["domain"]}
-        since = self.get_context_state(partition).get("replication_key_value")
+        domain = record["domain"]
+        partition = {"domain": domain}
+        state = self._states.get(domain)
+        if state is None:  # the SDK finds a partition's state by a scan of them all: once
+            state = self._states[domain] = self.get_context_state(partition)
+        since = state.get("replication_key_value")
         if since and str(record["timestamp"]) < str(since):
             return None
         return partition

@@ -123,3 +123,57 @@ def test_latency_delays_every_answer_and_concurrent_ones_overlap() -> None:
     # Four requests in parallel take one latency, not four: each waits in its own thread.
     assert latency <= together < 2 * latency
     assert undelayed < latency
+
+
+def _traverse_logs(fake: FakeMailgun, body: dict[str, Any]) -> list[list[str]]:
+    """Every page of a logs query, as lists of event ids, following tokens to the last page."""
+    pages: list[list[str]] = []
+    paging = dict(body["pagination"])
+    while True:
+        response = requests.post(
+            f"{fake.base_url}/v1/analytics/logs",
+            json={**body, "pagination": paging},
+            auth=AUTH,
+            timeout=10,
+        )
+        response.raise_for_status()
+        answer = response.json()
+        pages.append([e["id"] for e in answer["items"]])
+        token = answer["pagination"].get("next")
+        if not token:
+            return pages
+        paging = {**paging, "token": token}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pagination": {"sort": "timestamp:asc", "limit": 100}},
+        {"pagination": {"sort": "timestamp:desc", "limit": 37}},
+        {"pagination": {"sort": "timestamp:asc", "limit": 100}, "events": ["failed", "opened"]},
+        {
+            "pagination": {"sort": "timestamp:asc", "limit": 100},
+            "start": "Wed, 07 Oct 2026 00:00:00 +0000",
+            "end": "Wed, 14 Oct 2026 00:00:00 +0000",
+        },
+    ],
+)
+def test_indexed_fake_pages_logs_like_the_fake(
+    pair: tuple[FakeMailgun, FakeMailgun], body: dict[str, Any]
+) -> None:
+    plain, indexed = pair
+    body = {"start": "Tue, 01 Sep 2026 00:00:00 +0000", **body}
+    domain = next(iter(plain.domains))
+    filtered = {**body, "filter": {"AND": [_domain_is(domain)]}}
+    for query in (body, filtered):
+        expected = _traverse_logs(plain, query)
+        assert sum(len(p) for p in expected) > 0
+        assert _traverse_logs(indexed, query) == expected
+
+
+def _domain_is(domain: str) -> dict[str, Any]:
+    return {
+        "attribute": "domain",
+        "comparator": "=",
+        "values": [{"label": domain, "value": domain}],
+    }

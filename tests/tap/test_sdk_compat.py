@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import tap_mailgun.client
+import tap_mailgun.event_logs
 import tap_mailgun.sdk_compat
 import tap_mailgun.streams
 import tap_mailgun.tap
@@ -17,6 +18,7 @@ from tap_mailgun.sdk_compat import SDK_SOURCES, SdkSource
 
 MODULES = (
     tap_mailgun.client,
+    tap_mailgun.event_logs,
     tap_mailgun.sdk_compat,
     tap_mailgun.streams,
     tap_mailgun.tap,

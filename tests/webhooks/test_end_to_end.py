@@ -1,7 +1,8 @@
 """Receiver -> spool -> tap-mailgun -> target-brevo -> Brevo, every part its real console script.
 
 A hard bounce pushed by Mailgun's webhook ends blocklisted in Brevo; a forged one changes
-nothing; the same bounce read again by polling is applied once.
+nothing; the same bounce read again by polling, from the Events API (microseconds) and from
+the Logs API (milliseconds), is applied once.
 """
 
 from __future__ import annotations
@@ -140,11 +141,14 @@ def test_a_webhook_hard_bounce_is_blocklisted_in_brevo_once(
     assert states[-1]["bookmarks"]["webhook_events"]["replication_key_value"] == 2
     sent_events = list(brevo.events)
 
-    # 2. The next run also polls, and finds the same bounce there: it is applied once.
+    # 2. The next run also polls the Events API, and finds the same bounce there: it is
+    # applied once.
     both = _catalog(tap_config, tmp_path / "both", "webhook_events", "events")
     state = _write(tmp_path / "state.json", states[-1])
+    events_api = _write(tmp_path / "events.json", {**json.loads(tap_config.read_text()),
+                                                   "event_source": "events"})  # fmt: skip
     later = run_pipeline(
-        ["--config", str(tap_config), "--catalog", str(both), "--state", str(state)],
+        ["--config", str(events_api), "--catalog", str(both), "--state", str(state)],
         target_config,
     )
     assert mailgun.calls("GET", f"/v3/{DOMAIN}/events")  # it did poll
@@ -152,6 +156,18 @@ def test_a_webhook_hard_bounce_is_blocklisted_in_brevo_once(
     assert bounce_events(brevo) == 1
     assert brevo.events == sent_events
     assert brevo.contacts["gone@example.org"]["emailBlacklisted"] is True
+
+    # 3. Another reads the Logs API from scratch: the bounce comes once more, to the
+    # millisecond (its webhook and Events API copies have microseconds); applied once still.
+    logs = run_pipeline(
+        ["--config", str(tap_config), "--catalog", str(both), "--state", str(state)],
+        target_config,
+    )
+    assert mailgun.calls("POST", "/v1/analytics/logs")
+    (domain,) = logs[-1]["bookmarks"]["events"]["partitions"]
+    assert domain["replication_key_value"].endswith("000+00:00")  # the Logs API's copy
+    assert bounce_events(brevo) == 1
+    assert brevo.events == sent_events
 
 
 def bounce_events(brevo: FakeBrevo) -> int:

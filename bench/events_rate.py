@@ -1,0 +1,144 @@
+"""`make bench-events`: events per second of wall time, Logs API against Events API, with a
+fixed latency added to every Mailgun answer (250 ms by default, a distant API's).
+
+The seeded traffic generator fills the indexed fake Mailgun (bench/fakes.py) over a few
+domains; the real `tap-mailgun` console script reads only the `events` stream, once with
+`event_source: logs` and once with `event_source: events`; each rate is event records over
+the process's wall time (start-up included). Page sizes bound both: sequential pages of 100
+(Logs API) cost a latency each, pages of 300 (Events API) too, per domain.
+Results go to bench/results/events-rate.json and .md. Usage: `python -m bench.events_rate -h`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.fakes import IndexedFakeMailgun
+from bench.measure import console_script, machine, run_one
+from bench.run import MAILGUN_KEY, ROOT, load_workload
+from bench.singer_output import count
+
+SOURCES = ("logs", "events")
+
+
+def _catalog(tap: str, config: Path, work: Path) -> Path:
+    """The tap's catalog with only `events` selected."""
+    found = subprocess.run(
+        [tap, "--config", str(config), "--discover"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    catalog = json.loads(found.stdout)
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if item["breadcrumb"] == []:
+                item["metadata"]["selected"] = entry["tap_stream_id"] == "events"
+    path = work / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the workload, then run the tap once per event source; every figure."""
+    work = ROOT / "bench" / "work" / "events-rate"
+    work.mkdir(parents=True, exist_ok=True)
+    tap = console_script("tap-mailgun")
+    mailgun = IndexedFakeMailgun(api_key=MAILGUN_KEY, validate=False)
+    runs: dict[str, Any] = {}
+    with mailgun:
+        load_workload(mailgun, args.events, args.recipients, args.domains, args.seed)
+        oldest = min(float(e[0]["timestamp"]) for e in mailgun.events.values() if e)
+        start_date = datetime.fromtimestamp(oldest - 3600, tz=timezone.utc).isoformat()
+        for source in SOURCES:
+            config = work / f"tap-{source}.json"
+            settings = {
+                "api_key": MAILGUN_KEY,
+                "base_url": mailgun.base_url,
+                "domains": sorted(mailgun.domains),
+                "start_date": start_date,
+                "event_source": source,
+            }
+            config.write_text(json.dumps(settings))
+            catalog = _catalog(tap, config, work)
+            with mailgun.lock:
+                mailgun.requests.clear()
+            mailgun.latency = args.latency_ms / 1000
+            out = work / f"tap-{source}.singer"
+            run = run_one(
+                [tap, "--config", str(config), "--catalog", str(catalog)],
+                stdin=None,
+                stdout=out,
+                stderr=work / f"tap-{source}.log",
+                env=dict(os.environ),
+            )
+            mailgun.latency = 0.0
+            events = count(out).events
+            with mailgun.lock:
+                requests = Counter(f"{r.method} {r.path.split('/')[1]}" for r in mailgun.requests)
+            runs[source] = {
+                "events": events,
+                "wall_s": round(run.wall_s, 2),
+                "cpu_s": round(run.cpu_s, 2),
+                "events_per_s": round(events / run.wall_s),
+                "mailgun_requests": sum(requests.values()),
+            }
+            print(f"{source}: {runs[source]}", flush=True)
+    return {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "latency_ms": args.latency_ms,
+        "loaded_events": args.events,
+        "domains": args.domains,
+        "runs": runs,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The figures as a Markdown table."""
+    m = result["machine"]
+    lines = [
+        f"`make bench-events` ({result['when']}; {m['cpu_model']}, {m['cores']} cores, "
+        f"Python {m['python']}, singer-sdk {m['singer_sdk']}): {result['loaded_events']:,} "
+        f"events over {result['domains']} domains, {result['latency_ms']} ms added to every "
+        "Mailgun answer.",
+        "",
+        "| event_source | events | wall | Mailgun requests | events/s of wall time |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for source, run in result["runs"].items():
+        lines.append(
+            f"| {source} | {run['events']:,} | {run['wall_s']} s | {run['mailgun_requests']} | "
+            f"**{run['events_per_s']:,}** |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """The command line; see the module's docstring."""
+    parser = argparse.ArgumentParser(prog="python -m bench.events_rate", description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--domains", type=int, default=2)
+    parser.add_argument("--recipients", type=int, default=5_000)
+    parser.add_argument("--latency-ms", type=float, default=250.0)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "events-rate")
+    args = parser.parse_args(argv)
+    result = measure(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
