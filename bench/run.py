@@ -34,7 +34,7 @@ from bench.measure import ProcessRun, console_script, host_cost, machine, run_on
 from bench.profile import summary
 from bench.singer_output import StreamCounts, count
 from fakes import traffic
-from fakes.brevo import FakeBrevo
+from fakes.brevo import BREVO_RATE_LIMITS, FakeBrevo
 
 if TYPE_CHECKING:
     from fakes.server import FakeAPI
@@ -159,9 +159,15 @@ def _profile(argv: list[str], stdin: Path | None, work: Path, name: str, results
 
 
 @contextlib.contextmanager
-def _fresh_brevo(work: Path, label: str, validate: bool) -> Iterator[tuple[FakeBrevo, list[str]]]:
-    """A new, empty fake Brevo and the target command line that writes into it."""
-    brevo = FakeBrevo(api_key=BREVO_KEY, validate=validate)
+def _fresh_brevo(
+    work: Path, label: str, validate: bool, rate_limits: dict[str, tuple[int, float]] | None = None
+) -> Iterator[tuple[FakeBrevo, list[str]]]:
+    """A new, empty fake Brevo and the target command line that writes into it.
+
+    `rate_limits`: buckets the fake enforces with 429s (by default it only reports a larger
+    plan's limits, so the target is measured, not Brevo's pace).
+    """
+    brevo = FakeBrevo(api_key=BREVO_KEY, validate=validate, rate_limits=rate_limits)
     with brevo:
         config = _target_config(work, brevo, label)
         yield brevo, [console_script("target-brevo"), "--config", str(config)]
@@ -215,6 +221,10 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         _, _, brevo_calls, alone = target_tries[0]
         store_mb = round(_store_bytes(work / "engagement-alone-0.sqlite") / 1e6, 1)
 
+        paced = _paced_target(tap_out, work, args.validate, env)
+        violations += paced.pop("violations")
+        print(f"[{size}] target at Brevo's pace: {paced['wall_s']}s", flush=True)
+
         with _fresh_brevo(work, "piped", args.validate) as (brevo, target_argv):
             with host_cost() as pipe_host:
                 left, right, pipe_wall = run_pipe(
@@ -267,6 +277,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
             "tap": left.as_dict(),
             "target": right.as_dict(),
         },
+        "paced": paced,
         "brevo_after_target_alone": alone,
         "brevo_after_pipeline": piped,
         "spec_validated": args.validate,
@@ -274,6 +285,7 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         "checks": {
             **_checks(loaded, counts, alone, piped),
             "repeated_target_runs_same_brevo_state": all(t[3] == alone for t in target_tries),
+            "paced_run_same_brevo_state": paced.pop("brevo") == alone,
             "no_spec_violations": not violations,
         },
         "calls": {
@@ -282,6 +294,37 @@ def bench_one(size: int, args: argparse.Namespace, work: Path, results: Path) ->
         },
         "profiles": profiles,
     }
+
+
+def _paced_target(tap_out: Path, work: Path, validate: bool, env: dict[str, str]) -> dict[str, Any]:
+    """The target alone against a fake Brevo that enforces Brevo's general-plan limits (10
+    calls a second on contacts and on events, answering 429 past them): its wall time against
+    the least its calls need at that pace (`calls.rate_limit_floor`).
+    """
+    with _fresh_brevo(work, "paced", validate, BREVO_RATE_LIMITS) as (brevo, target_argv):
+        run = run_one(
+            target_argv,
+            stdin=tap_out,
+            stdout=work / "paced.state",
+            stderr=work / "paced.log",
+            env=env,
+        )
+        with brevo.lock:
+            recorded, brevo.requests = brevo.requests, []
+        # the floor counts the calls that did the work: a 429 is a call wasted, not work
+        made = [calls.Call(r.method, r.path, r.body) for r in recorded if r.status != 429]
+        refused = len(recorded) - len(made)
+        floor = calls.rate_limit_floor(calls.brevo_table(made, 0)["endpoints"])
+        return {
+            "wall_s": run.wall_s,
+            "cpu_s": run.cpu_s,
+            "calls": len(made),
+            "refused_429": refused,
+            "floor_s": floor,
+            "pace_ratio": round(run.wall_s / floor, 2) if floor else None,
+            "brevo": _brevo_summary(brevo),
+            "violations": list(brevo.violations),
+        }
 
 
 def _checks(

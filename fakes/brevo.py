@@ -12,6 +12,9 @@ It keeps what Brevo keeps and behaves as Brevo does where it matters to a writer
 - every call needs the `api-key` header (401 otherwise); every answer carries
   x-sib-ratelimit-limit / -remaining / -reset for its bucket (REPORTED_LIMITS unless a test
   gives its own), and the buckets a test passes in `rate_limits` are enforced with 429s.
+  As Brevo documents them: a bucket counts calls (refused ones too) in fixed windows, the
+  first call after one ended opening the next; `reset` is the time the window has left in
+  whole seconds, rounded up (never early, at least 1), and `remaining` what it has left.
 GET /account answers for the key's account, as a connection check reads it.
 GET /_fake/state (not Brevo's, not validated) returns the whole state as JSON for humans and
 the sandbox's summary.
@@ -20,6 +23,7 @@ the sandbox's summary.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -261,7 +265,8 @@ class FakeBrevo(FakeAPI):
         return {
             "x-sib-ratelimit-limit": str(limit),
             "x-sib-ratelimit-remaining": str(max(0, remaining)),
-            "x-sib-ratelimit-reset": str(max(1, round(reset + 0.5))),
+            # whole seconds, rounded up: round(x + 0.5) made a fresh 1 s window say 2
+            "x-sib-ratelimit-reset": str(max(1, math.ceil(reset))),
         }
 
     # --- attributes -----------------------------------------------------------------------

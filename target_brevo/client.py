@@ -7,10 +7,13 @@
   retried only when a repeat is harmless (reads, imports: upserts); an events batch is not
   resent (BrevoUnsure) and a create first looks its object up by name. Refused: stop at once
   with a message that says which setting to check;
-- 429: wait for `x-sib-ratelimit-reset` (capped, jittered), and pace calls when
-  `x-sib-ratelimit-remaining` runs low, before Brevo has to refuse anything; other retries
-  back off exponentially, a bounded number of times (not a host name DNS does not
-  know: it stops at once, since it will not resolve later);
+- rate limits (`Pacer`): calls go at once while Brevo's window has calls left, and when it
+  has none, wait exactly until the window ends, known to the millisecond from when this run
+  saw it open (Brevo's `x-sib-ratelimit-reset` is in whole seconds), so nothing is refused
+  and no time is lost; a caller may ask whether a call would go now (`ready`). A 429 still
+  waits for its reset (capped, jittered); other retries back off exponentially, a bounded
+  number of times (not a host name DNS does not know: it stops at once, since it will not
+  resolve later);
 - batches: /contacts/import at most 8 MB, /events/batch at most 200 events and 512 KB;
   a 207 keeps what Brevo stored and names what it refused; a 400 stores nothing, so the rows
   it names are dropped and the rest is sent again;
@@ -50,7 +53,6 @@ MAX_IMPORT_BYTES = 8 * 1024 * 1024  # Brevo's recommended safe size (hard limit 
 PROCESS_PAGE = 50  # the most GET /processes lists in one call
 MAX_BATCH_RESENDS = 2  # resends of an events batch after 400s naming some of its rows
 RESET_CAP_SECONDS = 300.0  # never trust a reset header to park the run for longer
-LOW_REMAINING_FRACTION = 0.1
 _ENVELOPE = 64  # bytes of JSON around a batch's items, with room to spare
 
 
@@ -271,6 +273,69 @@ def _json_array(items: Sequence[tuple[Any, bytes]]) -> bytes:
     return b"[" + b",".join(item[1] for item in items) + b"]"
 
 
+def bucket_of(path: str) -> str:
+    """The rate-limit bucket a path counts against: Brevo's are per API family (contacts,
+    events, processes...), named by the path's first segment."""
+    return path.lstrip("/").split("/", 1)[0]
+
+
+class Window(NamedTuple):
+    """What one answer says of its bucket's window, and when this run knows it ends."""
+
+    remaining: float
+    ends_at: float  # on the pacer's clock
+
+
+class Pacer:
+    """When the next call to each rate-limit bucket may go, from the answers' headers.
+
+    Brevo counts calls per bucket in fixed windows: the first call after a window ended opens
+    the next (x-sib-ratelimit-remaining = limit - 1), and x-sib-ratelimit-reset says, in whole
+    seconds rounded up, how long the window has left. Calls go at once while the window has
+    some left; with none left, the next waits for the window's end: the answer that opened
+    the window says its length (its reset), counted from when that answer arrived (never
+    before Brevo opened it); a window this run did not see open ends at its reported reset,
+    which is never early either. Waiting only at zero, but to the millisecond, is the most
+    a fixed window allows: the issue measured 59 s for 352 calls (floor 35.2 s) when the
+    target slept at one call left and a whole rounded-up second at none.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._windows: dict[str, Window] = {}
+
+    def wait_for(self, bucket: str) -> float:
+        """Seconds until a call to `bucket` may go (0: now)."""
+        window = self._windows.get(bucket)
+        if window is None or window.remaining > 0:
+            return 0.0
+        return max(0.0, window.ends_at - self.clock())
+
+    def ready(self, bucket: str) -> bool:
+        """Whether a call to `bucket` would go now, without waiting."""
+        return self.wait_for(bucket) == 0.0
+
+    def observe(self, bucket: str, limit: float, remaining: float, reset: float) -> None:
+        """An answer arrived (now) with these x-sib-ratelimit-* values."""
+        now = self.clock()
+        reset = min(max(reset, 0.0), RESET_CAP_SECONDS)
+        known = self._windows.get(bucket)
+        if remaining >= limit - 1:  # this call opened the window: it ends `reset` from now
+            ends_at = now + reset
+        elif known is not None and known.ends_at > now and remaining < known.remaining:
+            ends_at = known.ends_at  # the same window as before: its end is known better
+        else:
+            ends_at = now + reset
+        self._windows[bucket] = Window(remaining, ends_at)
+
+    def forget(self, bucket: str) -> None:
+        """Nothing is known of the bucket's window any more (a 429 waits for its own reset)."""
+        self._windows.pop(bucket, None)
+
+
+EVENTS_BUCKET = bucket_of("/events/batch")
+
+
 class BrevoClient:
     """Calls to Brevo's v3 API, with the limits and retry rules above."""
 
@@ -283,12 +348,14 @@ class BrevoClient:
         max_tries: int = 6,
         logger: logging.Logger | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.dry_run = dry_run
         self.max_tries = max_tries
         self.logger = logger or logging.getLogger("target-brevo")
         self.sleep = sleep
+        self.pacer = Pacer(clock)
         self.stats = CallStats()
         self.session = requests.Session()
         self.session.headers.update(
@@ -321,7 +388,11 @@ class BrevoClient:
             self.logger.info("dry-run: would %s %s%s %s", method, self.base_url, path, preview)
             return None
         url = self.base_url + path
+        bucket = bucket_of(path)
         for attempt in range(1, self.max_tries + 1):
+            wait = self.pacer.wait_for(bucket)
+            if wait > 0:
+                self.sleep(wait)
             self.stats.calls[endpoint] += 1  # every attempt is a call Brevo counts
             try:
                 response = self.session.request(method, url, data=body, params=params, timeout=120)
@@ -342,8 +413,10 @@ class BrevoClient:
                 self._retry(endpoint, attempt, type(exc).__name__, self._backoff(attempt))
                 continue
             status = response.status_code
-            if status != 429:  # a 429 waits for the reset below; pacing too would wait twice
-                self._pace(response)
+            if status != 429:
+                self._pace(bucket, response)
+            else:  # a 429 waits for its reset below; the pacer too would wait twice
+                self.pacer.forget(bucket)
             failure = classify(status)
             if failure is None:
                 return response
@@ -417,15 +490,13 @@ class BrevoClient:
         wait = 1.0 if reset is None else min(max(reset, 0.0), RESET_CAP_SECONDS)
         return wait + random.uniform(0.0, 0.25)
 
-    def _pace(self, response: requests.Response) -> None:
-        """Spread the calls left in a rate-limit window over the time left in it."""
+    def _pace(self, bucket: str, response: requests.Response) -> None:
+        """Tell the pacer what the answer says of its bucket's window."""
         remaining = self._header(response, "x-sib-ratelimit-remaining")
         limit = self._header(response, "x-sib-ratelimit-limit")
         reset = self._header(response, "x-sib-ratelimit-reset")
-        if remaining is None or limit is None or reset is None:
-            return
-        if remaining <= max(1.0, limit * LOW_REMAINING_FRACTION):
-            self.sleep(min(reset, RESET_CAP_SECONDS) / (remaining + 1))
+        if remaining is not None and limit is not None and reset is not None:
+            self.pacer.observe(bucket, limit, remaining, reset)
 
     def _json(
         self, method: str, path: str, payload: Any, **kwargs: Any
@@ -607,6 +678,10 @@ class BrevoClient:
         return found, calls, len(found) == len(wanted)
 
     # --- events ---------------------------------------------------------------------------
+    def events_ready(self) -> bool:
+        """Whether an events batch would go now, without waiting for Brevo's pace."""
+        return self.pacer.ready(EVENTS_BUCKET)
+
     def send_events(
         self,
         items: Sequence[tuple[K, bytes]],

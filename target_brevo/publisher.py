@@ -9,10 +9,13 @@ The store is the outbox: sinks only write to it. `flush` then pushes, in this or
    an event over Brevo's limits is sent with its text trimmed to fit (`fit_event`) or, when it
    cannot fit, skipped with a warning and counted, so that one event never blocks the run.
 Only when `flush` returns does the target emit STATE, so state never runs ahead of what Brevo
-accepted. Unconfirmed imports are checked sparingly, all at once with one GET /processes (a
-100-per-hour bucket), never before FIRST_CHECK_DELAY and at growing intervals, within a budget
-per run, and at the next run's first flush: a completed one is forgotten, a failed one puts
-its contacts back to dirty, so they are imported again whatever STATE said.
+accepted. While the target still reads its input, `send_ready_events` sends the events already
+stored as fast as Brevo's pace allows without ever waiting, so that the run's waits for Brevo
+overlap its own work instead of following it. Unconfirmed imports are checked sparingly, all
+at once with one GET /processes (a 100-per-hour bucket), never before FIRST_CHECK_DELAY and
+at growing intervals, within a budget per run, and at the next run's first flush: a completed
+one is forgotten, a failed one puts its contacts back to dirty, so they are imported again
+whatever STATE said.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from target_brevo import rules
-from target_brevo.client import BrevoClient, BrevoError, fit_event
+from target_brevo.client import MAX_EVENTS, BrevoClient, BrevoError, fit_event
 from target_brevo.settings import DEFAULT_ALL_LIST_NAME, Settings
 from target_brevo.summary import WARNINGS_PER_REASON
 
@@ -236,6 +239,18 @@ class Publisher:
                     process_id, why, count,
                 )  # fmt: skip
         self.store.commit()
+
+    def send_ready_events(self) -> None:
+        """Send stored events while Brevo's events budget has room now; never wait for it.
+
+        Each batch is committed sent before the next goes, as in `flush`; contacts wait for
+        the flush (a contact touched again later in the input would be imported twice). Not in
+        a dry run, whose flush plans everything at the end.
+        """
+        if self.settings.dry_run:
+            return
+        while self.client.events_ready() and (page := self.store.pending_events(MAX_EVENTS)):
+            self.client.send_events(self._fitting(page), self._events_answered)
 
     def _push_events(self) -> None:
         while page := self.store.pending_events(limit=EVENT_PAGE):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 EVENT_MEMORY_DAYS = 45
 RULES_FINGERPRINT = "contact_rules_fingerprint"
 RULES_VERSION_KEY = "rules_version"
+# How often, while reading, the target looks whether Brevo's pace lets an events batch go: a
+# fraction of Brevo's 100 ms per call (10 a second), so the budget never idles long.
+MEANWHILE_SECONDS = 0.02
 
 
 class Terminated(BaseException):
@@ -130,6 +134,7 @@ class TargetBrevo(SignalAwareTarget):
         self._ready = False
         self._started = False
         self._closed = False
+        self._next_meanwhile = 0.0
         super().__init__(*args, **kwargs)
         # One sink drains at a time: the store is one connection and Brevo one rate budget.
         self.max_parallelism = 1
@@ -211,6 +216,18 @@ class TargetBrevo(SignalAwareTarget):
             yield
         finally:
             self._busy -= 1
+
+    def meanwhile(self) -> None:
+        """Between two records, once the run started: send the stored events Brevo's pace
+        allows now (`Publisher.send_ready_events`), at most every MEANWHILE_SECONDS."""
+        if not self._started:
+            return
+        now = time.monotonic()
+        if now < self._next_meanwhile:
+            return
+        self._next_meanwhile = now + MEANWHILE_SECONDS
+        with self.writing():
+            self.publisher.send_ready_events()
 
     def start_run(self) -> None:
         """Take the store for this run, then rewrite every contact if the rules changed.

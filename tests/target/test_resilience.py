@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -634,3 +635,34 @@ def test_skips_are_warned_ten_per_reason_then_only_counted(
     assert "Skips beyond 10 per reason were only counted" in run.stderr
     assert run.summary["rows_skipped"] == {"events: invalid email": 12}
     assert brevo.requests == []  # nothing valid: nothing to send
+
+
+def test_stored_events_go_to_brevo_while_the_input_is_still_being_read(
+    brevo: FakeBrevo, tmp_path: Path
+) -> None:
+    # The sink stores every batch_size_rows records (10,000 by default); from then on, events
+    # already stored are sent as Brevo's pace allows, while the tap (here: an open stdin) is
+    # still writing. Before, they all waited for the end of the input, and the run's waits
+    # for Brevo followed its work.
+    first, rest = opened_events(700), opened_events(900)[700:]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TargetRunner(brevo, tmp_path).config(batch_size_rows=500)))
+    process = subprocess.Popen(
+        [TARGET, "--config", str(config)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdin is not None
+    lines = singer_lines({"events": first})[:-1]  # no STATE yet: the tap is mid-stream
+    process.stdin.write("\n".join(lines) + "\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not brevo.events and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    sent_while_reading = len(brevo.events)
+    rest_lines = [json.dumps({"type": "RECORD", "stream": "events", "record": r}) for r in rest]
+    state = json.dumps({"type": "STATE", "value": {"bookmarks": {"run": 1}}})
+    stdout, stderr = process.communicate("\n".join([*rest_lines, state]) + "\n", timeout=120)
+    assert process.returncode == 0, stderr
+    assert sent_while_reading >= 200  # at least one batch before the input ended
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(900)})  # each exactly once
+    assert Run(process.returncode, stdout, stderr).states == [{"bookmarks": {"run": 1}}]

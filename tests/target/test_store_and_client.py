@@ -8,13 +8,14 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
-from fakes.brevo import FakeBrevo
+from fakes.brevo import BREVO_RATE_LIMITS, FakeBrevo
 from fakes.events import tap_record
 from fakes.sandbox import reset
 from plugin_cli import SettingError
@@ -24,6 +25,7 @@ from target_brevo.client import (
     BrevoClient,
     BrevoError,
     Failure,
+    Pacer,
     chunk_by_size,
     classify,
     fit_event,
@@ -223,7 +225,7 @@ def test_events_go_in_batches_of_200(brevo: FakeBrevo) -> None:
     assert client.stats.calls == {"POST /events/batch": 3}
 
 
-def test_a_429_waits_once_for_its_reset_and_low_remaining_paces(brevo: FakeBrevo) -> None:
+def test_a_429_waits_once_for_its_reset(brevo: FakeBrevo) -> None:
     waits: list[float] = []
     client = BrevoClient(brevo.base_url + "/v3", API_KEY, sleep=waits.append)
     limit = {"x-sib-ratelimit-limit": "10", "x-sib-ratelimit-remaining": "0"}
@@ -233,13 +235,63 @@ def test_a_429_waits_once_for_its_reset_and_low_remaining_paces(brevo: FakeBrevo
     assert "FIRSTNAME" in client.attributes()
     assert len(waits) == 1 and 7.0 <= waits[0] <= 7.25  # the reset, jittered, and only that
     assert client.stats.retries == 1
-    waits.clear()
-    brevo.rate_limits["contacts"] = (10, 60.0)  # from now on every answer carries the headers
-    for _ in range(10):
-        client.attributes()
-    # calls 1-8 leave >= 2 of 10: no wait; then 1 left and 0 left: spread over the reset
-    assert len(waits) == 2
-    assert waits[1] > waits[0] > 0
+
+
+class Clock:
+    """A clock that moves only when told to (or when slept on)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_pacer_waits_only_at_zero_and_only_until_the_window_it_saw_open_ends() -> None:
+    clock = Clock()
+    pacer = Pacer(clock)
+    assert pacer.wait_for("events") == 0.0  # nothing known: go
+    pacer.observe("events", limit=10, remaining=9, reset=1)  # this call opened the window
+    for left in range(8, -1, -1):
+        assert pacer.ready("events")  # calls left: no wait at all (the old client slept at 1)
+        clock.now += 0.004
+        pacer.observe("events", limit=10, remaining=left, reset=1)
+    # none left: wait until the window ends, 1 s after its opening answer, not a whole
+    # rounded-up second from now
+    assert pacer.wait_for("events") == pytest.approx(1.0 - 9 * 0.004)
+    assert not pacer.ready("events")
+    assert pacer.wait_for("contacts") == 0.0  # another bucket is not held up
+    clock.now = 101.0
+    assert pacer.ready("events")
+    # a window this run did not see open: its reported reset, which is never early
+    pacer.observe("processes", limit=100, remaining=0, reset=7)
+    assert pacer.wait_for("processes") == 7.0
+    pacer.forget("processes")  # a 429 waits for its own reset instead
+    assert pacer.ready("processes")
+
+
+def test_calls_go_at_brevos_pace_without_a_429_and_wait_only_between_windows() -> None:
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    items = [
+        (i, json.dumps({"event_name": "e", "identifiers": {"email_id": f"u{i}@x.com"}}).encode())
+        for i in range(25 * 200)
+    ]
+    with FakeBrevo(api_key=API_KEY, rate_limits=BREVO_RATE_LIMITS) as fake:
+        client = BrevoClient(fake.base_url + "/v3", API_KEY, sleep=sleep)
+        client.send_events(items, lambda *answer: None)
+        statuses = [r.status for r in fake.requests]
+    assert statuses == [202] * 25  # never refused...
+    # ...and at most one wait per full window of 10 calls (none if a slow machine let the
+    # window end first), each for what is left of the window: the old client slept at one
+    # call left and a whole rounded-up second at none (4 sleeps, over 3 s)
+    assert len(waits) <= 2
+    assert all(0 < w < 1.0 for w in waits)
+    assert client.stats.retries == 0
 
 
 def test_an_events_batch_that_never_reached_brevo_is_retried() -> None:
