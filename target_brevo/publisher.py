@@ -4,7 +4,8 @@ The store is the outbox: sinks only write to it. `flush` then pushes, in this or
 1. the attributes the field mapping needs (once per run, before any contact is written),
 2. every dirty contact, through /contacts/import grouped by (blocklist flag, list ids); once
    Brevo accepted an import (202) its contacts are clean and the import is kept in the store as
-   unconfirmed, with its contacts,
+   unconfirmed, with its contacts; a contact withheld (`rules.withheld`: validated
+   undeliverable or do_not_send, and never given to Brevo) is made clean unsent and counted,
 3. every pending event, through /events/batch, committing "sent" after each accepted batch;
    an event over Brevo's limits is sent with its text trimmed to fit (`fit_event`) or, when it
    cannot fit, skipped with a warning and counted, so that one event never blocks the run.
@@ -138,7 +139,17 @@ class Publisher:
             after = page[-1].email
             before = self.store.pushed([facts.email for facts in page])
             groups: dict[GroupKey, list[tuple[str, bytes]]] = defaultdict(list)
+            withheld = [
+                f.email for f in page if rules.withheld(f.validation_result, f.email in before)
+            ]
+            if withheld:
+                self.store.mark_clean(withheld)
+                self.store.commit()
+                self.summary.contacts_withheld += len(withheld)
+            skip = set(withheld)
             for facts in page:
+                if facts.email in skip:
+                    continue
                 attributes = rules.brevo_attributes(
                     rules.contact_fields(facts), self.settings.field_mapping
                 )

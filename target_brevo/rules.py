@@ -3,8 +3,9 @@
 This module is the specification in code: which address is valid, what one event or one
 suppression says about its contact, how two things known about a contact merge (the store
 applies exactly this), which events count as engagement, what a contact's rates, score, bounce
-type and lists are, when a contact is blocklisted, and which Brevo event a Mailgun event
-becomes. No HTTP, no SQL, no Singer here; everything is tested without a server.
+type and lists are, when a contact is blocklisted, when it is withheld from Brevo (Mailgun's
+validation says it cannot receive mail), and which Brevo event a Mailgun event becomes. No
+HTTP, no SQL, no Singer here; everything is tested without a server.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ DEFAULT_FIELD_MAPPING: dict[str, str | None] = {
     "bounce_type": "MG_BOUNCE_TYPE",
     "engagement_score": "MG_ENGAGEMENT",
     "unsubscribed": "MG_UNSUBSCRIBED",
+    "validation_result": "MG_VALIDATION",
+    "validation_risk": "MG_RISK",
 }
 # The Brevo attribute type each canonical field needs (Brevo drops values of the wrong type).
 FIELD_TYPES: dict[str, str] = {
@@ -38,6 +41,8 @@ FIELD_TYPES: dict[str, str] = {
     "bounce_type": "text",
     "engagement_score": "float",
     "unsubscribed": "boolean",
+    "validation_result": "text",
+    "validation_risk": "text",
 }
 DEFAULT_EVENT_NAMES: dict[str, str] = {
     "delivered": "email_delivered",
@@ -61,6 +66,9 @@ SUPPRESSION_REASONS: dict[str, str] = {
 # (see `corrected_contact`) and rewritten once. 2: suppress-* failures are not hard bounces.
 RULES_VERSION = 2
 BLOCKLIST_REASONS = ("hard_bounce", "complaint", "unsubscribe")
+# Mailgun's validation results (the `validation` the mailgun-validate mapper adds) that say
+# never to mail the address: a contact with one is never created in Brevo (see `withheld`).
+WITHHELD_RESULTS = frozenset({"undeliverable", "do_not_send"})
 LIST_ROLES = ("engaged", "bounced", "complained")
 # Mailgun events that count towards D (a message reached the inbox).
 DELIVERY_EVENTS = frozenset({"delivered", "opened", "clicked"})
@@ -132,6 +140,14 @@ def event_identity(event_id: str, timestamp: str) -> tuple[str, str]:
     return event_id, timestamp[:23] + "000" + timestamp[26:]
 
 
+class Verdict(NamedTuple):
+    """Mailgun's verdict on an address, as a record of the mailgun-validate mapper carries it."""
+
+    result: str
+    risk: str | None
+    validated_at: str | None  # UTC ISO-8601: which of two verdicts is the later one
+
+
 class EventFacts(NamedTuple):
     """What one Mailgun event contributes: to a contact's aggregates and to Brevo's events.
 
@@ -148,6 +164,7 @@ class EventFacts(NamedTuple):
     complained: bool
     unsubscribed: bool
     brevo_event: dict[str, Any] | None
+    verdict: Verdict | None = None
 
 
 class ContactState(NamedTuple):
@@ -165,6 +182,9 @@ class ContactState(NamedTuple):
     engaged: bool = False  # an opened or clicked event
     first_name: str | None = None
     last_name: str | None = None
+    validation_result: str | None = None  # the latest Verdict, flat as the store keeps it
+    validation_risk: str | None = None
+    validated_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,18 +203,49 @@ class ContactFacts:
     engaged: bool = False
     first_name: str | None = None
     last_name: str | None = None
+    validation_result: str | None = None
+    validation_risk: str | None = None
+
+
+def record_verdict(record: Mapping[str, Any]) -> Verdict | None:
+    """The verdict a record carries in `validation`; None when it carries none (not validated:
+    no mapper, budget spent, Mailgun unavailable), which never erases a verdict known before."""
+    validation = record.get("validation")
+    if not isinstance(validation, Mapping):
+        return None
+    result = _text(validation.get("result"))
+    if result is None:
+        return None
+    return Verdict(
+        result, _text(validation.get("risk")), iso_timestamp(validation.get("validated_at"))
+    )
+
+
+def with_verdict(state: ContactState, verdict: Verdict | None) -> ContactState:
+    """The contact state carrying `verdict` (unchanged when there is none)."""
+    if verdict is None:
+        return state
+    return state._replace(
+        validation_result=verdict.result,
+        validation_risk=verdict.risk,
+        validated_at=verdict.validated_at,
+    )
 
 
 def event_contact(facts: EventFacts) -> ContactState:
-    """What one event says about its contact: its flags, and its day if it is a delivery."""
-    return ContactState(
-        email=facts.email,
-        last_delivered=facts.day if facts.event == "delivered" else None,
-        hard_bounce=facts.hard_bounce,
-        soft_bounce=facts.soft_bounce,
-        complained=facts.complained,
-        unsubscribed=facts.unsubscribed,
-        engaged=facts.event in ENGAGEMENT_EVENTS,
+    """What one event says about its contact: its flags, its day if it is a delivery, and the
+    verdict on its address if the record carries one."""
+    return with_verdict(
+        ContactState(
+            email=facts.email,
+            last_delivered=facts.day if facts.event == "delivered" else None,
+            hard_bounce=facts.hard_bounce,
+            soft_bounce=facts.soft_bounce,
+            complained=facts.complained,
+            unsubscribed=facts.unsubscribed,
+            engaged=facts.event in ENGAGEMENT_EVENTS,
+        ),
+        facts.verdict,
     )
 
 
@@ -209,15 +260,17 @@ def message_marks(facts: EventFacts) -> tuple[bool, bool] | None:
     return facts.event == "opened", facts.event == "clicked"
 
 
-def suppression_contact(stream: str, email: str) -> ContactState:
-    """The contact of a suppression record: the flag its stream sets (SUPPRESSION_FLAGS)."""
+def suppression_contact(stream: str, email: str, verdict: Verdict | None = None) -> ContactState:
+    """The contact of a suppression record: the flag its stream sets (SUPPRESSION_FLAGS), and
+    the verdict on its address if the record carries one."""
     flag = SUPPRESSION_FLAGS[stream]
-    return ContactState(
+    state = ContactState(
         email,
         hard_bounce=flag == "hard_bounce",
         complained=flag == "complained",
         unsubscribed=flag == "unsubscribed",
     )
+    return with_verdict(state, verdict)
 
 
 def later_day(old: str | None, new: str | None) -> str | None:
@@ -229,12 +282,24 @@ def later_day(old: str | None, new: str | None) -> str | None:
     return max(old, new)
 
 
+def later_verdict(old: ContactState, new: ContactState) -> bool:
+    """Whether `new`'s verdict replaces `old`'s: it has one, and it is not older (two verdicts
+    that do not both say when they were made: the one read later wins)."""
+    if new.validation_result is None:
+        return False
+    if old.validated_at is None or new.validated_at is None:
+        return True
+    return new.validated_at >= old.validated_at
+
+
 def merge_contact(old: ContactState, new: ContactState) -> ContactState:
     """Fold what is newly known of a contact into what was known.
 
     Flags only ever turn on (nothing here un-bounces or re-subscribes anyone), the latest
-    delivery wins, and a name is replaced only by another name, never erased.
+    delivery wins, a name is replaced only by another name, never erased, and the latest
+    verdict wins (`later_verdict`): a record not validated never erases one.
     """
+    verdict = new if later_verdict(old, new) else old
     return ContactState(
         email=old.email,
         last_delivered=later_day(old.last_delivered, new.last_delivered),
@@ -245,6 +310,9 @@ def merge_contact(old: ContactState, new: ContactState) -> ContactState:
         engaged=old.engaged or new.engaged,
         first_name=new.first_name if new.first_name is not None else old.first_name,
         last_name=new.last_name if new.last_name is not None else old.last_name,
+        validation_result=verdict.validation_result,
+        validation_risk=verdict.validation_risk,
+        validated_at=verdict.validated_at,
     )
 
 
@@ -301,6 +369,8 @@ def contact_fields(facts: ContactFacts) -> dict[str, Any]:
         "unsubscribed": True if facts.unsubscribed else None,
         "first_name": facts.first_name,
         "last_name": facts.last_name,
+        "validation_result": facts.validation_result,
+        "validation_risk": facts.validation_risk,
     }
     fields.update({k: v for k, v in optional.items() if v is not None})
     if "bounce_type" not in fields and (facts.unsubscribed or facts.complained):
@@ -330,6 +400,17 @@ def blocklisted(facts: ContactFacts, blocklist_on: frozenset[str]) -> bool:
         or (facts.complained and "complaint" in blocklist_on)
         or (facts.unsubscribed and "unsubscribe" in blocklist_on)
     )
+
+
+def withheld(validation_result: str | None, known_to_brevo: bool) -> bool:
+    """Whether a contact is kept out of Brevo: Mailgun's latest verdict says never to mail it
+    (WITHHELD_RESULTS), and Brevo does not have it yet (the store knows what it sent).
+
+    A contact Brevo has is not deleted, and still updated (its MG_VALIDATION too, so that a
+    user can segment on it); one it does not have is never created, nor are its events sent,
+    which could create it. A later verdict that allows mail lets it through.
+    """
+    return validation_result in WITHHELD_RESULTS and not known_to_brevo
 
 
 def list_ids(facts: ContactFacts, lists: Mapping[str, int]) -> frozenset[int]:
@@ -436,6 +517,7 @@ def event_facts(record: Mapping[str, Any], names: Mapping[str, str] | None) -> E
         complained=event == "complained" or suppressed_as == "complained",
         unsubscribed=event == "unsubscribed" or suppressed_as == "unsubscribed",
         brevo_event=brevo_event(record, email, timestamp, names) if names is not None else None,
+        verdict=record_verdict(record),
     )
 
 
@@ -479,9 +561,10 @@ def corrected_hard_bounce(hard_bounce: bool, unsubscribed: bool, complained: boo
 
 
 def member_contact(record: Mapping[str, Any], email: str) -> ContactState:
-    """The contact of a list member: its names (see `split_name`)."""
+    """The contact of a list member: its names (see `split_name`), and its verdict if any."""
     first_name, last_name = split_name(record)
-    return ContactState(email, first_name=first_name, last_name=last_name)
+    state = ContactState(email, first_name=first_name, last_name=last_name)
+    return with_verdict(state, record_verdict(record))
 
 
 def split_name(record: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -118,17 +118,19 @@ class EventsSink(BrevoSink):
         """New events only: one replayed or also received by webhook is counted once."""
         new = self.host.store.apply_events(batch)
         self.host.summary.duplicates_ignored += len(batch) - new
+        self.host.summary.events_withheld = self.host.store.events_withheld
 
 
 class SuppressionSink(BrevoSink):
-    """bounces, complaints, unsubscribes: a flag on the contact of each address."""
+    """bounces, complaints, unsubscribes: a flag on the contact of each address (and Mailgun's
+    verdict on it, when mailgun-validate added one)."""
 
     def facts(self, record: dict[str, Any]) -> rules.ContactState | str:
         """The contact of the address, with the flag this stream sets."""
         email = rules.normalize_email(record.get("address"))
         if email is None:
             return "invalid email"
-        return rules.suppression_contact(self.stream_name, email)
+        return rules.suppression_contact(self.stream_name, email, rules.record_verdict(record))
 
     def store(self, batch: list[Any]) -> None:
         """Flags only ever turn on (`rules.merge_contact`)."""

@@ -4,7 +4,8 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
 - `events`: the identity (Mailgun id, timestamp) of every event ever applied, so a replayed event
   is never counted or sent twice, and the Brevo payload of events not yet accepted (`pending`);
 - `messages`: per contact, each message delivered/opened/clicked, which the rates are made of;
-- `contacts`: per contact, the flags and names the rules need, and `dirty` while Brevo is behind;
+- `contacts`: per contact, the flags, names and latest validation verdict the rules need, and
+  `dirty` while Brevo is behind (a store from before a column existed gains it on open);
 - `imports`: the contacts of each Brevo import accepted (202) but not yet confirmed completed,
   so a failed import puts exactly its contacts back to dirty, even runs later;
 - `pushed`: per contact, the blocklist flag and lists Brevo accepted, so the summary counts
@@ -50,6 +51,7 @@ from sqlalchemy import (
     event,
     false,
     func,
+    inspect,
     null,
     or_,
     select,
@@ -109,6 +111,10 @@ contacts_table = Table(
     Column("first_name", Text),
     Column("last_name", Text),
     Column("dirty", Boolean, nullable=False),
+    # Mailgun's latest verdict on the address (rules.Verdict); added after the first release
+    Column("validation_result", Text),
+    Column("validation_risk", Text),
+    Column("validated_at", String(40)),
     Index("ix_brevo_contacts_dirty", "dirty"),
 )
 imports_table = Table(
@@ -184,6 +190,7 @@ def _open_engine(url: str) -> Engine:
         for table in metadata.sorted_tables:  # create_all skips indexes of existing tables
             for index in table.indexes:
                 index.create(engine, checkfirst=True)
+        _add_missing_columns(engine)
     except OperationalError as exc:
         engine.dispose()
         fix = (
@@ -193,6 +200,23 @@ def _open_engine(url: str) -> Engine:
         )
         raise SettingError(f"engagement_store: cannot open {shown} ({exc.orig}); {fix}") from None
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added since a store was made (create_all skips existing tables): added, empty.
+
+    Only nullable columns are ever added, so every row of an older store stays valid.
+    """
+    found = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {column["name"] for column in found.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(
+                        f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
+                    )
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -250,6 +274,7 @@ class EngagementStore:
         self._compiled: dict[str, tuple[str, Sequence[str] | None]] = {}
         self._lock_owner: str | None = None
         self._lock_renewed = 0.0
+        self.events_withheld = 0  # by this store object: events never sent (apply_events)
         self._lease: _LeaseKeeper | None = None
 
     # --- transactions ---------------------------------------------------------------------
@@ -375,20 +400,42 @@ class EngagementStore:
 
     # --- applying input -------------------------------------------------------------------
     def apply_events(self, facts: Iterable[EventFacts]) -> int:
-        """Record events not seen before and fold them into contacts; returns how many were new."""
+        """Record events not seen before and fold them into contacts; returns how many were new.
+
+        A new event of a contact withheld from Brevo (`rules.withheld`: Brevo could create the
+        contact from it) is recorded but never sent, and counted in `events_withheld`.
+        """
         batch = {f.key: f for f in facts}
         e = events_table.c
         known = select(e.id, e.timestamp).where(e.id.in_(bindparam("ids", expanding=True)))
+        replayed: list[ContactState] = []
         for chunk in _chunks(list({k[0] for k in batch})):
             for seen in self.conn.execute(known, {"ids": list(chunk)}):
-                batch.pop((seen[0], seen[1]), None)
+                again = batch.pop((seen[0], seen[1]), None)
+                if again is not None and again.verdict is not None:
+                    # the event counts once, but the verdict on its address is news
+                    replayed.append(rules.with_verdict(ContactState(again.email), again.verdict))
+        self.upsert_contacts(replayed)
         new = list(batch.values())
         if not new:
             return 0
+        merged = self.upsert_contacts(map(rules.event_contact, new), touched=True)
+        withheld = self.withheld(merged.values())
+        unsent = [f for f in new if f.email in withheld and f.brevo_event is not None]
+        if unsent:
+            new = [f._replace(brevo_event=None) if f.email in withheld else f for f in new]
         self._insert_events(new)
         self._upsert_messages(new)
-        self.upsert_contacts(map(rules.event_contact, new), touched=True)
+        self.events_withheld += len(unsent)
         return len(new)
+
+    def withheld(self, states: Iterable[ContactState]) -> set[str]:
+        """The emails of these contacts that are withheld from Brevo (`rules.withheld`)."""
+        suspects = [s.email for s in states if rules.withheld(s.validation_result, False)]
+        if not suspects:
+            return set()
+        known = self.pushed(suspects)
+        return {email for email in suspects if email not in known}
 
     def contacts(self, emails: Sequence[str]) -> dict[str, ContactState]:
         """What the store knows of these contacts (apart from their messages), by email."""
@@ -402,8 +449,11 @@ class EngagementStore:
                 known[row[0]] = ContactState._make(row)
         return known
 
-    def upsert_contacts(self, states: Iterable[ContactState], *, touched: bool = False) -> None:
-        """Merge what is newly known of contacts into the store (`rules.merge_contact`).
+    def upsert_contacts(
+        self, states: Iterable[ContactState], *, touched: bool = False
+    ) -> dict[str, ContactState]:
+        """Merge what is newly known of contacts into the store (`rules.merge_contact`); returns
+        the merged contacts, by email.
 
         A contact becomes dirty when it is new, when the merge changes it, or when `touched`
         (its messages changed); an unchanged contact is not written at all, so full-table
@@ -411,12 +461,13 @@ class EngagementStore:
         """
         batch = rules.fold_contacts(states)
         if not batch:
-            return
+            return {}
         known = self.contacts(list(batch))
         rows = []
         for email, new in batch.items():
             old = known.get(email)
             merged = new if old is None else rules.merge_contact(old, new)
+            batch[email] = merged
             if touched or merged != old:
                 rows.append({**merged._asdict(), "dirty": True})
         stmt = self._insert(contacts_table)
@@ -425,6 +476,7 @@ class EngagementStore:
             set_={name: stmt.excluded[name] for name in (*ContactState._fields[1:], "dirty")},
         )
         self._executemany("write_contacts", stmt, rows)
+        return batch
 
     def _insert_events(self, facts: Sequence[EventFacts]) -> None:
         encode = msgspec.json.encode
@@ -481,6 +533,8 @@ class EngagementStore:
                 c.engaged,
                 c.first_name,
                 c.last_name,
+                c.validation_result,
+                c.validation_risk,
             )
             .select_from(contacts_table.outerjoin(messages_table, m.email == c.email))
             .where(c.dirty == true(), c.email > after)
@@ -502,6 +556,8 @@ class EngagementStore:
                 engaged=bool(row[9]),
                 first_name=row[10],
                 last_name=row[11],
+                validation_result=row[12],
+                validation_risk=row[13],
             )
             for row in self.conn.execute(query)
         ]

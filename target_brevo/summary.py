@@ -22,6 +22,10 @@ class Summary:
     imports_failed: int = 0
     imports_unconfirmed: int = 0
     duplicates_ignored: int = 0
+    # Mailgun validated these addresses undeliverable or do_not_send and Brevo does not have
+    # them: never created (rules.withheld), nor their events sent
+    contacts_withheld: int = 0
+    events_withheld: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     streams_skipped: set[str] = field(default_factory=set)
 
@@ -43,6 +47,8 @@ class Summary:
             "imports_failed": self.imports_failed,
             "imports_unconfirmed": self.imports_unconfirmed,
             "duplicates_ignored": self.duplicates_ignored,
+            "contacts_withheld": self.contacts_withheld,
+            "events_withheld": self.events_withheld,
             "rows_skipped": dict(sorted(self.skipped.items())),
             "streams_skipped": sorted(self.streams_skipped),
             "api_calls": dict(sorted(calls.items())),

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.e2e.expected import brevo_events, expected_brevo_events, mailgun_events
+from tests.e2e.expected import brevo_events, expected_brevo_events, mailgun_events, undeliverable
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Meltano, Sandboxes
@@ -26,7 +26,15 @@ def test_the_mapper_validates_each_address_once_and_the_pipeline_still_delivers(
     people |= {a for items in box.mailgun.suppressions.values() for a in items}
     assert set(box.mailgun.validations) == {p.lower() for p in people}
     assert set(box.mailgun.validations.values()) == {1}  # billed once each
-    assert brevo_events(box) == expected_brevo_events(box)
+    # target-brevo never creates an address validated undeliverable, nor sends its events
+    gone = undeliverable(box) & {p.lower() for p in people}
+    assert gone
+    assert brevo_events(box) == expected_brevo_events(box, withheld=gone)
+    assert not gone & set(box.brevo.contacts)
+    written = {c["attributes"].get("MG_VALIDATION") for c in box.brevo.contacts.values()}
+    assert "deliverable" in written and "undeliverable" not in written
+    withheld = re.search(r'contacts_withheld\\?": (\d+)', result.stderr + result.stdout)
+    assert withheld is not None and int(withheld.group(1)) == len(gone)
     assert f"{len(people)} validated (billed)" in result.stderr + result.stdout
 
     # The next run finds every verdict in the cache: nothing billed.

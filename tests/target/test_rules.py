@@ -440,3 +440,84 @@ def test_folding_merges_each_contacts_states_in_order() -> None:
         ),
         "b@x.com": ContactState("b@x.com", soft_bounce=True),
     }
+
+
+def verdict(result: str, risk: str | None = "low", at_: str | None = None) -> dict[str, object]:
+    """A record's `validation`, as the mailgun-validate mapper adds it."""
+    return {"result": result, "risk": risk, "reason": [], "did_you_mean": None,
+            "is_disposable_address": False, "is_role_address": False,
+            "validated_at": at_}  # fmt: skip
+
+
+def test_a_records_verdict_is_read_from_its_validation() -> None:
+    record = {"validation": verdict("undeliverable", "high", "2026-11-02T10:00:00Z")}
+    assert rules.record_verdict(record) == rules.Verdict(
+        "undeliverable", "high", "2026-11-02T10:00:00.000000+00:00"
+    )
+    assert rules.record_verdict({"validation": None}) is None  # not validated in this run
+    assert rules.record_verdict({}) is None  # no mapper at all
+    assert rules.record_verdict({"validation": {"result": None, "risk": "low"}}) is None
+
+
+def test_the_latest_verdict_wins_and_an_unvalidated_record_erases_none() -> None:
+    old = ContactState("a@x.com", validation_result="deliverable", validation_risk="low",
+                       validated_at="2026-11-01T00:00:00.000000+00:00")  # fmt: skip
+    later = ContactState("a@x.com", validation_result="undeliverable", validation_risk="high",
+                         validated_at="2026-11-02T00:00:00.000000+00:00")  # fmt: skip
+    earlier = later._replace(validated_at="2026-10-01T00:00:00.000000+00:00")
+    merged = rules.merge_contact(old, later)
+    assert (merged.validation_result, merged.validation_risk, merged.validated_at) == (
+        "undeliverable", "high", "2026-11-02T00:00:00.000000+00:00"
+    )  # fmt: skip
+    assert rules.merge_contact(old, earlier) == old  # an older verdict read later loses
+    assert rules.merge_contact(later, ContactState("a@x.com", engaged=True)) == later._replace(
+        engaged=True
+    )  # unvalidated: the verdict stays
+    undated = ContactState("a@x.com", validation_result="catch_all", validation_risk=None)
+    assert rules.merge_contact(later, undated).validation_result == "catch_all"  # read later
+
+
+def test_events_suppressions_and_members_carry_their_records_verdict() -> None:
+    record = tap_record("opened", at(0), event_id="e1", recipient="A@x.com", message_id="m")
+    record["validation"] = verdict("do_not_send", "high", "2026-11-02T10:00:00+00:00")
+    facts = rules.event_facts(record, dict(rules.DEFAULT_EVENT_NAMES))
+    assert not isinstance(facts, str)
+    state = rules.event_contact(facts)
+    assert (state.validation_result, state.validation_risk, state.validated_at) == (
+        "do_not_send", "high", "2026-11-02T10:00:00.000000+00:00"
+    )  # fmt: skip
+    bounce = rules.suppression_contact("bounces", "a@x.com", rules.record_verdict(record))
+    assert bounce.hard_bounce and bounce.validation_result == "do_not_send"
+    member = rules.member_contact(
+        {"name": "Ann Lee", "validation": verdict("deliverable")}, "a@x.com"
+    )
+    assert (member.first_name, member.validation_result, member.validated_at) == (
+        "Ann", "deliverable", None
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("result", "known_to_brevo", "withheld"),
+    [("undeliverable", False, True), ("do_not_send", False, True),
+     ("undeliverable", True, False),  # Brevo has it: updated, never deleted
+     ("do_not_send", True, False), ("deliverable", False, False), ("catch_all", False, False),
+     ("unknown", False, False), (None, False, False)],
+)  # fmt: skip
+def test_only_a_contact_validated_undeliverable_or_do_not_send_and_new_to_brevo_is_withheld(
+    result: str | None, known_to_brevo: bool, withheld: bool
+) -> None:
+    assert rules.withheld(result, known_to_brevo) is withheld
+
+
+def test_the_verdict_is_written_through_field_mapping_as_text_attributes() -> None:
+    facts = ContactFacts("a@x.com", validation_result="catch_all", validation_risk="medium")
+    fields = rules.contact_fields(facts)
+    assert fields == {"email": "a@x.com", "validation_result": "catch_all",
+                      "validation_risk": "medium"}  # fmt: skip
+    assert rules.brevo_attributes(fields, rules.DEFAULT_FIELD_MAPPING) == {
+        "MG_VALIDATION": "catch_all",
+        "MG_RISK": "medium",
+    }
+    renamed = {**rules.DEFAULT_FIELD_MAPPING, "validation_risk": None, "validation_result": "MGV"}
+    assert rules.brevo_attributes(fields, renamed) == {"MGV": "catch_all"}
+    assert rules.FIELD_TYPES["validation_result"] == rules.FIELD_TYPES["validation_risk"] == "text"

@@ -496,3 +496,51 @@ def test_the_store_merges_exactly_as_the_rule_on_generated_contacts(
     emails = [email for email, _, _, _, _ in cases]
     dirty = {c.email for c in store.dirty_contacts(limit=len(cases))}
     assert {e: (s, e in dirty) for e, s in store.contacts(emails).items()} == expected
+
+
+@on_both_stores
+def test_a_store_from_before_validation_gains_its_columns_and_keeps_its_contacts(
+    engagement_store: str,
+) -> None:
+    url = store_url(engagement_store)
+    first = EngagementStore(url)
+    first.upsert_contacts([ContactState("a@x.com", hard_bounce=True, first_name="Ann")])
+    first.commit()
+    with first.engine.begin() as conn:  # as the store was before the columns existed
+        for column in ("validation_result", "validation_risk", "validated_at"):
+            conn.exec_driver_sql(f"ALTER TABLE brevo_contacts DROP COLUMN {column}")
+    first.close()
+    again = EngagementStore(url)
+    assert again.contacts(["a@x.com"])["a@x.com"] == ContactState(
+        "a@x.com", hard_bounce=True, first_name="Ann"
+    )
+    later = ContactState("a@x.com", validation_result="undeliverable", validation_risk="high")
+    again.upsert_contacts([later])
+    (contact,) = again.dirty_contacts()
+    assert (contact.hard_bounce, contact.validation_result, contact.validation_risk) == (
+        True, "undeliverable", "high"
+    )  # fmt: skip
+    again.close()
+
+
+def test_events_of_a_withheld_contact_are_recorded_but_never_queued_for_brevo(
+    store: EngagementStore,
+) -> None:
+    def validated(event_id: str, email: str, result: str | None) -> dict[str, object]:
+        record = tap_record("opened", at(0), event_id=event_id, recipient=email, message_id="m")
+        record["validation"] = {"result": result, "risk": "high"} if result else None
+        return record
+
+    store.record_pushed([("known@x.com", False, frozenset())])  # Brevo has this one
+    assert store.apply_events(facts(
+        validated("1", "new@x.com", "undeliverable"),
+        validated("2", "known@x.com", "do_not_send"),
+        validated("3", "ok@x.com", "deliverable"),
+    )) == 3  # fmt: skip
+    assert store.events_withheld == 1
+    # an unvalidated event later does not lift the verdict: still withheld, still not queued
+    assert store.apply_events(facts(validated("4", "new@x.com", None))) == 1
+    assert store.events_withheld == 2
+    queued = sorted(key[0] for key, _ in store.pending_events())
+    assert queued == ["2", "3"]
+    assert store.apply_events(facts(validated("4", "new@x.com", None))) == 0  # still known
