@@ -254,13 +254,17 @@ class Publisher:
     def send_ready_events(self) -> None:
         """Send stored events while Brevo's events budget has room now; never wait for it.
 
-        Each batch is committed sent before the next goes, as in `flush`; contacts wait for
-        the flush (a contact touched again later in the input would be imported twice). Not in
-        a dry run, whose flush plans everything at the end.
+        Only full batches go (a part one waits for more events, or for the flush); each is
+        committed sent before the next goes, as in `flush`. Contacts wait for the flush (one
+        touched again later in the input would be imported twice). Not in a dry run, whose
+        flush plans everything at the end.
         """
         if self.settings.dry_run:
             return
-        while self.client.events_ready() and (page := self.store.pending_events(MAX_EVENTS)):
+        while self.client.events_ready():
+            page = self.store.pending_events(MAX_EVENTS)
+            if len(page) < MAX_EVENTS:  # a part batch waits to be filled: calls are the cost
+                return
             self.client.send_events(self._fitting(page), self._events_answered)
 
     def _push_events(self) -> None:

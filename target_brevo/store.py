@@ -205,18 +205,27 @@ def _open_engine(url: str) -> Engine:
 def _add_missing_columns(engine: Engine) -> None:
     """Columns added since a store was made (create_all skips existing tables): added, empty.
 
-    Only nullable columns are ever added, so every row of an older store stays valid.
+    Only nullable columns are ever added, so every row of an older store stays valid. Two runs
+    opening an old store at once may both try: the one that finds the column there is fine.
     """
-    found = inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            have = {column["name"] for column in found.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in have:
-                    kind = column.type.compile(dialect=engine.dialect)
+
+    def columns(table: Table) -> set[str]:
+        return {column["name"] for column in inspect(engine).get_columns(table.name)}
+
+    for table in metadata.sorted_tables:
+        have = columns(table)
+        for column in table.columns:
+            if column.name in have:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
                     conn.exec_driver_sql(
                         f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
                     )
+            except SQLAlchemyError:
+                if column.name not in columns(table):
+                    raise
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:

@@ -66,3 +66,16 @@ def test_calls_are_at_least_the_minimum(result: dict[str, Any]) -> None:
     brevo = run["calls"]["brevo"]
     assert any(e["endpoint"] == "POST /v3/events/batch" for e in brevo["endpoints"])
     assert brevo["one_call_per_event_baseline"] >= run["tap"]["records"]["events"]
+
+
+def test_the_target_is_also_measured_at_brevos_pace(result: dict[str, Any]) -> None:
+    (run,) = result["runs"]
+    paced = run["paced"]
+    # the same work as the unthrottled run, against a fake answering 429 past 10 calls a second
+    assert run["checks"]["paced_run_same_brevo_state"]
+    assert paced["calls"] >= run["calls"]["brevo"]["minimum"]
+    assert paced["refused_429"] == 0  # the pacer waits for the window, never past it
+    assert paced["floor_s"] > 0 and paced["pace_ratio"] == round(
+        paced["wall_s"] / paced["floor_s"], 2
+    )
+    assert result["goals"]["brevo_pace_ratio"]["value"] == paced["pace_ratio"]
