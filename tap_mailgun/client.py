@@ -5,7 +5,8 @@ Every quirk of the API lives here:
 - auth: HTTP basic, user `api`, password the key (only ever in the Authorization header).
 - paging: listings answer `paging.next` URLs (MailgunPaginator). Events' links are always
   present, even on the last page, whose successor is empty; so paging stops on an empty page,
-  and also on a missing, empty or already-followed link. A next link is followed verbatim (it
+  and also on a missing, empty or already-followed link; suppression listings also on a short
+  page (ShortPagePaginator). A next link is followed verbatim (it
   carries the query's window and filters) and only on the host the tap was configured for.
   Domains and metrics page by skip and limit up to the total they state (TotalPaginator).
 - retries: every request is a read, so every failed exchange a retry may mend is retried:
