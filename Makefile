@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck unit meltano sandbox demo bench bench-scaling clean chromium
+.PHONY: test lint typecheck unit meltano sandbox demo bench bench-domains bench-scaling clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ test: lint typecheck unit
 # Benchmarks are not part of `make test`: see README "Benchmarks". BENCH_ARGS passes options.
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.run --repeat 3 $(BENCH_ARGS)
+
+# Accounts of 10, 100 and 1,000 sending domains at 250 ms a request: requests by endpoint, a
+# first and an incremental run against their floor (~10 minutes; see bench/README.md).
+bench-domains: $(BIN)/.installed
+	$(BIN)/python -m bench.domains $(BENCH_ARGS)
 
 # 100k and 1M events side by side (memory must stay flat), with py-spy profiles; ~10 minutes.
 bench-scaling: $(BIN)/.installed
