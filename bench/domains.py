@@ -30,6 +30,7 @@ from bench.measure import console_script, host_cost, machine, run_one
 from bench.run import MAILGUN_KEY, ROOT, _git_commit, _write_json
 from bench.singer_output import count
 from fakes.events import mailgun_event
+from tap_mailgun.streams import DEFAULT_CONCURRENT_DOMAINS
 
 EVENTS_PER_DOMAIN = 20
 
@@ -142,7 +143,7 @@ def bench_account(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any
             "event_lag_minutes": 0,
         }
         if args.concurrency_setting:
-            config["domain_concurrency"] = args.concurrency
+            config["concurrent_domains"] = args.concurrency
         config_path = _write_json(work / "config.json", config)
         argv = [console_script("tap-mailgun"), "--config", str(config_path)]
         fake.latency = args.latency
@@ -221,13 +222,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--domains", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--latency", type=float, default=0.25, help="seconds per answer")
     parser.add_argument(
-        "--concurrency", type=int, default=8, help="domain_concurrency given to the tap"
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENT_DOMAINS,
+        help="concurrent_domains given to the tap",
     )
     parser.add_argument(
         "--no-concurrency-setting",
         dest="concurrency_setting",
         action="store_false",
-        help="give the tap no domain_concurrency (a tap that has no such setting)",
+        help="give the tap no concurrent_domains (a tap that has no such setting)",
     )
     parser.add_argument("--validate", action="store_true", help="check requests against specs")
     parser.add_argument("--name", default="domains")
