@@ -249,6 +249,13 @@ def event_contact(facts: EventFacts) -> ContactState:
     )
 
 
+def suppresses(facts: EventFacts) -> bool:
+    """Whether an event suppresses its contact: a hard bounce, a complaint or an unsubscribe,
+    Mailgun declining to send to one included. These are what the fast lane applies at once.
+    """
+    return facts.hard_bounce or facts.complained or facts.unsubscribed
+
+
 def message_marks(facts: EventFacts) -> tuple[bool, bool] | None:
     """(opened, clicked) for the event's message; None when the event is not about a delivery.
 

@@ -21,6 +21,9 @@ from target_brevo.rules import (
 )
 
 DEFAULT_BASE_URL = "https://api.brevo.com/v3"
+# A fast-lane run holds the store for seconds, the 15-minute job for minutes: a run finding it
+# held waits this long by default, so the 15-minute job never fails on a fast-lane run.
+DEFAULT_LOCK_WAIT_SECONDS = 60
 
 
 class SettingsError(SettingError):
@@ -84,6 +87,25 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "run_lock_wait_seconds",
+        th.IntegerType(minimum=0),
+        default=DEFAULT_LOCK_WAIT_SECONDS,
+        description=(
+            "How long a run that finds the engagement store held by another run waits for it "
+            "before giving up (failing, or with fast_lane skipping)"
+        ),
+    ),
+    th.Property(
+        "fast_lane",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Run as the fast lane beside the 15-minute job: apply only events that suppress a "
+            "contact, leave the rest and import confirmations to that job, and skip the run "
+            "(exit 0, no STATE) when the store stays held"
+        ),
+    ),
+    th.Property(
         "dry_run",
         th.BooleanType,
         default=False,
@@ -111,6 +133,8 @@ class Settings:
     blocklist_on: frozenset[str]
     event_names: Mapping[str, str] | None  # None when events_enabled is false
     dry_run: bool
+    fast_lane: bool = False
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
 
     def invalid_event_names(self) -> list[str]:
         """event_names values Brevo would refuse, as `key: value` (each event would be lost)."""
@@ -168,4 +192,6 @@ class Settings:
                 else None
             ),
             dry_run=bool(config.get("dry_run", False)),
+            fast_lane=bool(config.get("fast_lane", False)),
+            lock_wait_seconds=float(config.get("run_lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS)),
         )

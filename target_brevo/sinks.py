@@ -82,6 +82,8 @@ class BrevoSink(RawTimestampSink):
         if self._records % MEANWHILE_EVERY == 0:
             self.host.meanwhile()
         facts = self.facts(record)
+        if facts is None:  # left for another run on purpose (see EventsSink.facts)
+            return
         if not isinstance(facts, str):
             self.pending.append(facts)
             return
@@ -99,7 +101,8 @@ class BrevoSink(RawTimestampSink):
                 self.host.store.commit()
 
     def facts(self, record: dict[str, Any]) -> Any:
-        """The facts one record contributes, or the reason it is skipped."""
+        """The facts one record contributes, the reason it is skipped, or None when another
+        run applies it."""
         raise NotImplementedError
 
     def store(self, batch: list[Any]) -> None:
@@ -110,9 +113,19 @@ class BrevoSink(RawTimestampSink):
 class EventsSink(BrevoSink):
     """events and webhook_events: per-message engagement, bounce and unsubscribe flags, events."""
 
-    def facts(self, record: dict[str, Any]) -> rules.EventFacts | str:
-        """See `rules.event_facts`."""
-        return rules.event_facts(record, self.host.settings.event_names)
+    def facts(self, record: dict[str, Any]) -> rules.EventFacts | str | None:
+        """See `rules.event_facts`; in the fast lane, None for an event that does not suppress
+        its contact: the 15-minute job reads the same events and applies it (the fast lane's
+        bookmark moving past it loses nothing)."""
+        facts = rules.event_facts(record, self.host.settings.event_names)
+        if (
+            self.host.settings.fast_lane
+            and isinstance(facts, rules.EventFacts)
+            and not rules.suppresses(facts)
+        ):
+            self.host.summary.events_left_for_full_run += 1
+            return None
+        return facts
 
     def store(self, batch: list[Any]) -> None:
         """New events only: one replayed or also received by webhook is counted once."""

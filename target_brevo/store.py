@@ -11,7 +11,8 @@ One SQLAlchemy connection, SQLite by default (any URL works; Postgres for shared
 - `pushed`: per contact, the blocklist flag and lists Brevo accepted, so the summary counts
   only what changed;
 - `run_lock`: which run uses the store now, with a lease that a thread renews while the run
-  lives, so two runs never overlap, and another machine takes over only after one died;
+  lives, so two runs never overlap, and another machine takes over only after one died; a run
+  finding it held may wait a bounded time for it (the fast lane and the 15-minute job);
 - `meta`: small named values, e.g. the fingerprint of the rule settings Brevo was written with,
   and the form of the event identities (`rules.event_identity`: to the millisecond; a store
   written with microseconds is converted once, by `use_millisecond_identities`).
@@ -26,7 +27,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -73,6 +74,8 @@ _CHUNK = 2000  # bound on bound parameters per statement (SQLite allows 32766)
 # A live run renews its lease every fifth of it (a thread of its own, and at commits), so a
 # run another machine sees unrenewed for this long is dead, whatever it was busy with.
 LOCK_LEASE_SECONDS = 5 * 60.0
+# A run waiting for the store retries this often: a fast-lane run holds it for seconds.
+LOCK_POLL_SECONDS = 1.0
 
 # The meta key that records the form of stored event identities, and the current form.
 IDENTITY_META = "event_identity"
@@ -313,7 +316,29 @@ class EngagementStore:
         self.engine.dispose()
 
     # --- the run lock ---------------------------------------------------------------------
-    def lock_run(self) -> None:
+    def lock_run(
+        self, wait_seconds: float = 0.0, on_wait: Callable[[], None] | None = None
+    ) -> float:
+        """Take the store for this run, waiting up to `wait_seconds` while another run has it
+        (polled every LOCK_POLL_SECONDS; `on_wait` is called once, when the wait starts); the
+        seconds waited, or RunLockedError naming the run that still has it (see `_take_lock`).
+        """
+        started, tries = time.monotonic(), 0
+        while True:
+            try:
+                self._take_lock()
+            except RunLockedError:
+                left = wait_seconds - (time.monotonic() - started)
+                if left <= 0:
+                    raise
+                if on_wait is not None and not tries:
+                    on_wait()
+                tries += 1
+                time.sleep(min(LOCK_POLL_SECONDS, left))
+            else:
+                return time.monotonic() - started if tries else 0.0
+
+    def _take_lock(self) -> None:
         """Take the store for this run, or raise RunLockedError naming the run that has it.
 
         A row with a lease (renewed by a thread while the run lives, see `_LeaseKeeper`): taken

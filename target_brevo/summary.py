@@ -26,6 +26,7 @@ class Summary:
     # them: never created (rules.withheld), nor their events sent
     contacts_withheld: int = 0
     events_withheld: int = 0
+    events_left_for_full_run: int = 0  # fast lane: events that do not suppress anyone
     skipped: Counter[str] = field(default_factory=Counter)
     streams_skipped: set[str] = field(default_factory=set)
 
@@ -49,6 +50,7 @@ class Summary:
             "duplicates_ignored": self.duplicates_ignored,
             "contacts_withheld": self.contacts_withheld,
             "events_withheld": self.events_withheld,
+            "events_left_for_full_run": self.events_left_for_full_run,
             "rows_skipped": dict(sorted(self.skipped.items())),
             "streams_skipped": sorted(self.streams_skipped),
             "api_calls": dict(sorted(calls.items())),

@@ -43,6 +43,10 @@ RULES_VERSION_KEY = "rules_version"
 MEANWHILE_SECONDS = 0.02
 
 
+class FastLaneSkipped(Exception):
+    """The fast lane found the store held by another run: this run ends at once, exit 0."""
+
+
 class Terminated(BaseException):
     """A termination signal arrived while the target was writing to Brevo or the store.
 
@@ -236,7 +240,7 @@ class TargetBrevo(SignalAwareTarget):
         is held by a target that never runs, and two targets in one process are two runs.
         """
         if not self.settings.dry_run:  # a dry run writes nothing: it needs no lock
-            self.store.lock_run()
+            self._lock_store()
         converted = self.store.use_millisecond_identities()
         if converted:
             self.logger.info(
@@ -247,6 +251,34 @@ class TargetBrevo(SignalAwareTarget):
         self.store.commit()
         self._rewrite_contacts_if_rules_changed()
         self._started = True
+
+    def _lock_store(self) -> None:
+        """Take the store's run lock, waiting up to run_lock_wait_seconds for another run.
+
+        The fast lane that still finds it held skips its run (`FastLaneSkipped`): nothing is
+        written yet, and no STATE will be, so its next run reads the same events again.
+        """
+        wait = self.settings.lock_wait_seconds
+
+        def waiting() -> None:
+            self.logger.info(
+                "Another target-brevo run holds the engagement store: waiting up to %g s for it "
+                "(run_lock_wait_seconds)",
+                wait,
+            )
+
+        try:
+            waited = self.store.lock_run(wait, on_wait=waiting)
+        except RunLockedError as exc:
+            if not self.settings.fast_lane:
+                raise
+            raise FastLaneSkipped(
+                f"fast lane skipped: another target-brevo run still holds the engagement store "
+                f"after {wait:g} s of waiting (run_lock_wait_seconds); nothing written, no STATE "
+                "emitted: the next run reads the same events again"
+            ) from exc
+        if waited:
+            self.logger.info("Took the engagement store after waiting %.0f s for it", waited)
 
     @override
     def on_signal(self, signum: int) -> None:
@@ -336,7 +368,8 @@ class TargetBrevo(SignalAwareTarget):
     def invoke(cls, *, test: bool = False, **kwargs: Any) -> None:
         """The CLI: errors end the run with their message, no traceback.
 
-        Code 1: a setting or Brevo refused something (the message says what to check);
+        Code 0 also when the fast lane skips its run (one info line);
+        code 1: a setting or Brevo refused something (the message says what to check);
         code 2: a bad input line (malformed, or against the Singer protocol);
         128 + N: signal N arrived mid-write (rolled back, no STATE).
         """
@@ -350,6 +383,10 @@ class TargetBrevo(SignalAwareTarget):
                 cls.check_connection(kwargs.get("config"))
                 return
             super().invoke(**kwargs)
+        except FastLaneSkipped as skipped:
+            cls._close_running()
+            cls.logger.info("%s", skipped)
+            _discard(kwargs.get("file_input") or sys.stdin)  # the tap must not fail on a pipe
         except (BrevoError, SettingError, RunLockedError) as exc:
             cls._close_running()
             cls.logger.debug("Stopped on this error:", exc_info=True)
@@ -396,6 +433,12 @@ class TargetBrevo(SignalAwareTarget):
         if not self._closed:
             self._closed = True
             self.store.close()
+
+
+def _discard(source: IO[str]) -> None:
+    """Read the rest of the input and drop it, so the tap writing it ends normally."""
+    while source.read(1 << 16):
+        pass
 
 
 if __name__ == "__main__":

@@ -461,7 +461,7 @@ def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
     first = target.start(config, data)
     assert brevo.held.wait(timeout=60), "the first run never sent its events"
     calls = len(brevo.requests)
-    second = target.run(lines)  # the same store, while the first is mid-flush
+    second = target.run(lines, run_lock_wait_seconds=0)  # the same store, the first mid-flush
     assert second.returncode == 1
     assert "another target-brevo run" in second.stderr
     assert "holds the engagement store" in second.stderr
@@ -493,7 +493,8 @@ def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
 
     try:
         first = TargetBrevo(config=target.config())
-        second = TargetBrevo(config=target.config())  # built while the first runs: holds nothing
+        # built while the first runs: holds nothing
+        second = TargetBrevo(config=target.config(run_lock_wait_seconds=0))
         worker = threading.Thread(target=listen, args=(first,))
         worker.start()
         assert brevo.held.wait(timeout=60), "the first run never sent its events"
