@@ -79,6 +79,10 @@ clean:
 bench-events: $(BIN)/.installed  ## events/s from the Logs API and the Events API at 250 ms latency
 	$(BIN)/python -m bench.events_rate $(BENCH_ARGS)
 
+.PHONY: bench-fastlane
+bench-fastlane: $(BIN)/.installed .meltano/.installed  ## webhook suppression to Brevo's blocklist, ~12 min
+	$(BIN)/python -m bench.fastlane_latency $(BENCH_ARGS)
+
 .PHONY: bench-webhooks
 bench-webhooks: $(BIN)/.installed  ## the webhook receiver under load, killed and restarted
 	$(BIN)/python -m bench.webhooks_load

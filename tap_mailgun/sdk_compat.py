@@ -20,6 +20,8 @@ SDK name.
   ahead by worker threads, before the SDK starts them.
 - `StateOfRecordPartition`: `Stream._increment_stream_state` on the partition a record
   belongs to, for a stream whose one query serves every partition (events from the Logs API).
+- `write_state_now`: `Stream._write_state_message`, STATE mid-stream, for the webhook_events
+  stream following its spool (the SDK writes it only every 10,000 records and at the end).
 """
 
 from __future__ import annotations
@@ -155,6 +157,20 @@ SDK_SOURCES: tuple[SdkSource, ...] = (
         "StateOfRecordPartition calls it with the record's own partition as `context`: check "
         "it still advances exactly that partition's bookmark (and Stream._sync_records still "
         "calls it once per emitted record).",
+    ),
+    SdkSource(
+        "singer_sdk.streams.core",
+        "Stream._write_state_message",
+        "f82ecd8d16986823",
+        "sdk_compat.write_state_now calls it mid-stream: check it still writes the tap's state "
+        "once per change (nothing when nothing changed).",
+    ),
+    SdkSource(
+        "singer_sdk.streams.core",
+        "Stream._sync_records",
+        "8928dc7f50e9bf57",
+        "write_state_now relies on it counting each record into the bookmark before asking "
+        "get_records for the next one: check it still does.",
     ),
     SdkSource(
         "singer_sdk.streams.rest",
@@ -375,3 +391,12 @@ def progress_markers(state: dict[str, Any]) -> dict[str, Any]:
 def drop_progress_markers(state: dict[str, Any]) -> None:
     """Forget a partition's progress, so the SDK does not promote it to the bookmark."""
     state.pop(PROGRESS_MARKERS, None)
+
+
+def write_state_now(stream: Stream) -> None:
+    """Write the tap's STATE now, mid-stream, if it changed since the last one.
+
+    Called from `get_records` between two records, it covers every record yielded so far: the
+    SDK counts each into the bookmark before it resumes the generator (`Stream._sync_records`).
+    """
+    stream._write_state_message()

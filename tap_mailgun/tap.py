@@ -156,6 +156,13 @@ class TapMailgun(Tap):
             default=DEFAULT_RETENTION_DAYS,
             description="Delete spooled webhook events read by a run at least this many days ago.",
         ),
+        th.Property(
+            "webhook_follow_seconds",
+            th.IntegerType(minimum=0),
+            default=0,
+            description="Keep reading newly spooled webhook events for this many seconds, "
+            "writing STATE after each batch (the fast lane); 0: read the spool once.",
+        ),
     ).to_dict()
 
     @override

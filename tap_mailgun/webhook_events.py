@@ -6,6 +6,11 @@ in sequence order past it, so a run neither skips nor repeats a row, whatever th
 timestamps. An event that also arrives by polling has the same `id` and `timestamp`; the target
 applies it once.
 
+With `webhook_follow_seconds`, a run does not end when it has read the spool: it goes on
+reading what the receiver spools for that long, writing STATE after each new batch, so a target
+that acts on each STATE (target-brevo's fast lane) applies an event within about a second of its
+arrival. The fast lane's job sets it; the 15-minute job reads the spool once and ends.
+
 It carries every event the receiver accepted: which domains and event types reach it is
 chosen where the webhooks are registered in Mailgun (the `domains` and `event_types` settings
 apply to polling).
@@ -13,7 +18,8 @@ apply to polling).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +31,7 @@ from typing_extensions import override
 from mailgun_webhooks.spool import Spool, SpooledEvent, SpoolError, is_database_url
 from tap_mailgun.client import MailgunRunError
 from tap_mailgun.records import event_record
+from tap_mailgun.sdk_compat import write_state_now
 from tap_mailgun.streams import load_schema
 
 if TYPE_CHECKING:
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 DEFAULT_RETENTION_DAYS = 7
+FOLLOW_POLL_SECONDS = 0.5  # how often a following run looks for newly spooled events
 SEQUENCE = "webhook_sequence"
 
 
@@ -111,7 +119,25 @@ class WebhookEventsStream(Stream):
             if start > spool.last_sequence():
                 start = self._restart(context, start, spool)
             self._prune(spool, start)
+            last = start
             for event in spool.read_after(start):
+                last = event.seq
+                yield webhook_record(event)
+            follow = float(self.config.get("webhook_follow_seconds") or 0)
+            if follow > 0:
+                yield from self._follow(spool, last, time.monotonic() + follow)
+
+    def _follow(self, spool: Spool, last: int, until: float) -> Iterator[dict[str, Any]]:
+        # STATE first, then each poll: what was read is applied by then (in the fast lane)
+        # and its bookmark kept, whatever happens to the rest of the run.
+        while True:
+            write_state_now(self)
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(FOLLOW_POLL_SECONDS, left))
+            for event in spool.read_after(last):
+                last = event.seq
                 yield webhook_record(event)
 
     def _restart(self, context: Context | None, bookmark: int, spool: Spool) -> int:

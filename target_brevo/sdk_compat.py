@@ -12,6 +12,8 @@ an SDK name that starts with an underscore (the same test checks).
 - `Target._write_state_message` writes STATE after each drain of all sinks (`drain_all`): the
   target must first bring Brevo up to date, and in a dry run not emit it. It asks
   `before_state` first.
+- `Target._process_state_message` keeps the latest STATE for the next drain; in the fast lane
+  the target must apply what came before it at once. It calls `on_new_state` when it changed.
 - `Sink._parse_timestamps_in_record` parses every date-time field into a datetime, a large
   share of the per-record cost; the rules read the one timestamp they need and canonicalise
   it themselves, so it does nothing.
@@ -50,6 +52,17 @@ class SignalAwareTarget(Target):
     def before_state(self) -> bool:
         """Called before each STATE is written; False: it is not written."""
         return True
+
+    @override
+    def _process_state_message(self, message_dict: dict[str, Any]) -> None:
+        """The SDK's, then `on_new_state` if the STATE is not the one already kept."""
+        before = self._latest_state
+        super()._process_state_message(message_dict)
+        if self._latest_state != before:
+            self.on_new_state()
+
+    def on_new_state(self) -> None:
+        """Called when the tap sent a new STATE; by default nothing (the SDK's way)."""
 
 
 class RawTimestampSink(BatchSink):

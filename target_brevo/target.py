@@ -303,6 +303,15 @@ class TargetBrevo(SignalAwareTarget):
         sys.exit(0)
 
     @override
+    def on_new_state(self) -> None:
+        """In the fast lane, apply everything read so far at each new STATE: a tap following
+        the webhook spool sends one after each batch, and the event must not wait for the end
+        of the run. The drain ends by emitting that STATE (`before_state` flushes Brevo first).
+        """
+        if self.settings.fast_lane:
+            self.drain_all()
+
+    @override
     def before_state(self) -> bool:
         """Bring Brevo up to date first: state is emitted only once Brevo has what it covers."""
         with self.writing():

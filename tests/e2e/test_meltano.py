@@ -22,6 +22,7 @@ import psycopg
 import requests
 
 from fakes.events import mailgun_event
+from fakes.receiver_process import ReceiverProcess
 from fakes.sandbox import ROOT, STATE_ID
 from fakes.webhook_payloads import SIGNING_KEY, signed_body
 from mailgun_webhooks.register import EVENT_TYPES as REGISTERED_EVENT_TYPES
@@ -67,13 +68,17 @@ def test_familiar_environment_variables_configure_the_dev_environment(meltano: M
     assert unsafe["tap-mailgun-webhooks"]["signing_key"] == exported["MAILGUN_WEBHOOK_SIGNING_KEY"]
 
 
-def test_the_job_is_scheduled_every_15_minutes(meltano: Meltano) -> None:
+def test_the_job_is_scheduled_every_15_minutes_and_the_fast_lane_every_minute(
+    meltano: Meltano,
+) -> None:
     schedules = json.loads(meltano("schedule", "list", "--format=json").stdout)
     jobs = {s["name"]: s for s in schedules["schedules"]["job"]}
-    assert len(jobs) == 1
-    (schedule,) = jobs.values()
-    assert schedule["cron_interval"] == "*/15 * * * *"
-    assert schedule["job"]["tasks"] == ["tap-mailgun target-brevo"]
+    assert set(jobs) == {"mailgun-to-brevo-every-15-minutes", "mailgun-fastlane-every-minute"}
+    full, fast = jobs["mailgun-to-brevo-every-15-minutes"], jobs["mailgun-fastlane-every-minute"]
+    assert full["cron_interval"] == "*/15 * * * *"
+    assert full["job"]["tasks"] == ["tap-mailgun target-brevo"]
+    assert fast["cron_interval"] == "* * * * *"
+    assert fast["job"]["tasks"] == ["tap-mailgun--fastlane target-brevo--fastlane"]
 
 
 def test_mailgun_reaches_brevo_once_across_incremental_runs(
@@ -266,3 +271,39 @@ def test_the_register_command_registers_the_receiver_on_every_domain(
         assert sorted(hooks) == sorted(REGISTERED_EVENT_TYPES), domain
         assert all(urls == [public_url] for urls in hooks.values())
     assert "key-sandbox" not in "\n".join(log.read_text() for log in meltano.runs)
+
+
+def test_the_fast_lane_blocklists_a_webhook_bounce_and_the_15_minute_job_sends_nothing_twice(
+    meltano: Meltano, sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    box = sandboxes.start()
+    spool = tmp_path / "spool" / "webhooks.sqlite"
+    receiver = ReceiverProcess(spool)
+    try:
+        bounce = mailgun_event("failed", time.time() - 60, recipient="fast.bounce@example.com")
+        opened = mailgun_event("opened", time.time() - 50, recipient="fast.open@example.com")
+        for event in (bounce, opened):
+            answer = requests.post(
+                receiver.url, data=signed_body(event),
+                headers={"Content-Type": "application/json"}, timeout=30,
+            )  # fmt: skip
+            assert answer.status_code == 200
+    finally:
+        receiver.stop()
+    env = {**box.env(), "TAP_MAILGUN_WEBHOOK_SPOOL_PATH": str(spool)}
+
+    meltano("--environment=sandbox", "run", "mailgun-fastlane", env=env)
+    assert box.brevo.contacts["fast.bounce@example.com"]["emailBlacklisted"] is True
+    assert "fast.open@example.com" not in box.brevo.contacts  # left to the 15-minute job
+    states = meltano("--environment=sandbox", "state", "list", env=env).stdout.split()
+    assert "sandbox:tap-mailgun--fastlane-to-target-brevo--fastlane" in states
+
+    meltano(*RUN_BREVO, env=env)
+    about = {"fast.bounce@example.com": [], "fast.open@example.com": []}
+    for event in box.brevo.events:
+        about.get(event["identifiers"]["email_id"], []).append(event["event_name"])
+    assert about == {
+        "fast.bounce@example.com": ["email_hard_bounced"],
+        "fast.open@example.com": ["email_opened"],
+    }
+    assert box.brevo.contacts["fast.bounce@example.com"]["emailBlacklisted"] is True

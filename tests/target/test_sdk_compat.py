@@ -38,6 +38,9 @@ PINNED: list[tuple[type, str, str, str]] = [
     (Target, "drain_all", "1da0109210d345c4",
      "STATE must still be written after every sink is drained: the first sink write takes the "
      "run lock, and before_state brings Brevo up to date before STATE"),
+    (Target, "_process_state_message", "e27158e2b1e7ea6d",
+     "SignalAwareTarget wraps it with on_new_state: does it still only keep the latest STATE "
+     "(in _latest_state) for the next drain?"),
     (Sink, "_parse_timestamps_in_record", "b99dc17613b2e3ac",
      "sdk_compat.RawTimestampSink skips it: does it now do more than parse timestamps?"),
     (BatchSink, "process_record", "5896c8423a344912",

@@ -75,8 +75,11 @@ def _catalog(tap_config: Path, tmp: Path, *streams: str) -> Path:
     return _write(tmp / "catalog.json", catalog)
 
 
-def run_pipeline(tap_args: list[str], target_config: Path) -> list[dict[str, Any]]:
-    """`tap-mailgun ... | target-brevo ...`, a real pipe; returns the target's STATE values."""
+def run_pipeline(
+    tap_args: list[str], target_config: Path, logs: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """`tap-mailgun ... | target-brevo ...`, a real pipe, both exiting 0; returns the target's
+    STATE values (and appends its log to `logs`)."""
     tap = subprocess.Popen([str(TAP), *tap_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     target = subprocess.Popen(
         [TARGET, "--config", str(target_config)],
@@ -91,6 +94,8 @@ def run_pipeline(tap_args: list[str], target_config: Path) -> list[dict[str, Any
     tap_err = tap.stderr.read().decode() if tap.stderr else ""
     assert tap.wait(timeout=60) == 0, tap_err
     assert target.returncode == 0, err
+    if logs is not None:
+        logs.append(err)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
