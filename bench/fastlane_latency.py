@@ -3,7 +3,8 @@
 The sandbox's setup on loopback: the fake Mailgun and fake Brevo, the real receiver
 (`tap-mailgun-webhooks` as a subprocess) on a fresh spool, and the fast lane run at its real
 interval, as its schedule runs it: `meltano run mailgun-fastlane` started every `--interval`
-seconds (60, the schedule's `* * * * *`) whatever the previous run is doing, as cron would.
+seconds (60, the schedule's `* * * * *`) unless the previous run still runs, as the README's
+cron line (`flock -n`) does.
 Meanwhile signed webhook calls (hard bounces, complaints, unsubscribes, Mailgun declining a
 suppressed address; one new recipient each) are POSTed at random moments (exponential gaps of
 mean `--gap` seconds), and the fake Brevo's contacts are polled every 0.2 s. One sample is the
@@ -67,6 +68,8 @@ class Tally:
     posted: dict[str, float] = field(default_factory=dict)  # recipient -> monotonic POST start
     blocked: dict[str, float] = field(default_factory=dict)  # recipient -> first seen blocklisted
     runs: list[dict[str, Any]] = field(default_factory=list)
+    ticks_skipped: int = 0  # the previous run still ran (cron's `flock -n` skips)
+    load: list[float] = field(default_factory=list)  # 1-minute load average, sampled
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -108,7 +111,6 @@ class FastLane:
         self.catalog = work / "catalog.json" if runner == "pipe" else None
         if self.catalog is not None:
             self._write_catalog(self.catalog)
-        self._one_at_a_time = threading.Lock()  # the pipe's state passes from run to run
 
     def _write_catalog(self, path: Path) -> None:
         found = subprocess.run(
@@ -130,8 +132,7 @@ class FastLane:
                 cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=600,
             )  # fmt: skip
             return done.returncode, done.stdout + done.stderr
-        with self._one_at_a_time:
-            return self._pipe()
+        return self._pipe()  # one at a time (`schedule`): the state passes from run to run
 
     def _pipe(self) -> tuple[int, str]:
         args = [console_script("tap-mailgun"), "--config", str(self.tap_config),
@@ -156,11 +157,16 @@ class FastLane:
 
 
 def schedule(lane: FastLane, interval: float, until: float, tally: Tally) -> list[threading.Thread]:
-    """Start a run every `interval` seconds until `until` (monotonic), each in its own thread."""
+    """Start a run every `interval` seconds until `until` (monotonic), each in its own thread,
+    unless the last one still runs: the README's cron line (`flock -n`) skips that tick."""
     started: list[threading.Thread] = []
+    running = threading.Lock()
 
     def one(at: float) -> None:
-        code, log = lane.run()
+        try:
+            code, log = lane.run()
+        finally:
+            running.release()
         took = time.monotonic() - at
         with tally.lock:
             tally.runs.append(
@@ -171,10 +177,14 @@ def schedule(lane: FastLane, interval: float, until: float, tally: Tally) -> lis
     tick = time.monotonic()
     while tick < until:
         time.sleep(max(0.0, tick - time.monotonic()))
+        tick += interval
+        if not running.acquire(blocking=False):
+            with tally.lock:
+                tally.ticks_skipped += 1
+            continue
         thread = threading.Thread(target=one, args=(time.monotonic(),), daemon=True)
         thread.start()
         started.append(thread)
-        tick += interval
     return started
 
 
@@ -200,7 +210,11 @@ def send(receiver: ReceiverProcess, gap: float, until: float, seed: int, tally: 
 
 def watch(brevo: FakeBrevo, stop: threading.Event, tally: Tally) -> None:
     """Poll the fake Brevo's contacts every 0.2 s; note when each recipient is blocklisted."""
+    ticks = 0
     while not stop.wait(0.2):
+        ticks += 1
+        if ticks % 50 == 0:  # every 10 s: how busy the machine is, for the record
+            tally.load.append(os.getloadavg()[0])
         now = time.monotonic()
         contacts = brevo.state()["contacts"]
         with tally.lock:
@@ -230,10 +244,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     target=send, args=(receiver, args.gap, sending_until, args.seed, tally)
                 )
                 runs: list[threading.Thread] = []
-                # Runs go on two intervals past the last POST, so every sample can land.
+                # Runs go on three intervals past the last POST, so every sample can land.
                 scheduler = threading.Thread(
                     target=lambda: runs.extend(
-                        schedule(lane, args.interval, sending_until + 2 * args.interval, tally)
+                        schedule(lane, args.interval, sending_until + 3 * args.interval, tally)
                     )
                 )
                 scheduler.start()
@@ -281,10 +295,15 @@ def result(args: argparse.Namespace, tally: Tally, violations: list[Any]) -> dic
             "count": len(tally.runs),
             "failed": sum(r["exit"] != 0 for r in tally.runs),
             "skipped": sum(r["skipped"] for r in tally.runs),
+            "ticks_skipped_previous_still_running": tally.ticks_skipped,
             "seconds_p50": round(percentile(durations, 0.50), 1),
             "seconds_max": round(max(durations, default=0.0), 1),
         },
         "failures": [r["log_tail"] for r in tally.runs if r["exit"] != 0][:2],
+        "load_average_1min": {
+            "mean": round(sum(tally.load) / len(tally.load), 1) if tally.load else None,
+            "max": round(max(tally.load), 1) if tally.load else None,
+        },
         "goal_p95_s": GOAL_P95_S,
         "met": bool(seconds) and percentile(seconds, 0.95) <= GOAL_P95_S,
         "spec_violations": len(violations),
@@ -309,7 +328,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {result['samples']} | {lat['p50']} s | {lat['p95']} s | {lat['max']} s | "
         f"{lat['min']} s | {result['goal_p95_s']:g} s | {'yes' if result['met'] else 'no'} |",
         "",
-        f"Fast-lane runs: {runs['count']} ({runs['failed']} failed, {runs['skipped']} skipped); "
+        f"Load average (1 min) during the run: {result['load_average_1min']['mean']} mean, "
+        f"{result['load_average_1min']['max']} max, on {m['cores']} cores.",
+        "",
+        f"Fast-lane runs: {runs['count']} ({runs['failed']} failed, {runs['skipped']} skipped "
+        "for a held store, "
+        f"{runs['ticks_skipped_previous_still_running']} ticks skipped while one still ran); "
         f"a run took {runs['seconds_p50']} s (p50), {runs['seconds_max']} s at most. "
         f"Never blocklisted: {result['never_blocklisted']}. Spec violations: "
         f"{result['spec_violations']}.",

@@ -21,7 +21,7 @@ from target_brevo.rules import (
 )
 
 DEFAULT_BASE_URL = "https://api.brevo.com/v3"
-# A fast-lane run holds the store for under a minute (it follows the spool for 40 s), the
+# A fast-lane run holds the store for under a minute (it follows the spool for 30 s), the
 # 15-minute job for minutes: a run finding it held waits this long by default, so the 15-minute
 # job never fails on a fast-lane run.
 DEFAULT_LOCK_WAIT_SECONDS = 120
