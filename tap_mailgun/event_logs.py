@@ -18,6 +18,11 @@ either way carries the bookmarks over.
   applies an event once, whichever source and precision) and leaves the bookmark as is.
 - paging: `pagination.token` until the last page (no `next`, an empty page, or a token
   seen before), 100 items a page (the documented maximum), `sort: timestamp:asc`.
+- time slices: 100 items a page, one page per round trip, bound a single query to 400 events a
+  second at 250 ms; so the window is cut into slices of whole seconds, `concurrent_time_slices`
+  of them read at once by worker threads (`OrderedPrefetch`: bounded buffers) and emitted in
+  order, slice after slice: the output is what one query would give. A slice that fails stops
+  the read there (the later ones are not emitted: no bookmark passes the failed slice).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from typing_extensions import override
 
 from tap_mailgun.client import MailgunStream
+from tap_mailgun.prefetch import OrderedPrefetch
 from tap_mailgun.records import event_record
 from tap_mailgun.sdk_compat import StateOfRecordPartition
 from tap_mailgun.streams import EVENT_RETENTION_DAYS, EventsStream
@@ -42,6 +48,18 @@ if TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, Record
 
 LOGS_PAGE_LIMIT = 100  # "The maximum number of items returned (100 max)" (the spec)
+# Time slices of a window read at once (`concurrent_time_slices`): bench/README.md, "The events
+# path": at 250 ms a request, one query gave 280 events/s, 8 slices 649, 16 1,409, 32 1,721.
+DEFAULT_CONCURRENT_TIME_SLICES = 16
+# A slice read ahead is held until its turn, at most this many items: memory stays bounded
+# (concurrent_time_slices x this), and a slice that holds more waits for its turn to go on.
+# So the window is cut finer than the slices read at once, SLICES_PER_READER each, though no
+# finer than MIN_SLICE (each slice costs a request even when empty).
+SLICE_BUFFER = 2000
+SLICES_PER_READER = 8
+MIN_SLICE = timedelta(minutes=5)
+
+Slice = tuple[datetime, datetime]
 
 
 class LogsPaginator(BaseAPIPaginator[str | None]):
@@ -65,6 +83,12 @@ class LogsPaginator(BaseAPIPaginator[str | None]):
             return None
         self._followed.add(token)
         return token
+
+
+def slice_context(piece: Slice) -> dict[str, str]:
+    """The context of a slice's requests: its `start` and `end` as the Logs API takes them
+    (RFC 2822, whole seconds); plain strings, as the SDK logs a context."""
+    return {"start": format_datetime(piece[0]), "end": format_datetime(piece[1])}
 
 
 def millisecond(iso: str) -> str:
@@ -121,9 +145,10 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
         pagination: dict[str, Any] = {"sort": "timestamp:asc", "limit": LOGS_PAGE_LIMIT}
         if next_page_token:
             pagination["token"] = next_page_token
+        window = context or slice_context((self.window_start, self.window_end))
         body: dict[str, Any] = {
-            "start": format_datetime(self.window_start),
-            "end": format_datetime(self.window_end),
+            "start": window["start"],
+            "end": window["end"],
             "include_subaccounts": bool(self.config.get("include_subaccounts", False)),
             "pagination": pagination,
         }
@@ -171,6 +196,47 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
         begins = [self.domain_begin(d) for d in self.domains_in_scope()]
         earliest = min(begins, default=self.domain_begin(""))
         return earliest.astimezone(timezone.utc).replace(microsecond=0)
+
+    @property
+    def readers(self) -> int:
+        """Slices read at once (`concurrent_time_slices`)."""
+        return int(self.config.get("concurrent_time_slices") or DEFAULT_CONCURRENT_TIME_SLICES)
+
+    def time_slices(self) -> list[Slice]:
+        """The window cut into slices of whole seconds, in order: SLICES_PER_READER for each
+        slice read at once, none shorter than MIN_SLICE; one when one is read at a time."""
+        start, end = self.window_start, self.window_end
+        seconds = int((end - start).total_seconds())
+        wanted = self.readers * SLICES_PER_READER if self.readers > 1 else 1
+        count = max(1, min(wanted, seconds // int(MIN_SLICE.total_seconds())))
+        bounds = [start + timedelta(seconds=seconds * i // count) for i in range(count)]
+        return list(zip(bounds, [*bounds[1:], end], strict=True))
+
+    @override
+    def read_pages(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The window's items: one query per slice (the slice is the context of its
+        requests), the slices read at once and yielded in order."""
+        if context is not None:
+            return MailgunStream.read_pages(self, context)
+        return self._read_slices(self.time_slices())
+
+    def _read_slices(self, slices: list[Slice]) -> Iterable[dict[str, Any]]:
+        if len(slices) == 1:
+            yield from MailgunStream.read_pages(self, slice_context(slices[0]))
+            return
+        readers = min(self.readers, len(slices))
+        self.keep_connections(readers)
+        prefetch = OrderedPrefetch(
+            slices,
+            lambda piece: MailgunStream.read_pages(self, slice_context(piece)),
+            workers=readers,
+            buffered=SLICE_BUFFER,
+        )
+        try:
+            for piece in slices:
+                yield from prefetch.items(piece)
+        finally:
+            prefetch.close()
 
     _read = False  # the first partition's walk reads the whole account
 

@@ -4,8 +4,10 @@ per-domain bookmarks, resume at second precision, and switching `event_source` e
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,7 @@ import requests
 
 from fakes.events import mailgun_event
 from fakes.server import json_response
+from tap_mailgun.event_logs import slice_context
 from tests.tap.conftest import (
     API_KEY,
     DOMAIN,
@@ -48,7 +51,8 @@ def load(fake: FakeMailgun, domain: str, count: int, start_hours: float, step_s:
 def test_one_account_wide_query_paged_by_token(mailgun: FakeMailgun) -> None:
     events = load(mailgun, DOMAIN, 130, 3, step_s=2) + load(mailgun, OTHER_DOMAIN, 90, 3)
 
-    run = run_tap(tap_config(mailgun, event_types=["delivered"]), "events")
+    config = tap_config(mailgun, event_types=["delivered"], concurrent_time_slices=1)
+    run = run_tap(config, "events")
 
     expected = sorted(events, key=lambda e: (e["timestamp"], e["id"]))
     assert [r["id"] for r in run.records["events"]] == [e["id"] for e in expected]
@@ -110,13 +114,15 @@ def test_each_domain_resumes_from_its_own_bookmark(mailgun: FakeMailgun) -> None
     last = {r["domain"]: r["timestamp"] for r in run1.records["events"]}
     assert marks == last  # each domain's own last event, to the millisecond
 
+    first_calls = len(mailgun.calls("POST", LOGS))
     new = load(mailgun, DOMAIN, 3, 0, step_s=0.0004)  # three in one second, after run 1
     time.sleep(1.2)  # the window ends on a whole second
     run2 = run_tap(config, "events", state=run1.state)
 
     # The window starts at the earliest bookmark, on its second; each domain drops what its
     # own bookmark covers: only each one's last event (its millisecond) comes again.
-    start = parsedate_to_datetime(mailgun.calls("POST", LOGS)[-1].json()["start"])
+    run2_calls = mailgun.calls("POST", LOGS)[first_calls:]
+    start = min(parsedate_to_datetime(c.json()["start"]) for c in run2_calls)
     assert start.isoformat(timespec="microseconds") <= min(marks.values())
     ids = [r["id"] for r in run2.records["events"]]
     assert ids == [first_a[-1]["id"], first_b[-1]["id"]] + [e["id"] for e in new]
@@ -136,7 +142,7 @@ def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun
         return answer(request)
 
     mailgun.logs = page_two_fails  # type: ignore[method-assign]
-    run1 = run_tap(tap_config(mailgun), "events")
+    run1 = run_tap(tap_config(mailgun, concurrent_time_slices=1), "events")
     del mailgun.logs
     assert run1.failures and "events" in run1.failures[0]
     emitted = [r["id"] for r in run1.records["events"]]
@@ -149,6 +155,58 @@ def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun
     twice = set(emitted) & set(again)
     assert len(twice) <= 2, "only each domain's last emitted millisecond is read again"
     assert mailgun.violations == []
+
+
+def test_the_window_is_read_in_time_slices_and_emitted_in_order(mailgun: FakeMailgun) -> None:
+    load(mailgun, DOMAIN, 240, 5, step_s=45)
+    load(mailgun, OTHER_DOMAIN, 150, 4, step_s=50)
+
+    one = run_tap(tap_config(mailgun, concurrent_time_slices=1), "events")
+    first = len(mailgun.calls("POST", LOGS))
+    sliced = run_tap(tap_config(mailgun, concurrent_time_slices=4), "events")
+
+    assert [r["id"] for r in sliced.records["events"]] == [r["id"] for r in one.records["events"]]
+    assert len(sliced.records["events"]) == 390
+    assert sliced.state == one.state
+    firsts = [c.json() for c in mailgun.calls("POST", LOGS)[first:]]
+    windows = sorted(
+        (parsedate_to_datetime(b["start"]), parsedate_to_datetime(b["end"]))
+        for b in firsts
+        if "token" not in b["pagination"]
+    )
+    assert len(windows) == 4 * 8  # finer than read at once: a slice waits for its turn
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
+    assert (windows[-1][1] - windows[0][0]).days == 30  # the whole window, no more
+    assert all(w[0].microsecond == 0 for w in windows)
+
+
+def test_a_failing_slice_stops_the_read_there(mailgun: FakeMailgun) -> None:
+    events = load(mailgun, DOMAIN, 200, 5, step_s=60)
+    answer = mailgun.logs
+
+    def second_slice_fails(request: Any) -> Any:
+        body = request.get_json()
+        if body["start"] == slices[len(slices) // 2]["start"]:
+            return json_response({"message": "unavailable"}, 503)
+        return answer(request)
+
+    start = datetime.fromtimestamp(hours_ago(6), tz=timezone.utc).isoformat()
+    config = tap_config(mailgun, concurrent_time_slices=3, start_date=start)
+    stream = run_tap(config, "domains").tap.streams["events"]
+    slices = [slice_context(s) for s in stream.time_slices()]  # type: ignore[attr-defined]
+    mailgun.logs = second_slice_fails  # type: ignore[method-assign]
+    run1 = run_tap(config, "events")
+    del mailgun.logs
+
+    assert run1.failures and run1.failures[0].startswith("events: ")
+    failed = parsedate_to_datetime(slices[len(slices) // 2]["start"])
+    emitted = run1.records["events"]
+    assert emitted and all(
+        r["timestamp"] < failed.isoformat(timespec="microseconds") for r in emitted
+    )
+    run2 = run_tap(config, "events", state=run1.state)
+    again = {r["id"] for r in run2.records["events"]}
+    assert {r["id"] for r in emitted} | again == {e["id"] for e in events}
 
 
 def test_include_subaccounts_reads_their_domains_too(mailgun: FakeMailgun) -> None:
