@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 LOGS_PAGE_LIMIT = 100  # "The maximum number of items returned (100 max)" (the spec)
 # Time slices of a window read at once (`concurrent_time_slices`): bench/README.md, "The events
 # path": at 250 ms a request, one query gave 280 events/s, 8 slices 649, 16 1,409, 32 1,721.
-DEFAULT_CONCURRENT_TIME_SLICES = 16
+# One by default: a window is then one query (a first run's 30 days cost 128 requests at 16,
+# even for an empty account), and Mailgun does not publish the Logs API's rate limit.
+DEFAULT_CONCURRENT_TIME_SLICES = 1
 # A slice read ahead is held until its turn, at most this many items: memory stays bounded
 # (concurrent_time_slices x this), and a slice that holds more waits for its turn to go on.
 # So the window is cut finer than the slices read at once, SLICES_PER_READER each, though no
@@ -58,6 +60,7 @@ DEFAULT_CONCURRENT_TIME_SLICES = 16
 SLICE_BUFFER = 2000
 SLICES_PER_READER = 8
 MIN_SLICE = timedelta(minutes=5)
+STOP_WAIT_SECONDS = 10.0
 
 Slice = tuple[datetime, datetime]
 
@@ -236,7 +239,9 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
             for piece in slices:
                 yield from prefetch.items(piece)
         finally:
-            prefetch.close()
+            # A read that stops (a failed slice, a run-stopping error) lets the requests in
+            # flight end, so that no worker's log line follows the run's last word.
+            prefetch.close(wait=STOP_WAIT_SECONDS)
 
     _read = False  # the first partition's walk reads the whole account
 

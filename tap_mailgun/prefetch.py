@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -96,9 +97,14 @@ class OrderedPrefetch(Generic[K, T]):
         finally:
             self._discard(key)
 
-    def close(self) -> None:
-        """Abandon the reading: workers stop at their next item or wait."""
+    def close(self, *, wait: float = 0.0) -> None:
+        """Abandon the reading: workers stop at their next item or wait. With `wait`, give
+        them up to that many seconds to get there (a request in flight ends first), so that
+        nothing they do, or log, comes after what the caller does next."""
         self._stopped.set()
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _discard(self, key: K) -> None:
         """Free `key`'s slot; a worker still filling its queue sees it dropped and stops."""
