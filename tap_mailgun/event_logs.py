@@ -38,7 +38,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from typing_extensions import override
 
 from tap_mailgun.client import MailgunStream
-from tap_mailgun.prefetch import OrderedPrefetch
+from tap_mailgun.prefetch import STOP_WAIT_SECONDS, OrderedPrefetch
 from tap_mailgun.records import event_record
 from tap_mailgun.sdk_compat import StateOfRecordPartition
 from tap_mailgun.streams import EVENT_RETENTION_DAYS, EventsStream
@@ -60,7 +60,6 @@ DEFAULT_CONCURRENT_TIME_SLICES = 1
 SLICE_BUFFER = 2000
 SLICES_PER_READER = 8
 MIN_SLICE = timedelta(minutes=5)
-STOP_WAIT_SECONDS = 10.0
 
 Slice = tuple[datetime, datetime]
 

@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 # A worker waiting for room (or a slot) checks this often whether the reading was abandoned.
 _POLL_SECONDS = 0.1
+# How long a stopped read lets the requests in flight end (each is bounded by its timeout
+# anyway), so that no worker logs after the run's last word.
+STOP_WAIT_SECONDS = 10.0
 
 
 @dataclass

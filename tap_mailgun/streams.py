@@ -35,7 +35,7 @@ from tap_mailgun.client import (
     domain_of,
     server_time,
 )
-from tap_mailgun.prefetch import OrderedPrefetch
+from tap_mailgun.prefetch import STOP_WAIT_SECONDS, OrderedPrefetch
 from tap_mailgun.records import dns_states, event_record, rfc2822_to_iso, snake_keys
 from tap_mailgun.sdk_compat import (
     prime_starting_values,
@@ -207,9 +207,10 @@ class DomainPartitionedStream(MailgunStream):
 
     @override
     def stop_reading(self) -> None:
-        """Stop the workers reading ahead."""
+        """Stop the workers reading ahead, letting the requests in flight end first: the
+        run's one-line error must be the last thing it says."""
         if self._prefetch is not None:
-            self._prefetch.close()
+            self._prefetch.close(wait=STOP_WAIT_SECONDS)
             self._prefetch = None
 
     def _start_prefetch(self, first: str, workers: int) -> None:
