@@ -474,7 +474,7 @@ def what_happened(
     sent: Counter[str] = Counter()
     not_sent: Counter[str] = Counter()
     for event in mailgun_events:
-        key = event_name_key(event["event"], event.get("severity"))
+        key = event_name_key(event["event"], event.get("severity"), event.get("reason"))
         if key is None:
             not_sent[event["event"]] += 1
         else:
@@ -628,6 +628,7 @@ def reset(meltano: Path, directory: Path) -> int:
     extras = ("validations.sqlite", "mailgun-health.html", "health.log")
     for name in ("clock.json", "brevo.json", *store, *extras, "last-run.log"):
         (directory / name).unlink(missing_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)  # a fresh clone has none yet: reset.log goes there
     if meltano.exists():
         run_meltano(
             meltano,

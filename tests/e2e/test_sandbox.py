@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -26,6 +27,7 @@ from fakes.sandbox import (
     Sandbox,
     fetch_state,
     port_is_free,
+    reset,
     summarize,
     table,
     what_happened,
@@ -34,8 +36,6 @@ from fakes.traffic import DEFAULT_DOMAINS
 from tests.e2e.conftest import MESSAGES_PER_DAY, RECIPIENTS
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.e2e.conftest import Meltano
 
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -233,10 +233,11 @@ def test_what_happened_says_why_mailgun_events_became_fewer_brevo_events() -> No
         {"event": "delivered"},
         {"event": "failed", "severity": "permanent"},
         {"event": "failed", "severity": "temporary"},
+        {"event": "failed", "severity": "permanent", "reason": "suppress-complaint"},
         {"event": "stored"},
     ]
     before = brevo_state(events=[])
-    after = brevo_state(events=[{"event_name": "x"}] * 3)
+    after = brevo_state(events=[{"event_name": "x"}] * 4)
 
     text = what_happened(clock, clock.now - DAY, events, before, after).splitlines()
 
@@ -245,11 +246,11 @@ def test_what_happened_says_why_mailgun_events_became_fewer_brevo_events() -> No
         f"00:00 to {clock.now:%Y-%m-%d} 00:00 UTC (30 more runs bring a new day each)."
     )
     assert text[2] == (
-        "- Mailgun: 6 new events in that time (accepted 2, failed 2, delivered 1, stored 1)."
+        "- Mailgun: 7 new events in that time (failed 3, accepted 2, delivered 1, stored 1)."
     )
     assert text[3] == (
-        "- Brevo events: 3 of them are sent to Brevo as events (email_delivered 1, "
-        "email_hard_bounced 1, email_soft_bounced 1); Brevo got 3."
+        "- Brevo events: 4 of them are sent to Brevo as events (email_delivered 1, "
+        "email_hard_bounced 1, email_soft_bounced 1, email_suppressed 1); Brevo got 4."
     )
     assert text[4] == (
         "  The other 3 (accepted 2, stored 1) are not sent: Brevo's events API has no such "
@@ -356,6 +357,14 @@ def test_the_demo_command_on_taken_ports_says_what_it_did_moves_a_day_and_reset_
         again = demo()  # from scratch: everything Brevo holds came in this run
         assert count(again, "events")[0] == count(again, "events")[1] > 0
         assert count(again, "contacts ")[0] == count(again, "contacts ")[1] > 0
+
+
+def test_reset_on_a_fresh_clone_makes_the_folder_it_logs_to(tmp_path: Path) -> None:
+    folder = tmp_path / "no-sandbox-yet"
+
+    assert reset(Path("/bin/true"), folder) == 0  # a Meltano that clears the state, and says so
+
+    assert (folder / "reset.log").exists()
 
 
 def said(output: str, pattern: str) -> list[int]:
