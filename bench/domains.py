@@ -144,6 +144,8 @@ def bench_account(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any
         }
         if args.concurrency_setting:
             config["concurrent_domains"] = args.concurrency
+        if args.time_slices:
+            config["concurrent_time_slices"] = args.time_slices
         config_path = _write_json(work / "config.json", config)
         argv = [console_script("tap-mailgun"), "--config", str(config_path)]
         fake.latency = args.latency
@@ -187,7 +189,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['measured_at']}, commit {result['commit']}; {m['cpu_model']}, {m['cores']} "
         f"cores, Python {m['python']}, singer-sdk {m['singer_sdk']}; latency "
-        f"{result['latency_s'] * 1000:.0f} ms, concurrency {result['concurrency']}.",
+        f"{result['latency_s'] * 1000:.0f} ms, concurrency {result['concurrency']}, time "
+        f"slices {result.get('time_slices') or 'default'}.",
         "",
         "| domains | run | requests | wall | floor | wall / floor | tap CPU | state |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -233,6 +236,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="give the tap no concurrent_domains (a tap that has no such setting)",
     )
+    parser.add_argument(
+        "--time-slices",
+        type=int,
+        default=0,
+        help="concurrent_time_slices given to the tap (the Logs API's window read in slices); "
+        "0: the tap's default",
+    )
     parser.add_argument("--validate", action="store_true", help="check requests against specs")
     parser.add_argument("--name", default="domains")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
@@ -256,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine(),
         "latency_s": args.latency,
         "concurrency": concurrency(args),
+        "time_slices": args.time_slices,
         "accounts": accounts,
     }
     _write_json(args.results / f"{args.name}.json", result)
