@@ -50,7 +50,7 @@ from mailgun_validate.verdicts import (
     with_validation,
 )
 from plugin_cli import SettingError, one_line_errors
-from tap_mailgun.client import DEFAULT_MAX_RETRIES
+from tap_mailgun.client import CONNECTION_SETTINGS, DEFAULT_MAX_RETRIES
 from tap_mailgun.sdk_compat import MessageWriter
 
 DEFAULT_TTL_DAYS = 30
@@ -103,21 +103,7 @@ class MailgunValidateMapper(InlineMapper):
     message_writer_class = MessageWriter
 
     config_jsonschema = th.PropertiesList(
-        th.Property(
-            "api_key",
-            th.StringType,
-            required=True,
-            secret=True,
-            description="Mailgun private API key (MAILGUN_API_KEY), the tap's.",
-        ),
-        th.Property(
-            "region",
-            th.StringType,
-            default="us",
-            allowed_values=["us", "eu"],
-            description="us (api.mailgun.net) or eu (api.eu.mailgun.net).",
-        ),
-        th.Property("base_url", th.StringType, description="API root overriding region."),
+        *CONNECTION_SETTINGS,
         th.Property(
             "max_retries",
             th.IntegerType(minimum=0),

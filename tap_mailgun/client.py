@@ -44,6 +44,7 @@ import msgspec
 import requests
 from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
+from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator, OffsetPaginator
@@ -63,6 +64,28 @@ if TYPE_CHECKING:
 
 REGION_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_MAX_RETRIES = 5
+# The settings that say which Mailgun to reach and how: the tap's and the mapper's.
+CONNECTION_SETTINGS = (
+    th.Property(
+        "api_key",
+        th.StringType,
+        required=True,
+        secret=True,
+        description="Mailgun private API key. Sent only as basic auth, never logged.",
+    ),
+    th.Property(
+        "region",
+        th.StringType,
+        default="us",
+        allowed_values=["us", "eu"],
+        description="us (api.mailgun.net) or eu (api.eu.mailgun.net): where the account is.",
+    ),
+    th.Property(
+        "base_url",
+        th.StringType,
+        description="API root overriding region, e.g. a local fake: http://127.0.0.1:8080.",
+    ),
+)
 # Exponential backoff: 1 s, 2 s, 4 s ... capped; a server's own hint is capped the same way.
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 120.0

@@ -14,7 +14,13 @@ from typing_extensions import override
 
 from plugin_cli import SettingError, check_base_url, check_config_files, one_line_errors
 from tap_mailgun import streams
-from tap_mailgun.client import DEFAULT_MAX_RETRIES, MailgunRunError, MailgunStream, RunReport
+from tap_mailgun.client import (
+    CONNECTION_SETTINGS,
+    DEFAULT_MAX_RETRIES,
+    MailgunRunError,
+    MailgunStream,
+    RunReport,
+)
 from tap_mailgun.event_logs import DEFAULT_CONCURRENT_TIME_SLICES, LogsEventsStream
 from tap_mailgun.sdk_compat import MessageWriter, about_info
 from tap_mailgun.webhook_events import DEFAULT_RETENTION_DAYS, WebhookEventsStream
@@ -51,25 +57,7 @@ class TapMailgun(Tap):
     message_writer_class = MessageWriter
 
     config_jsonschema = th.PropertiesList(
-        th.Property(
-            "api_key",
-            th.StringType,
-            required=True,
-            secret=True,
-            description="Mailgun private API key. Sent only as basic auth, never logged.",
-        ),
-        th.Property(
-            "region",
-            th.StringType,
-            default="us",
-            allowed_values=["us", "eu"],
-            description="us (api.mailgun.net) or eu (api.eu.mailgun.net): where the account is.",
-        ),
-        th.Property(
-            "base_url",
-            th.StringType,
-            description="API root overriding region, e.g. a local fake: http://127.0.0.1:8080.",
-        ),
+        *CONNECTION_SETTINGS,
         th.Property(
             "domains",
             th.ArrayType(th.StringType),
