@@ -486,16 +486,41 @@ class AccountWideStream(MailgunStream):
         self.stream_state.pop("partitions", None)
 
 
-class TagsStream(AccountWideStream):
+class AnalyticsStream(AccountWideStream):
+    """A query of Mailgun's v1 analytics API (POST /v1/analytics/...): the query and its
+    paging (`pagination`: sort, skip, limit) go in the JSON body, read until the
+    `pagination.total` the answer states."""
+
+    http_method = "POST"
+    page_limit: ClassVar[int]  # `pagination.limit`: rows a page
+
+    @override
+    def get_new_paginator(self) -> TotalPaginator:
+        """Offset paging in the body, until `pagination.total` is reached."""
+        return TotalPaginator(
+            self.page_limit, lambda body: (body.get("pagination") or {}).get("total")
+        )
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
+        """Everything goes in the body."""
+        return {}
+
+    def pagination(self, sort: str, next_page_token: Any) -> dict[str, Any]:
+        """The body's `pagination` of this page, in the order `sort` (skip paging needs a
+        stable one)."""
+        return {"sort": sort, "skip": next_page_token or 0, "limit": self.page_limit}
+
+
+class TagsStream(AnalyticsStream):
     """The account's tags: POST /v1/analytics/tags, with the subaccounts' when
     `include_subaccounts` is set (tags belong to an account, not to a domain)."""
 
     name = "tags"
-    http_method = "POST"
     path = "/v1/analytics/tags"
     primary_keys = ("account_id", "tag")
     replication_key = None
-    page_size = 1000  # the API's maximum
+    page_limit = 1000  # the API's maximum
     schema = th.PropertiesList(
         th.Property("account_id", th.StringType, required=True),
         th.Property("tag", th.StringType, required=True),
@@ -509,29 +534,12 @@ class TagsStream(AccountWideStream):
     ).to_dict()
 
     @override
-    def get_new_paginator(self) -> TotalPaginator:
-        """Offset paging in the body, until `pagination.total` is reached."""
-        return TotalPaginator(
-            self.page_size or 1000, lambda body: (body.get("pagination") or {}).get("total")
-        )
-
-    @override
-    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
-        """Everything goes in the body."""
-        return {}
-
-    @override
     def prepare_request_payload(
         self, context: Context | None, next_page_token: Any
     ) -> dict[str, Any]:
-        """This page, by tag (a stable order for skip paging), with the total."""
+        """This page, by tag, with the total."""
         return {
-            "pagination": {
-                "sort": "tag:asc",
-                "skip": next_page_token or 0,
-                "limit": self.page_size,
-                "include_total": True,
-            },
+            "pagination": {**self.pagination("tag:asc", next_page_token), "include_total": True},
             "include_subaccounts": bool(self.config.get("include_subaccounts")),
         }
 
@@ -546,7 +554,7 @@ class TagsStream(AccountWideStream):
         return record
 
 
-class MetricsStream(AccountWideStream):
+class MetricsStream(AnalyticsStream):
     """Counts and rates from POST /v1/analytics/metrics, per time bucket and domain.
 
     One query for the whole account (filtered to `domains` when set): the domain dimension
@@ -555,12 +563,10 @@ class MetricsStream(AccountWideStream):
     back with the same key and replace the earlier ones downstream.
     """
 
-    http_method = "POST"
     path = "/v1/analytics/metrics"
     replication_key = "time"
     is_sorted = False
-    page_size = None
-    metrics_page_limit: ClassVar[int] = 300
+    page_limit = 300
     _metric_group: tuple[str, ...] = METRIC_GROUPS[0]  # the group the next query asks
     dimensions: ClassVar[tuple[str, ...]] = ("time", "domain")
 
@@ -598,18 +604,6 @@ class MetricsStream(AccountWideStream):
         return datetime.now(timezone.utc)
 
     @override
-    def get_new_paginator(self) -> TotalPaginator:
-        """Offset paging in the body, until `pagination.total` is reached."""
-        return TotalPaginator(
-            self.metrics_page_limit, lambda body: (body.get("pagination") or {}).get("total")
-        )
-
-    @override
-    def get_url_params(self, context: Context | None, next_page_token: Any) -> dict[str, Any]:
-        """Everything goes in the body."""
-        return {}
-
-    @override
     def prepare_request_payload(
         self, context: Context | None, next_page_token: Any
     ) -> dict[str, Any]:
@@ -638,11 +632,7 @@ class MetricsStream(AccountWideStream):
             "metrics": list(self._metric_group),
             "include_subaccounts": bool(self.config.get("include_subaccounts")),
             "include_aggregates": False,
-            "pagination": {
-                "sort": "time:asc",
-                "skip": next_page_token or 0,
-                "limit": self.metrics_page_limit,
-            },
+            "pagination": self.pagination("time:asc", next_page_token),
         }
         if self.configured_domains:
             values = [{"label": d, "value": d} for d in self.configured_domains]
