@@ -1,7 +1,8 @@
 """What the command lines of tap-mailgun and target-brevo share: checks of what a user typed.
 
 - `SettingError`: a setting that cannot work; its message names the setting and what to do.
-- `check_config_files`: each --config file is JSON, or the error names the file and the line.
+- `check_config_files`: each --config file is JSON, or the error names the file and the line;
+  `CheckedConfigFiles` runs it as the tap's and the target's --config is read.
 - `check_base_url`: an http(s) URL with a host and no whitespace, before any request is sent.
 - `data_path` and `database_url`: where a plugin keeps its SQLite file unless told otherwise,
   and a path-or-URL setting (`engagement_store`, `validation_cache`) as an SQLAlchemy URL.
@@ -21,9 +22,12 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
+from singer_sdk.plugin_base import PluginBase
+from typing_extensions import override
 
 # getaddrinfo's answers for a name that does not exist; EAI_AGAIN (a DNS server that did not
 # answer in time) is not among them: a retry may well succeed.
@@ -59,6 +63,18 @@ def check_config_files(paths: Iterable[str]) -> None:
                 f"--config {name} holds a JSON {type(value).__name__}, not an object of "
                 'settings; write it as {"setting": value, ...}'
             )
+
+
+class CheckedConfigFiles(PluginBase):
+    """Mixed in before singer-sdk's Tap or Target: a --config file that is missing or not a
+    JSON object ends the command in one line that names it, before the SDK reads it."""
+
+    @classmethod
+    @override
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        """The SDK's --config, after a check that names a file that is not JSON."""
+        check_config_files(value)
+        return super().cb_config(ctx, param, value)
 
 
 def check_base_url(setting: str, value: str, example: str) -> None:

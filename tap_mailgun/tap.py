@@ -12,7 +12,7 @@ from singer_sdk import Tap, about
 from singer_sdk import typing as th
 from typing_extensions import override
 
-from plugin_cli import SettingError, check_base_url, check_config_files, one_line_errors
+from plugin_cli import CheckedConfigFiles, SettingError, check_base_url, one_line_errors
 from tap_mailgun import streams
 from tap_mailgun.client import (
     CONNECTION_SETTINGS,
@@ -44,7 +44,7 @@ def _describe(stream_type: type[Stream]) -> dict[str, Any]:
     }
 
 
-class TapMailgun(Tap):
+class TapMailgun(CheckedConfigFiles, Tap):
     """Singer tap for Mailgun: events, suppressions, tags, metrics, domains and mailing lists."""
 
     # The docstring above is --about's description, kept to one line: the SDK's Markdown
@@ -206,13 +206,6 @@ class TapMailgun(Tap):
     def report(self) -> RunReport:
         """What failed in this run (shared with `invoke` when run from the CLI)."""
         return _RUN_REPORT.get() or RunReport()
-
-    @classmethod
-    @override
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
-        """The SDK's --config, after a check that names a file that is not JSON."""
-        check_config_files(value)
-        return super().cb_config(ctx, param, value)
 
     @classmethod
     @override

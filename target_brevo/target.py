@@ -18,7 +18,7 @@ from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchem
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from typing_extensions import override
 
-from plugin_cli import SettingError, check_base_url, check_config_files
+from plugin_cli import CheckedConfigFiles, SettingError, check_base_url
 from target_brevo import rules
 from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
@@ -116,7 +116,7 @@ class LineNumberReader(MsgSpecReader):
         return message
 
 
-class TargetBrevo(SignalAwareTarget):
+class TargetBrevo(CheckedConfigFiles, SignalAwareTarget):
     """Singer target for Brevo: contacts, blocklist, lists and events from Mailgun activity."""
 
     # One line above: --about prints it as the description. Building a target takes nothing:
@@ -332,13 +332,6 @@ class TargetBrevo(SignalAwareTarget):
         self.logger.error("%s", error)
         self.drain_all(is_endofpipe=True)
         self._finish()
-
-    @override
-    @classmethod
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
-        """The SDK's --config, after a check that names a file that is not JSON."""
-        check_config_files(value)
-        return super().cb_config(ctx, param, value)
 
     @override
     @classmethod
