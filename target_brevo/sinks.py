@@ -134,35 +134,42 @@ class EventsSink(BrevoSink):
         self.host.summary.events_withheld = self.host.store.events_withheld
 
 
-class SuppressionSink(BrevoSink):
+class ContactSink(BrevoSink):
+    """A stream whose record is about the contact of its `address`: the contact is merged into
+    the store's (`rules.merge_contact`: flags only ever turn on, a known name is kept when the
+    new record has none)."""
+
+    def facts(self, record: dict[str, Any]) -> rules.ContactState | str:
+        """The contact of the record's address, or the reason it is skipped."""
+        email = rules.normalize_email(record.get("address"))
+        if email is None:
+            return "invalid email"
+        return self.contact(record, email)
+
+    def contact(self, record: dict[str, Any], email: str) -> rules.ContactState:
+        """What the record says about the contact of `email` (its normalized address)."""
+        raise NotImplementedError
+
+    def store(self, batch: list[Any]) -> None:
+        """Merge the batch's contacts into the store's."""
+        self.host.store.upsert_contacts(batch)
+
+
+class SuppressionSink(ContactSink):
     """bounces, complaints, unsubscribes: a flag on the contact of each address (and Mailgun's
     verdict on it, when mailgun-validate added one)."""
 
-    def facts(self, record: dict[str, Any]) -> rules.ContactState | str:
-        """The contact of the address, with the flag this stream sets."""
-        email = rules.normalize_email(record.get("address"))
-        if email is None:
-            return "invalid email"
+    def contact(self, record: dict[str, Any], email: str) -> rules.ContactState:
+        """The contact, with the flag this stream sets."""
         return rules.suppression_contact(self.stream_name, email, rules.record_verdict(record))
 
-    def store(self, batch: list[Any]) -> None:
-        """Flags only ever turn on (`rules.merge_contact`)."""
-        self.host.store.upsert_contacts(batch)
 
-
-class ListMemberSink(BrevoSink):
+class ListMemberSink(ContactSink):
     """list_members: names for contacts (vars first, else the name split at the first space)."""
 
-    def facts(self, record: dict[str, Any]) -> rules.ContactState | str:
-        """The contact of the address, with its names."""
-        email = rules.normalize_email(record.get("address"))
-        if email is None:
-            return "invalid email"
+    def contact(self, record: dict[str, Any], email: str) -> rules.ContactState:
+        """The contact, with its names."""
         return rules.member_contact(record, email)
-
-    def store(self, batch: list[Any]) -> None:
-        """A known name is kept when the new record has none (`rules.merge_contact`)."""
-        self.host.store.upsert_contacts(batch)
 
 
 class SkippedStreamSink(BatchSink):
