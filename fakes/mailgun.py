@@ -13,14 +13,20 @@ What it reproduces, because the tap has to cope with it:
   `include_subaccounts`.
 - POST /v1/analytics/tags: the account's tags (each domain's, merged per account), skip/limit
   paging (at most 1000), `include_subaccounts` adds the subaccounts' tags.
-- POST /v1/analytics/logs: the same stored events, account-wide, as the Logs API shows them:
-  `@timestamp` ISO-8601 truncated to the millisecond (the Events API's float keeps
-  microseconds), `user-variables` a JSON string, `domain.name`. `start`/`end` are RFC 2822
-  (second precision), `[start, end)`; `events` and `domain` filters; a subaccount's domains
-  only with `include_subaccounts`; `pagination.token` is a cursor (timestamp, id) past the
-  last event served, sent back with the same query (another query's token is refused), so an
-  event stored late behind the cursor is not seen, as with the Events API; `next` only while
-  more events follow; `limit` 1 to 100 (400 above); `sort` timestamp:asc or timestamp:desc.
+- POST /v1/analytics/logs: the same stored events, account-wide, as the Logs API shows them
+  (README.md, "The Logs API: what Mailgun documents", cites each source): `@timestamp`
+  ISO-8601 truncated to the millisecond with `Z` (the Events API's float keeps microseconds),
+  `user-variables` a JSON string, `domain.name`. `start`/`end` are RFC 2822 (whole seconds),
+  by default the last day up to now; `events` and `domain` filters; a subaccount's domains
+  only with `include_subaccounts`; `limit` at most 100. Where Mailgun documents nothing the
+  fake chooses the strict or plain answer: `[start, end)`, 400 on a `limit` of 0 or over
+  100, default `limit` 10 and `sort` timestamp:desc, equal timestamps ordered by id.
+  `pagination.token` is a cursor (timestamp, id) past the last event served, sent back with
+  the same query (another query's token is refused), so an event stored late behind the
+  cursor is not seen, as with the Events API. `pagination` holds `next` while more events
+  follow and nothing else: the last page (or the only one) answers `pagination: {}`, as
+  Mailgun's answer recorded in mailgun-ruby does; the spec's `previous`, `first`, `last` and
+  `total` are not served (the tap follows `next` only).
 - webhooks: GET /v3/domains/{domain}/webhooks lists a domain's URLs per event type; POST
   /v4/domains/{domain}/webhooks adds one URL to several event types at once, leaving their
   other URLs alone; it refuses (400, nothing changed) a URL an event type already has and a
@@ -194,13 +200,14 @@ def logs_query(body: dict[str, Any]) -> dict[str, Any]:
     sort = paging.get("sort") or "timestamp:desc"
     if sort not in LOGS_SORTS:
         raise ValueError(f"invalid sort {sort!r}")
+    # "start: (default: 1 day before current time)", "end: (default: current time)" (the spec)
     now = datetime.now(timezone.utc).timestamp()
     try:
         start = parsedate_to_datetime(body["start"]).timestamp() if body.get("start") else None
         end = parsedate_to_datetime(body["end"]).timestamp() if body.get("end") else now
     except (TypeError, ValueError):
         raise ValueError("start and end must be RFC 2822 dates") from None
-    start = end - 86400 if start is None else start
+    start = now - 86400 if start is None else start
     if start > end:
         raise ValueError("start must be before end")
     domains: list[str] = []
@@ -617,9 +624,7 @@ class FakeMailgun(FakeAPI):
                 return json_response({"message": "Invalid pagination token"}, 400)
             after = decoded["after"]
         page, more = self.select_logs(query, after)
-        pagination: dict[str, Any] = {
-            "first": _encode_token({"q": _token_query(query), "after": None}),
-        }
+        pagination: dict[str, Any] = {}
         if more:
             last = [page[-1][0], page[-1][1]["id"]]
             pagination["next"] = _encode_token({"q": _token_query(query), "after": last})

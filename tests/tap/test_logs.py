@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -277,3 +277,37 @@ def test_the_fake_refuses_what_the_logs_api_refuses(mailgun: FakeMailgun) -> Non
     assert requests.post(url, json=spec_breach, auth=auth, timeout=10).status_code == 400
     assert len(mailgun.violations) == 1
     mailgun.violations.clear()
+
+
+def test_the_fake_pages_and_defaults_as_mailgun_documents(mailgun: FakeMailgun) -> None:
+    """`pagination` holds `next` while more follow and is `{}` on the last (or only) page, as
+    Mailgun's answer recorded in mailgun-ruby (vcr_cassettes/logs.yml) is; a missing `start`
+    is "1 day before current time" (the spec), not a day before `end`."""
+    load(mailgun, DOMAIN, 5, 3)
+    url, auth = f"{mailgun.base_url}{LOGS}", ("api", API_KEY)
+    now = datetime.now(timezone.utc)
+    window = slice_context((now - timedelta(hours=6), now))
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        answer = requests.post(url, json=body, auth=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    only = post({**window, "pagination": {"sort": "timestamp:asc", "limit": 100}})
+    assert len(only["items"]) == 5 and only["pagination"] == {}
+    pages: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        paging = {"sort": "timestamp:asc", "limit": 2, **({"token": token} if token else {})}
+        pages.append(post({**window, "pagination": paging}))
+        token = pages[-1]["pagination"].get("next")
+        if not token:
+            break
+    assert [len(p["items"]) for p in pages] == [2, 2, 1]
+    assert [set(p["pagination"]) for p in pages] == [{"next"}, {"next"}, set()]
+
+    two_hours_ago = now - timedelta(hours=2)
+    defaulted = post({"end": slice_context((two_hours_ago, two_hours_ago))["end"]})
+    start = parsedate_to_datetime(defaulted["start"])
+    assert abs((start - (now - timedelta(days=1))).total_seconds()) < 60
+    assert mailgun.violations == []
