@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from fakes.mailgun import FakeMailgun
+from fakes.tap_catalog import select_only
 from tap_mailgun.tap import TapMailgun
 
 API_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
@@ -79,19 +80,11 @@ class Run:
         return [m["value"] for m in self.messages if m["type"] == "STATE"]
 
 
-def select_only(tap: TapMailgun, *names: str) -> dict[str, Any]:
-    """The tap's catalog with only `names` selected."""
-    catalog = tap.catalog.to_dict()
-    for entry in catalog["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] in names
-    return catalog
-
-
 def run_tap(config: dict[str, Any], *streams: str, state: dict[str, Any] | None = None) -> Run:
     """Sync in-process, with only `streams` selected (all when none are named)."""
-    catalog = select_only(TapMailgun(config=config), *streams) if streams else None
+    catalog = None
+    if streams:
+        catalog = select_only(TapMailgun(config=config).catalog.to_dict(), *streams)
     tap = TapMailgun(config=config, state=state, catalog=catalog)
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     err = io.StringIO()

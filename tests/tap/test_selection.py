@@ -12,9 +12,10 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import TYPE_CHECKING, Any
 
 from fakes.events import mailgun_event
+from fakes.tap_catalog import select_only
 from tap_mailgun.records import event_record
 from tap_mailgun.tap import TapMailgun
-from tests.tap.conftest import DOMAIN, hours_ago, select_only, tap_config
+from tests.tap.conftest import DOMAIN, hours_ago, tap_config
 
 if TYPE_CHECKING:
     from fakes.mailgun import FakeMailgun
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 def _events(config: dict[str, Any], *deselected: str) -> list[dict[str, Any]]:
     """Sync only `events` in-process, with the named top-level properties deselected."""
-    catalog = select_only(TapMailgun(config=config), "events")
+    catalog = select_only(TapMailgun(config=config).catalog.to_dict(), "events")
     for entry in catalog["streams"]:
         for item in entry["metadata"]:
             if item["breadcrumb"] in (["properties", name] for name in deselected):

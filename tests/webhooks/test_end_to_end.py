@@ -19,6 +19,7 @@ from fakes.brevo import FakeBrevo
 from fakes.events import DOMAIN, mailgun_event
 from fakes.mailgun import FakeMailgun
 from fakes.receiver_process import ReceiverProcess
+from fakes.tap_catalog import write_catalog
 from fakes.webhook_payloads import signed_body
 from tests.tap.conftest import API_KEY, TAP, hours_ago
 from tests.target.conftest import API_KEY as BREVO_KEY
@@ -53,26 +54,36 @@ def receiver(spool_path: Path) -> Iterator[ReceiverProcess]:
     process.stop()
 
 
-def _write(path: Path, value: Any) -> Path:
+def write_json(path: Path, value: Any) -> Path:
+    """`value` as JSON in `path`; `path`."""
     path.write_text(json.dumps(value))
     return path
 
 
-def _catalog(tap_config: Path, tmp: Path, *streams: str) -> Path:
-    found = subprocess.run(
-        [str(TAP), "--config", str(tap_config), "--discover"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+def tap_settings(path: Path, mailgun: FakeMailgun, receiver: ReceiverProcess, **more: Any) -> Path:
+    """The tap's settings file: the fake Mailgun, the test's domain, the receiver's spool, and
+    `more`."""
+    return write_json(
+        path,
+        {
+            "api_key": API_KEY,
+            "base_url": mailgun.base_url,
+            "domains": [DOMAIN],
+            "webhook_spool_path": str(receiver.spool),
+            **more,
+        },
     )
-    catalog = json.loads(found.stdout)
-    for entry in catalog["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] in streams
-    tmp.mkdir(parents=True, exist_ok=True)
-    return _write(tmp / "catalog.json", catalog)
+
+
+def target_settings(path: Path, brevo: FakeBrevo, store: str, **more: Any) -> Path:
+    """The target's settings file: the fake Brevo, the engagement store `store`, and `more`."""
+    settings = {"api_key": BREVO_KEY, "base_url": brevo.base_url + "/v3", "engagement_store": store}
+    return write_json(path, {**settings, **more})
+
+
+def catalog(tap_config: Path, folder: Path, *streams: str) -> Path:
+    """folder/catalog.json: the tap's catalog with only `streams` selected."""
+    return write_catalog(TAP, tap_config, folder / "catalog.json", *streams)
 
 
 def run_pipeline(
@@ -117,26 +128,13 @@ def test_a_webhook_hard_bounce_is_blocklisted_in_brevo_once(
         DOMAIN, [mailgun_event("failed", when, recipient="gone@example.org", event_id="bounce-1")]
     )
 
-    tap_config = _write(
-        tmp_path / "tap.json",
-        {
-            "api_key": API_KEY,
-            "base_url": mailgun.base_url,
-            "domains": [DOMAIN],
-            "webhook_spool_path": str(receiver.spool),
-        },
-    )
-    target_config = _write(
-        tmp_path / "target.json",
-        {
-            "api_key": BREVO_KEY,
-            "base_url": brevo.base_url + "/v3",
-            "engagement_store": str(tmp_path / "engagement.sqlite"),
-        },
+    tap_config = tap_settings(tmp_path / "tap.json", mailgun, receiver)
+    target_config = target_settings(
+        tmp_path / "target.json", brevo, str(tmp_path / "engagement.sqlite")
     )
 
     # 1. The webhook path alone: the bounce is blocklisted within one scheduled run.
-    pushed_only = _catalog(tap_config, tmp_path / "webhooks", "webhook_events")
+    pushed_only = catalog(tap_config, tmp_path / "webhooks", "webhook_events")
     states = run_pipeline(["--config", str(tap_config), "--catalog", str(pushed_only)],
                           target_config)  # fmt: skip
     assert brevo.contacts["gone@example.org"]["emailBlacklisted"] is True
@@ -148,9 +146,9 @@ def test_a_webhook_hard_bounce_is_blocklisted_in_brevo_once(
 
     # 2. The next run also polls the Events API, and finds the same bounce there: it is
     # applied once.
-    both = _catalog(tap_config, tmp_path / "both", "webhook_events", "events")
-    state = _write(tmp_path / "state.json", states[-1])
-    events_api = _write(tmp_path / "events.json", {**json.loads(tap_config.read_text()),
+    both = catalog(tap_config, tmp_path / "both", "webhook_events", "events")
+    state = write_json(tmp_path / "state.json", states[-1])
+    events_api = write_json(tmp_path / "events.json", {**json.loads(tap_config.read_text()),
                                                    "event_source": "events"})  # fmt: skip
     later = run_pipeline(
         ["--config", str(events_api), "--catalog", str(both), "--state", str(state)],

@@ -20,12 +20,17 @@ from typing import TYPE_CHECKING, Any
 from fakes.events import DOMAIN, mailgun_event
 from fakes.webhook_payloads import signed_body
 from target_brevo.store import EngagementStore, store_url
-from tests.tap.conftest import API_KEY, TAP, hours_ago
-from tests.target.conftest import API_KEY as BREVO_KEY
+from tests.tap.conftest import TAP, hours_ago
 from tests.target.conftest import TARGET
 from tests.webhooks import test_end_to_end as pipeline
 from tests.webhooks.conftest import post
-from tests.webhooks.test_end_to_end import _catalog, _write, run_pipeline
+from tests.webhooks.test_end_to_end import (
+    catalog,
+    run_pipeline,
+    tap_settings,
+    target_settings,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,27 +81,17 @@ def test_webhook_suppressions_reach_brevo_in_the_fast_lane_once_and_the_full_run
         assert post(receiver.url, signed_body(event)).status_code == 200
     suppressed = {"gone@example.org", "angry@example.org", "bye@example.org", "was.bye@example.org"}
 
-    tap_config = _write(
-        tmp_path / "tap.json",
-        {
-            "api_key": API_KEY,
-            "base_url": mailgun.base_url,
-            "domains": [DOMAIN],
-            "webhook_spool_path": str(receiver.spool),
-        },
-    )
+    tap_config = tap_settings(tmp_path / "tap.json", mailgun, receiver)
     store = str(tmp_path / "engagement.sqlite")
-    brevo_config = {"api_key": BREVO_KEY, "base_url": brevo.base_url + "/v3"}
-    fast_config = _write(
-        tmp_path / "fast.json",
-        {**brevo_config, "engagement_store": store, "fast_lane": True, "run_lock_wait_seconds": 1},
+    fast_config = target_settings(
+        tmp_path / "fast.json", brevo, store, fast_lane=True, run_lock_wait_seconds=1
     )
-    fast_catalog = _catalog(tap_config, tmp_path / "fast", "webhook_events")
+    fast_catalog = catalog(tap_config, tmp_path / "fast", "webhook_events")
 
     def fast_lane(state: dict[str, Any] | None, logs: list[str]) -> list[dict[str, Any]]:
         args = ["--config", str(tap_config), "--catalog", str(fast_catalog)]
         if state is not None:
-            args += ["--state", str(_write(tmp_path / "fast-state.json", state))]
+            args += ["--state", str(write_json(tmp_path / "fast-state.json", state))]
         return run_pipeline(args, fast_config, logs)
 
     # 1. One fast-lane run: the four suppressions are blocklisted, the delivery is left.
@@ -126,8 +121,8 @@ def test_webhook_suppressions_reach_brevo_in_the_fast_lane_once_and_the_full_run
     # 3. The 15-minute job, with its own state: the whole spool and polling find every event
     # again (the same event, whatever the source); only the delivery is new to the store.
     mailgun.add_events(DOMAIN, [*pushed, late])
-    full_config = _write(tmp_path / "full.json", {**brevo_config, "engagement_store": store})
-    both = _catalog(tap_config, tmp_path / "full", "webhook_events", "events")
+    full_config = target_settings(tmp_path / "full.json", brevo, store)
+    both = catalog(tap_config, tmp_path / "full", "webhook_events", "events")
     logs = []
     full = run_pipeline(["--config", str(tap_config), "--catalog", str(both)], full_config, logs)
     assert mailgun.calls("POST", "/v1/analytics/logs")  # it did poll (the Logs API)
@@ -141,31 +136,16 @@ def test_webhook_suppressions_reach_brevo_in_the_fast_lane_once_and_the_full_run
 def test_a_following_fast_lane_blocklists_each_webhook_while_it_runs(
     receiver: ReceiverProcess, mailgun: FakeMailgun, brevo: FakeBrevo, tmp_path: Path
 ) -> None:
-    tap_config = _write(
-        tmp_path / "tap.json",
-        {
-            "api_key": API_KEY,
-            "base_url": mailgun.base_url,
-            "domains": [DOMAIN],
-            "webhook_spool_path": str(receiver.spool),
-            "webhook_follow_seconds": 60,
-        },
+    tap_config = tap_settings(tmp_path / "tap.json", mailgun, receiver, webhook_follow_seconds=60)
+    target_config = target_settings(
+        tmp_path / "target.json", brevo, str(tmp_path / "engagement.sqlite"), fast_lane=True
     )
-    target_config = _write(
-        tmp_path / "target.json",
-        {
-            "api_key": BREVO_KEY,
-            "base_url": brevo.base_url + "/v3",
-            "engagement_store": str(tmp_path / "engagement.sqlite"),
-            "fast_lane": True,
-        },
-    )
-    catalog = _catalog(tap_config, tmp_path / "fast", "webhook_events")
+    fast_catalog = catalog(tap_config, tmp_path / "fast", "webhook_events")
     first = mailgun_event("failed", hours_ago(1), recipient="first@example.org")
     assert post(receiver.url, signed_body(first)).status_code == 200
     with (tmp_path / "tap.log").open("wb") as tap_log, (tmp_path / "target.log").open("wb") as log:
         tap = subprocess.Popen(
-            [str(TAP), "--config", str(tap_config), "--catalog", str(catalog)],
+            [str(TAP), "--config", str(tap_config), "--catalog", str(fast_catalog)],
             stdout=subprocess.PIPE, stderr=tap_log,
         )  # fmt: skip
         target = subprocess.Popen(

@@ -23,6 +23,7 @@ import requests
 
 from fakes.events import DOMAIN, mailgun_event
 from fakes.receiver_process import BIN, ReceiverProcess
+from fakes.tap_catalog import write_catalog
 from fakes.webhook_payloads import signed_body
 from mailgun_webhooks.spool import Delivery, Outcome, Spool, SpoolError, SpoolWriter
 from tests.tap.conftest import API_KEY, run_tap
@@ -190,21 +191,7 @@ def test_without_the_driver_the_receiver_and_the_tap_name_the_extra(
     )
     config = tmp_path / "tap.json"
     config.write_text(json.dumps({"api_key": API_KEY, "webhook_spool_path": postgres_url}))
-    catalog = tmp_path / "catalog.json"
-    discovered = subprocess.run(
-        [str(BIN / "tap-mailgun"), "--config", str(config), "--discover"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    found = json.loads(discovered.stdout)
-    for entry in found["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] == STREAM
-    catalog.write_text(json.dumps(found))
+    catalog = write_catalog(BIN / "tap-mailgun", config, tmp_path / "catalog.json", STREAM, env=env)
     tap = subprocess.run(
         [str(BIN / "tap-mailgun"), "--config", str(config), "--catalog", str(catalog)],
         env=env,

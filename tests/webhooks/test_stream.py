@@ -11,6 +11,7 @@ import pytest
 
 from fakes.events import DOMAIN, mailgun_event
 from fakes.mailgun import FakeMailgun
+from fakes.tap_catalog import select_only
 from fakes.webhook_payloads import signed_body
 from mailgun_webhooks.spool import Delivery, Spool, SpoolWriter
 from target_brevo.rules import event_identity
@@ -170,12 +171,8 @@ def cli_files(tmp_path: Path, spool_path: Path) -> Iterator[tuple[Path, Path]]:
     assert discovered.returncode == 0, discovered.stderr
     catalog = json.loads(discovered.stdout)
     assert STREAM in [s["tap_stream_id"] for s in catalog["streams"]]
-    for entry in catalog["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] == STREAM
     cat = tmp_path / "catalog.json"
-    cat.write_text(json.dumps(catalog))
+    cat.write_text(json.dumps(select_only(catalog, STREAM)))
     yield cfg, cat
 
 
