@@ -26,8 +26,9 @@ from typing import Any
 
 from bench import calls
 from bench.fakes import IndexedFakeMailgun
-from bench.measure import console_script, host_cost, machine, run_one
-from bench.run import MAILGUN_KEY, ROOT, _git_commit, _write_json
+from bench.measure import console_script, host_cost, run_one
+from bench.results import provenance, write_results
+from bench.run import MAILGUN_KEY, ROOT, _write_json
 from bench.singer_output import count
 from fakes.events import mailgun_event
 from tap_mailgun.streams import DEFAULT_CONCURRENT_DOMAINS
@@ -261,16 +262,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accounts.append(bench_account(n, args, work))
     result = {
         "name": args.name,
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
-        "machine": machine(),
+        **provenance(),
         "latency_s": args.latency,
         "concurrency": concurrency(args),
         "time_slices": args.time_slices,
         "accounts": accounts,
     }
-    _write_json(args.results / f"{args.name}.json", result)
-    (args.results / f"{args.name}.md").write_text(markdown(result))
+    write_results(args.results / args.name, result, markdown(result))
     print(f"results: {args.results / args.name}.json and .md", flush=True)
     return result
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,29 +21,12 @@ from typing import Any
 
 from bench.fakes import IndexedFakeMailgun
 from bench.measure import console_script, machine, run_one
+from bench.results import write_results
 from bench.run import MAILGUN_KEY, ROOT, load_workload
 from bench.singer_output import count
+from fakes.tap_catalog import write_catalog
 
 SOURCES = ("logs", "events")
-
-
-def _catalog(tap: str, config: Path, work: Path) -> Path:
-    """The tap's catalog with only `events` selected."""
-    found = subprocess.run(
-        [tap, "--config", str(config), "--discover"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    catalog = json.loads(found.stdout)
-    for entry in catalog["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] == "events"
-    path = work / "catalog.json"
-    path.write_text(json.dumps(catalog))
-    return path
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,7 +51,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "concurrent_time_slices": args.slices,
             }
             config.write_text(json.dumps(settings))
-            catalog = _catalog(tap, config, work)
+            catalog = write_catalog(tap, config, work / "catalog.json", "events")
             with mailgun.lock:
                 mailgun.requests.clear()
             mailgun.latency = args.latency_ms / 1000
@@ -136,10 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "events-rate")
     args = parser.parse_args(argv)
     result = measure(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    page = markdown(result)
+    write_results(args.out, result, page)
+    print(page)
     return result
 
 

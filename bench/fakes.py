@@ -22,6 +22,20 @@ from fakes.mailgun import (
 )
 
 
+def past_cursor(
+    keys: list[tuple[float, str]], lo: int, hi: int, after: list[Any] | None, *, ascending: bool
+) -> tuple[int, int]:
+    """The bounds [lo, hi) of sorted `keys` narrowed to what comes after the page cursor
+    `after` (the last page's final timestamp and id) in the listing's order; as they are
+    without a cursor."""
+    if after is None:
+        return lo, hi
+    cursor = (float(after[0]), str(after[1]))
+    if ascending:
+        return max(lo, bisect_right(keys, cursor)), hi
+    return lo, min(hi, bisect_left(keys, cursor))
+
+
 class IndexedFakeMailgun(FakeMailgun):
     """FakeMailgun whose events pages are found by binary search instead of a scan."""
 
@@ -52,12 +66,7 @@ class IndexedFakeMailgun(FakeMailgun):
         # Whole-second bounds, a millisecond either side: logs_event_wanted decides exactly.
         lo = bisect_left(keys, (query["start"] - 0.001,))
         hi = bisect_left(keys, (query["end"] + 0.001,))
-        if after is not None:
-            cursor = (float(after[0]), str(after[1]))
-            if ascending:
-                lo = max(lo, bisect_right(keys, cursor))
-            else:
-                hi = min(hi, bisect_left(keys, cursor))
+        lo, hi = past_cursor(keys, lo, hi, after, ascending=ascending)
         limit = int(query["limit"])
         order = range(lo, hi) if ascending else range(hi - 1, lo - 1, -1)
         page: list[tuple[float, dict[str, Any], str]] = []
@@ -86,12 +95,7 @@ class IndexedFakeMailgun(FakeMailgun):
         begin, end = query_window(query)
         lo, hi = bisect_left(keys, (begin,)), bisect_left(keys, (end,))
         ascending = query["ascending"] == "yes"
-        if after is not None:
-            cursor = (float(after[0]), str(after[1]))
-            if ascending:
-                lo = max(lo, bisect_right(keys, cursor))
-            else:
-                hi = min(hi, bisect_left(keys, cursor))
+        lo, hi = past_cursor(keys, lo, hi, after, ascending=ascending)
         kinds = query_kinds(query)
         limit = int(query["limit"])
         order = range(lo, hi) if ascending else range(hi - 1, lo - 1, -1)

@@ -34,11 +34,13 @@ import requests
 import yaml
 
 from bench.measure import console_script, machine
+from bench.results import write_results
 from bench.webhooks_load import percentile
 from fakes.brevo import FakeBrevo
 from fakes.events import DOMAIN, mailgun_event
 from fakes.mailgun import FakeMailgun
 from fakes.receiver_process import ReceiverProcess
+from fakes.tap_catalog import write_catalog
 from fakes.webhook_payloads import signed_body
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,19 +112,8 @@ class FastLane:
         self.state: str | None = None
         self.catalog = work / "catalog.json" if runner == "pipe" else None
         if self.catalog is not None:
-            self._write_catalog(self.catalog)
-
-    def _write_catalog(self, path: Path) -> None:
-        found = subprocess.run(
-            [console_script("tap-mailgun"), "--config", str(self.tap_config), "--discover"],
-            capture_output=True, check=True, text=True, timeout=120,
-        )  # fmt: skip
-        catalog = json.loads(found.stdout)
-        for entry in catalog["streams"]:
-            for item in entry["metadata"]:
-                if item["breadcrumb"] == []:
-                    item["metadata"]["selected"] = entry["tap_stream_id"] == "webhook_events"
-        path.write_text(json.dumps(catalog))
+            tap = console_script("tap-mailgun")
+            write_catalog(tap, self.tap_config, self.catalog, "webhook_events")
 
     def run(self) -> tuple[int, str]:
         """One run; (exit code, its log)."""
@@ -359,10 +350,8 @@ def main() -> None:
     if args.runner == "meltano" and not MELTANO.exists():
         parser.error(f"{MELTANO} not found: run `make meltano` first, or use --runner pipe")
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     page = markdown(result)
-    args.out.with_suffix(".md").write_text(page)
+    write_results(args.out, result, page)
     print(page)
 
 

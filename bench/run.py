@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -30,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from bench import calls, report
 from bench.fakes import IndexedFakeMailgun
-from bench.measure import ProcessRun, console_script, host_cost, machine, run_one, run_pipe
+from bench.measure import ProcessRun, console_script, host_cost, run_one, run_pipe
 from bench.profile import summary
+from bench.results import provenance, write_results
 from bench.singer_output import StreamCounts, count
 from fakes import traffic
 from fakes.brevo import BREVO_RATE_LIMITS, FakeBrevo
@@ -393,20 +393,6 @@ def _name(sizes: list[int]) -> str:
     return ("bench-" if len(sizes) == 1 else "scaling-") + "-".join(short(n) for n in sizes)
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the results also written to disk."""
     args = parse_args(argv)
@@ -418,17 +404,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append(bench_one(size, args, work, args.results))
         if not args.keep_work:  # a million events leave ~2 GB of scratch; failures keep theirs
             shutil.rmtree(work, ignore_errors=True)
-    result = {
-        "name": args.name or _name(args.events),
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
-        "machine": machine(),
-        "runs": runs,
-        "goals": report.goals(runs),
-    }
-    _write_json(args.results / f"{result['name']}.json", result)
-    (args.results / f"{result['name']}.md").write_text(report.markdown(result))
-    print(f"results: {args.results / result['name']}.json and .md", flush=True)
+    name = args.name or _name(args.events)
+    result = {"name": name, **provenance(), "runs": runs, "goals": report.goals(runs)}
+    write_results(args.results / name, result, report.markdown(result))
+    print(f"results: {args.results / name}.json and .md", flush=True)
     return result
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import secrets
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import machine
+from bench.results import write_results
 from fakes.events import mailgun_event
 from fakes.receiver_process import ReceiverProcess
 from fakes.webhook_payloads import signed_body
@@ -305,10 +305,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhooks_load")
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     page = markdown(result)
-    args.out.with_suffix(".md").write_text(page)
+    write_results(args.out, result, page)
     print(page)
 
 
