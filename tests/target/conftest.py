@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fakes.brevo import FakeBrevo
+from target_brevo.store import EngagementStore, store_url
 
 API_KEY = "xkeysib-test"
 TARGET = str(Path(sys.executable).with_name("target-brevo"))
@@ -119,6 +120,18 @@ def engagement_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(tmp_path / "engagement.sqlite")
 
 
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngagementStore]:
+    """A fresh engagement store opened in the test's process: SQLite, then a database on the
+    session's PostgreSQL."""
+    setting = str(tmp_path / "store.sqlite")
+    if request.param == "postgresql":
+        setting = request.getfixturevalue("postgres_url")
+    opened = EngagementStore(store_url(setting))
+    yield opened
+    opened.close()
+
+
 @dataclass
 class TargetRunner:
     """Runs the console script against a fake Brevo with a per-test engagement store."""
@@ -136,21 +149,32 @@ class TargetRunner:
             **overrides,
         }
 
+    def settings_file(self, **overrides: Any) -> Path:
+        """config.json in the test's folder: `config(**overrides)`; its path."""
+        path = self.tmp / "config.json"
+        path.write_text(json.dumps(self.config(**overrides)))
+        return path
+
+    def input_file(self, lines: list[str]) -> Path:
+        """input.singer in the test's folder: `lines`; its path."""
+        path = self.tmp / "input.singer"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def run(self, lines: list[str], *, settle: bool = True, **overrides: Any) -> Run:
         """Feed `lines` to `target-brevo --config ... --input ...` as a subprocess."""
-        config = self.tmp / "config.json"
-        config.write_text(json.dumps(self.config(**overrides)))
-        data = self.tmp / "input.singer"
-        data.write_text("\n".join(lines) + "\n")
-        return self.finish(self.start(config, data), settle=settle)
+        process = self.start(self.settings_file(**overrides), self.input_file(lines))
+        return self.finish(process, settle=settle)
 
-    def start(self, config: Path, data: Path) -> subprocess.Popen[str]:
-        """Start the console script without waiting for it."""
+    def start(self, config: Path, data: Path | None = None) -> subprocess.Popen[str]:
+        """Start the console script without waiting for it; without `data` it reads its stdin,
+        a pipe left open (as from a tap still running)."""
+        if data is None:
+            command, stdin = [TARGET, "--config", str(config)], subprocess.PIPE
+        else:
+            command, stdin = [TARGET, "--config", str(config), "--input", str(data)], None
         return subprocess.Popen(
-            [TARGET, "--config", str(config), "--input", str(data)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
     def finish(self, process: subprocess.Popen[str], *, settle: bool = True) -> Run:

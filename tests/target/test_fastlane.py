@@ -9,19 +9,16 @@ Through the real console script against the fake Brevo.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from fakes.events import tap_record
 from target_brevo import rules
 from target_brevo.store import EngagementStore, store_url
-from tests.target.conftest import TARGET, at, on_both_stores, singer_lines
+from tests.target.conftest import at, on_both_stores, singer_lines
 from tests.target.test_resilience import sent_ids
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from fakes.brevo import FakeBrevo
     from tests.target.conftest import TargetRunner
 
@@ -103,12 +100,10 @@ def held_store(engagement_store: str) -> EngagementStore:
 
 @on_both_stores
 def test_a_run_waits_for_the_store_a_bounded_time_then_fails_clearly(
-    brevo: FakeBrevo, target: TargetRunner, engagement_store: str, tmp_path: Path
+    brevo: FakeBrevo, target: TargetRunner, engagement_store: str
 ) -> None:
     lines = singer_lines({"webhook_events": mixed_events()})
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
-    config.write_text(json.dumps(target.config(run_lock_wait_seconds=600)))
-    data.write_text("\n".join(lines) + "\n")
+    config, data = target.settings_file(run_lock_wait_seconds=600), target.input_file(lines)
     other = held_store(engagement_store)
     process = target.start(config, data)
     assert process.stderr is not None
@@ -155,16 +150,11 @@ def test_the_fast_lane_skips_cleanly_when_the_store_stays_held_and_applies_next_
 
 
 def test_the_fast_lane_applies_what_came_before_each_state_while_its_input_goes_on(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+    brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(target.config(**FAST_LANE)))
     first, second = mixed_events()[2], mixed_events()[5]  # a hard bounce, a complaint
     lines = singer_lines({"webhook_events": [first]}, {"bookmarks": {"run": 1}})
-    process = subprocess.Popen(
-        [TARGET, "--config", str(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = target.start(target.settings_file(**FAST_LANE))
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write("\n".join(lines) + "\n")
     process.stdin.flush()

@@ -6,30 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pytest
-
 from fakes.events import mailgun_event
 from fakes.mailgun import log_event
 from tap_mailgun.records import event_record
 from target_brevo import rules
-from target_brevo.store import IDENTITY_META, EngagementStore, events_table, store_url
-from tests.target.conftest import STORE_KINDS, at
+from target_brevo.store import IDENTITY_META, EngagementStore, events_table
+from tests.target.conftest import at
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
     from typing import Any
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngagementStore]:
-    """A fresh engagement store: SQLite, then a database on the session's PostgreSQL."""
-    setting = str(tmp_path / "store.sqlite")
-    if request.param == "postgresql":
-        setting = request.getfixturevalue("postgres_url")
-    opened = EngagementStore(store_url(setting))
-    yield opened
-    opened.close()
 
 
 def test_the_identity_is_the_id_and_the_millisecond() -> None:

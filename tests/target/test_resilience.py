@@ -20,7 +20,6 @@ from fakes.events import tap_record
 from target_brevo.store import RunLockedError
 from target_brevo.target import TargetBrevo
 from tests.target.conftest import (
-    TARGET,
     Run,
     TargetRunner,
     at,
@@ -370,14 +369,11 @@ def test_invalid_emails_are_skipped_and_counted(brevo: FakeBrevo, target: Target
 
 @on_both_stores
 def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+    brevo: FakeBrevo, target: TargetRunner
 ) -> None:
     lines = singer_lines({"events": opened_events(450)})  # batches of 200, 200 and 50
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
-    config.write_text(json.dumps(target.config()))
-    data.write_text("\n".join(lines) + "\n")
     brevo.hold("POST /v3/events/batch", after=1)
-    process = target.start(config, data)
+    process = target.start(target.settings_file(), target.input_file(lines))
     assert brevo.held.wait(timeout=60), "the second batch never came"
     process.kill()  # the target dies while Brevo holds its second batch
     crashed = target.finish(process)
@@ -394,14 +390,11 @@ def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
 @on_both_stores
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_a_flush_rolls_back_and_exits_non_zero_without_state(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path, signum: int
+    brevo: FakeBrevo, target: TargetRunner, signum: int
 ) -> None:
     lines = singer_lines({"events": opened_events(450)})  # batches of 200, 200 and 50
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
-    config.write_text(json.dumps(target.config()))
-    data.write_text("\n".join(lines) + "\n")
     brevo.hold("POST /v3/events/batch", after=1)
-    process = target.start(config, data)
+    process = target.start(target.settings_file(), target.input_file(lines))
     assert brevo.held.wait(timeout=60), "the second batch never came"
     process.send_signal(signum)  # Ctrl-C / SIGTERM while Brevo holds the second batch
     stopped = target.finish(process)
@@ -418,18 +411,13 @@ def test_a_signal_during_a_flush_rolls_back_and_exits_non_zero_without_state(
 
 
 def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+    brevo: FakeBrevo, target: TargetRunner
 ) -> None:
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(target.config()))
     lines = singer_lines({"events": opened_events(3)}, state={"bookmarks": {"run": 7}})
     bad = json.dumps({"type": "RECORD", "stream": "events",
                       "record": tap_record("opened", at(0), event_id="x", recipient="bad@",
                                            message_id="m")})  # fmt: skip
-    process = subprocess.Popen(
-        [TARGET, "--config", str(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = target.start(target.settings_file())
     assert process.stdin is not None and process.stderr is not None
     process.stdin.write("\n".join([*lines, bad]) + "\n")
     process.stdin.flush()  # and the input stays open: the tap is still running
@@ -451,14 +439,11 @@ def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
 
 @on_both_stores
 def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
+    brevo: FakeBrevo, target: TargetRunner
 ) -> None:
     lines = singer_lines({"events": opened_events(3)})
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
-    config.write_text(json.dumps(target.config()))
-    data.write_text("\n".join(lines) + "\n")
     brevo.hold("POST /v3/events/batch", after=0)
-    first = target.start(config, data)
+    first = target.start(target.settings_file(), target.input_file(lines))
     assert brevo.held.wait(timeout=60), "the first run never sent its events"
     calls = len(brevo.requests)
     second = target.run(lines, run_lock_wait_seconds=0)  # the same store, the first mid-flush
@@ -514,9 +499,7 @@ def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
 
 
-def test_only_the_command_line_tunes_the_garbage_collector(
-    target: TargetRunner, tmp_path: Path
-) -> None:
+def test_only_the_command_line_tunes_the_garbage_collector(target: TargetRunner) -> None:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     before = (gc.get_threshold(), gc.get_freeze_count())
     try:
@@ -525,8 +508,7 @@ def test_only_the_command_line_tunes_the_garbage_collector(
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(target.config()))
+    config = target.settings_file()
     code = (
         "import gc, sys; from target_brevo.target import TargetBrevo; "
         "TargetBrevo.cli(['--config', sys.argv[1], '--input', '/dev/null'], "
@@ -646,12 +628,8 @@ def test_stored_events_go_to_brevo_while_the_input_is_still_being_read(
     # still writing. Before, they all waited for the end of the input, and the run's waits
     # for Brevo followed its work.
     first, rest = opened_events(700), opened_events(900)[700:]
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(TargetRunner(brevo, tmp_path).config(batch_size_rows=500)))
-    process = subprocess.Popen(
-        [TARGET, "--config", str(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    runner = TargetRunner(brevo, tmp_path)
+    process = runner.start(runner.settings_file(batch_size_rows=500))
     assert process.stdin is not None
     lines = singer_lines({"events": first})[:-1]  # no STATE yet: the tap is mid-stream
     process.stdin.write("\n".join(lines) + "\n")

@@ -21,8 +21,6 @@ from tests.target.conftest import TARGET, on_both_stores, singer_lines
 from tests.target.test_resilience import opened_events, sent_ids
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from fakes.brevo import FakeBrevo
     from tests.target.conftest import TargetRunner
 
@@ -46,15 +44,12 @@ def lock_expires_at(engagement_store: str) -> float:
 
 @on_both_stores
 def test_another_machine_takes_over_only_after_the_first_run_died_and_its_lease_ran_out(
-    brevo: FakeBrevo, target: TargetRunner, engagement_store: str, tmp_path: Path
+    brevo: FakeBrevo, target: TargetRunner, engagement_store: str
 ) -> None:
     lines = singer_lines({"events": opened_events(3)})
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
     # No wait for the store: each attempt of the second machine is one look at the lock.
-    config.write_text(
-        json.dumps(target.config(run_lock_lease_seconds=LEASE, run_lock_wait_seconds=0))
-    )
-    data.write_text("\n".join(lines) + "\n")
+    config = target.settings_file(run_lock_lease_seconds=LEASE, run_lock_wait_seconds=0)
+    data = target.input_file(lines)
 
     def second_machine() -> subprocess.CompletedProcess[str]:
         command = on_another_machine(TARGET, "--config", str(config), "--input", str(data))

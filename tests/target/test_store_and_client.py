@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -32,21 +31,7 @@ from target_brevo.client import (
 )
 from target_brevo.rules import ContactState
 from target_brevo.store import EngagementStore, store_url
-from tests.target.conftest import API_KEY, STORE_KINDS, at, on_both_stores
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngagementStore]:
-    """A fresh engagement store: SQLite, then a database on the session's PostgreSQL."""
-    setting = str(tmp_path / "store.sqlite")
-    if request.param == "postgresql":
-        setting = request.getfixturevalue("postgres_url")
-    opened = EngagementStore(store_url(setting))
-    yield opened
-    opened.close()
+from tests.target.conftest import API_KEY, at, on_both_stores
 
 
 def facts(*records: dict[str, object]) -> list[rules.EventFacts]:
