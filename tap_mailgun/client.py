@@ -50,9 +50,10 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator, OffsetPaginator
 from typing_extensions import override
 
-from plugin_cli import unresolved_host
+from plugin_cli import SettingError, unresolved_host
 from tap_mailgun.sdk_compat import (
     IndexedPartitionState,
+    OneLineSyncErrors,
     SkipMaskWhenAllSelected,
     drop_progress_markers,
 )
@@ -106,6 +107,10 @@ class MailgunUnreachableError(MailgunRunError):
 
 class MailgunNoApiError(MailgunRunError):
     """Mailgun has no API at the path asked (404, not JSON): base_url is wrong for every stream."""
+
+
+# What ends a run in one line, no traceback (TapMailgun.invoke): nothing else could sync.
+ONE_LINE_ERRORS: tuple[type[Exception], ...] = (MailgunRunError, SettingError)
 
 
 class MailgunGoneError(FatalAPIError):
@@ -358,8 +363,12 @@ def _json_object(response: requests.Response) -> dict[str, Any]:
     return payload
 
 
-class MailgunStream(SkipMaskWhenAllSelected, IndexedPartitionState, RESTStream[ParseResult]):
+class MailgunStream(
+    OneLineSyncErrors, SkipMaskWhenAllSelected, IndexedPartitionState, RESTStream[ParseResult]
+):
     """Base of every Mailgun stream: one place for the API's conventions."""
+
+    one_line_errors = ONE_LINE_ERRORS
 
     records_key: ClassVar[str] = "items"
     page_size: ClassVar[int | None] = None  # the `limit` query parameter, when the API takes one

@@ -22,6 +22,8 @@ SDK name.
   belongs to, for a stream whose one query serves every partition (events from the Logs API).
 - `write_state_now`: `Stream._write_state_message`, STATE mid-stream, for the webhook_events
   stream following its spool (the SDK writes it only every 10,000 records and at the end).
+- `OneLineSyncErrors`: `Stream.sync` logs "An unhandled error occurred while syncing" before
+  re-raising; for an error that ends the run in one line, that line goes to the debug log.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import logging
 import sys
 import threading
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from singer_sdk import RESTStream, Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
@@ -200,6 +203,13 @@ SDK_SOURCES: tuple[SdkSource, ...] = (
         "IndexedStateManager finds and creates partition states as it does (a dict "
         "{'context': ...} appended to stream_state['partitions'], duplicates refused): "
         "check the layout is the same.",
+    ),
+    SdkSource(
+        "singer_sdk.streams.core",
+        "Stream.sync",
+        "6b4262dcdddf22b4",
+        "OneLineSyncErrors demotes the line it logs through self.log when a sync fails "
+        "(SYNC_FAILED): check the message is the same and still goes through Stream.log.",
     ),
     SdkSource(
         "singer_sdk.streams.core",
@@ -400,3 +410,22 @@ def write_state_now(stream: Stream) -> None:
     SDK counts each into the bookmark before it resumes the generator (`Stream._sync_records`).
     """
     stream._write_state_message()
+
+
+# What `Stream.sync` logs, at ERROR, before it re-raises the error that stopped a stream.
+SYNC_FAILED = "An unhandled error occurred while syncing '%s'"
+
+
+class OneLineSyncErrors(Stream):
+    """A stream whose errors of `one_line_errors` reach the user as the run's one-line error
+    only: the SDK's SYNC_FAILED line about them goes to the debug log (about any other error
+    it stays an error)."""
+
+    one_line_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    @override
+    def log(self, message: str, *args: Any, level: int = logging.INFO, **kwargs: Any) -> None:
+        """The SDK's log; SYNC_FAILED at debug while one of `one_line_errors` is handled."""
+        if message == SYNC_FAILED and isinstance(sys.exc_info()[1], self.one_line_errors):
+            level = logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)

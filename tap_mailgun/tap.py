@@ -12,12 +12,12 @@ from singer_sdk import Tap, about
 from singer_sdk import typing as th
 from typing_extensions import override
 
-from plugin_cli import CheckedConfigFiles, SettingError, check_base_url, one_line_errors
+from plugin_cli import CheckedConfigFiles, check_base_url, one_line_errors
 from tap_mailgun import streams
 from tap_mailgun.client import (
     CONNECTION_SETTINGS,
     DEFAULT_MAX_RETRIES,
-    MailgunRunError,
+    ONE_LINE_ERRORS,
     MailgunStream,
     RunReport,
 )
@@ -211,7 +211,7 @@ class TapMailgun(CheckedConfigFiles, Tap):
     @override
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """The SDK's --test (a connection test), whose failures end in one line too."""
-        with one_line_errors(cls.logger, MailgunRunError, SettingError):
+        with one_line_errors(cls.logger, *ONE_LINE_ERRORS):
             super().cb_test(ctx, param, value)
 
     @classmethod
@@ -223,7 +223,7 @@ class TapMailgun(CheckedConfigFiles, Tap):
         try:
             # Nothing can sync (a refused key, an unreachable host, a base_url that is no URL):
             # said plainly, no traceback.
-            with one_line_errors(cls.logger, MailgunRunError, SettingError):
+            with one_line_errors(cls.logger, *ONE_LINE_ERRORS):
                 super().invoke(*args, **kwargs)
         finally:
             _RUN_REPORT.reset(token)

@@ -29,9 +29,9 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from typing_extensions import override
 
 from mailgun_webhooks.spool import Spool, SpooledEvent, SpoolError, is_database_url
-from tap_mailgun.client import MailgunRunError
+from tap_mailgun.client import ONE_LINE_ERRORS, MailgunRunError
 from tap_mailgun.records import event_record
-from tap_mailgun.sdk_compat import write_state_now
+from tap_mailgun.sdk_compat import OneLineSyncErrors, write_state_now
 from tap_mailgun.streams import load_schema
 
 if TYPE_CHECKING:
@@ -63,8 +63,10 @@ def webhook_record(event: SpooledEvent) -> dict[str, Any]:
     return record
 
 
-class WebhookEventsStream(Stream):
+class WebhookEventsStream(OneLineSyncErrors, Stream):
     """Mailgun events pushed to the webhook receiver, read incrementally from its spool."""
+
+    one_line_errors = ONE_LINE_ERRORS
 
     name = "webhook_events"
     primary_keys = ("id", "timestamp")

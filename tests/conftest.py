@@ -4,6 +4,7 @@ console script must fail when the user got something wrong."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -29,6 +30,10 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(url)
 
 
+# A log record at ERROR or CRITICAL in the plugins' log format ("... | ERROR    | logger | ...").
+LOGGED_ERROR = re.compile(r"\| (ERROR|CRITICAL) +\|")
+
+
 class Finished(Protocol):
     """A console script that ran to its end (a CompletedProcess, or a test's own Run)."""
 
@@ -38,9 +43,13 @@ class Finished(Protocol):
 
 def one_line_error(done: Finished) -> str:
     """The last line of a console script that failed as a user should see it: a non-zero exit,
-    no traceback on stderr, and the error in its last line (returned)."""
+    no traceback on stderr, the error in its last line (returned) and no error logged before
+    it (such as singer-sdk's "An unhandled error occurred while syncing 'bounces'")."""
     assert done.returncode != 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert "An unhandled error occurred" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines, "the script failed without saying why"
+    logged_before = [line for line in lines[:-1] if LOGGED_ERROR.search(line)]
+    assert logged_before == [], done.stderr
     return lines[-1]

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from fakes.tap_catalog import write_catalog
 from tests.conftest import one_line_error
-from tests.tap.conftest import run_cli, tap_config
+from tests.tap.conftest import TAP, run_cli, tap_config
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from fakes.mailgun import FakeMailgun
 
 
@@ -115,3 +115,18 @@ def test_a_host_that_does_not_resolve_fails_at_once(tmp_path: Path) -> None:
         "base_url or region, and the machine's DNS."
     )
     assert "Backing off" not in done.stderr
+
+
+def test_a_webhook_spool_that_is_no_spool_ends_in_one_line(
+    tmp_path: Path, mailgun: FakeMailgun
+) -> None:
+    spool = tmp_path / "spool.sqlite"
+    spool.write_text("not a database\n" * 100)
+    config = config_file(tmp_path, tap_config(mailgun, webhook_spool_path=str(spool)))
+    catalog = write_catalog(TAP, Path(config), tmp_path / "catalog.json", "webhook_events")
+
+    line = one_line_error(run_cli("--config", config, "--catalog", str(catalog)))
+
+    assert line == (
+        f"Error: cannot open the webhook spool {spool}: file is not a database (webhook_spool_path)"
+    )

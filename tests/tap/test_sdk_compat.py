@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from functools import cached_property
 from typing import Any
 
@@ -14,7 +15,10 @@ import tap_mailgun.sdk_compat
 import tap_mailgun.streams
 import tap_mailgun.tap
 import tap_mailgun.webhook_events
-from tap_mailgun.sdk_compat import SDK_SOURCES, SdkSource
+from plugin_cli import SettingError
+from tap_mailgun.client import MailgunRunError
+from tap_mailgun.sdk_compat import SDK_SOURCES, SYNC_FAILED, SdkSource
+from tap_mailgun.tap import TapMailgun
 
 MODULES = (
     tap_mailgun.client,
@@ -92,3 +96,24 @@ def test_every_overridden_hook_is_marked_override() -> None:
 @pytest.mark.parametrize("hook", ["MailgunStream.request_records", "MessageWriter.write_message"])
 def test_the_walk_sees_known_hooks(hook: str) -> None:
     assert hook in dict(_overrides())
+
+
+@pytest.mark.parametrize(
+    ("error", "level"),
+    [
+        (MailgunRunError("Mailgun refused the API key"), logging.DEBUG),
+        (SettingError("base_url is not a URL"), logging.DEBUG),
+        (RuntimeError("a bug"), logging.ERROR),
+    ],
+)
+def test_the_sdks_sync_failed_line_is_debug_only_for_an_error_that_ends_in_one_line(
+    caplog: pytest.LogCaptureFixture, error: Exception, level: int
+) -> None:
+    stream = TapMailgun(config={"api_key": "key-x"}).streams["bounces"]
+    caplog.set_level(logging.DEBUG)
+    try:
+        raise error
+    except Exception:  # as Stream.sync logs it, while the error is handled
+        stream.log(SYNC_FAILED, "bounces", level=logging.ERROR)
+    (record,) = [r for r in caplog.records if r.msg == SYNC_FAILED]
+    assert record.levelno == level
