@@ -64,12 +64,12 @@ def load_account(fake: IndexedFakeMailgun, n: int, at: float) -> None:
         fake.add_tag(name, f"campaign-{i % 50}")
 
 
-def add_events(fake: IndexedFakeMailgun, domain: str, at: float) -> None:
-    """20 delivered events of `domain`, a second apart, ending at `at`."""
+def add_events(fake: IndexedFakeMailgun, domain: str, at: float, step: float = 1.0) -> None:
+    """20 delivered events of `domain`, `step` seconds apart, the first at `at`."""
     fake.add_events(
         domain,
         [
-            mailgun_event("delivered", at - EVENTS_PER_DOMAIN + k, domain=domain)
+            mailgun_event("delivered", at + k * step, domain=domain)
             for k in range(EVENTS_PER_DOMAIN)
         ],
     )
@@ -154,10 +154,13 @@ def bench_account(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any
         first = _run("first", argv, work, fake, args)
         print(f"[{n}] first run: {first['wall_s']} s, {first['requests']} requests", flush=True)
         fake.latency = 0.0
+        # New events come after the first run's window (as Mailgun stores them, within
+        # event_lag_minutes), and before the incremental run's window end.
+        new_at = time.time()
         for name in domain_names(n):
-            add_events(fake, name, time.time() - 1)
+            add_events(fake, name, new_at, step=0.01)
         fake.latency = args.latency
-        time.sleep(1.5)  # the new events are older than the incremental run's window end
+        time.sleep(max(0.0, new_at + 1.5 - time.time()))
         incremental_argv = [*argv, "--state", str(work / "first-state.json")]
         second = _run("incremental", incremental_argv, work, fake, args)
         print(

@@ -292,15 +292,23 @@ class FakeMailgun(FakeAPI):
 
     # --- loading API (the contract others build on) -------------------------------------
     def add_domain(
-        self, name: str, *, state: str = "active", subaccount: str | None = None
+        self,
+        name: str,
+        *,
+        state: str = "active",
+        subaccount: str | None = None,
+        created: datetime | None = None,
     ) -> None:
         """Register a sending domain; `state` is active, unverified or disabled; a domain of
-        `subaccount` is seen by the account's analytics only with include_subaccounts."""
+        `subaccount` is seen by the account's analytics only with include_subaccounts;
+        `created` (UTC) is its listing's created_at, by default long ago."""
         with self.lock:
             if subaccount:
                 self.subaccounts[name] = subaccount
             self.domains[name] = {
-                "created_at": "Mon, 01 Jan 2024 00:00:00 GMT",
+                "created_at": format_datetime(
+                    created or datetime(2024, 1, 1, tzinfo=timezone.utc), usegmt=True
+                ),
                 "id": f"id-{len(self.domains) + 1:06d}",
                 "is_disabled": state == "disabled",
                 "name": name,

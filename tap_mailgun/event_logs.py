@@ -9,9 +9,14 @@ either way carries the bookmarks over.
   the boundary second is read again and each domain drops what its bookmark already covers.
 - bookmarks: a record advances its own domain's bookmark (`domain.name`), whatever partition
   the SDK is walking (the first walk reads the whole account; the others find it read). A
-  bookmark is the domain's last emitted event, as with the Events API; so a quiet domain's
-  old bookmark starts the account's window early, and the others' events before their own
-  bookmarks are read again and dropped (the price of the per-domain guarantees).
+  bookmark is the domain's last emitted event, as with the Events API.
+- read through: a window read to its end has read every domain in scope up to that end,
+  with or without events; each of their states keeps it (`read_through`), and a domain begins
+  at the later of its bookmark and its read-through. Without it one quiet domain (no event for
+  days) would start every run's window at its old bookmark, and each run would read the whole
+  account again. A domain new to the account's listing begins no earlier than its
+  `created_at`: it has no event before, and a new domain must not make a run read the
+  retention window again.
 - resume: a record older than its domain's bookmark is dropped, compared by the millisecond
   (the Logs API's precision). A bookmark left by the Events API has microseconds: a record
   of its millisecond may be one emitted already or one not yet, so it is emitted (target-brevo
@@ -41,7 +46,7 @@ from tap_mailgun.client import MailgunStream
 from tap_mailgun.prefetch import STOP_WAIT_SECONDS, OrderedPrefetch
 from tap_mailgun.records import event_record
 from tap_mailgun.sdk_compat import StateOfRecordPartition
-from tap_mailgun.streams import EVENT_RETENTION_DAYS, EventsStream
+from tap_mailgun.streams import EVENT_RETENTION_DAYS, LISTING_CLOCK_MARGIN, EventsStream
 
 if TYPE_CHECKING:
     import requests
@@ -49,17 +54,19 @@ if TYPE_CHECKING:
 
 LOGS_PAGE_LIMIT = 100  # "The maximum number of items returned (100 max)" (the spec)
 # Time slices of a window read at once (`concurrent_time_slices`): bench/README.md, "The events
-# path": at 250 ms a request, one query gave 280 events/s, 8 slices 649, 16 1,409, 32 1,721.
-# One by default: a window is then one query (a first run's 30 days cost 128 requests at 16,
-# even for an empty account), and Mailgun does not publish the Logs API's rate limit.
-DEFAULT_CONCURRENT_TIME_SLICES = 1
+# path": at 250 ms a request one query gives at most 400 events/s (a page of 100 a round
+# trip); 32 slices gave 2,770 events/s. Short windows get fewer slices (MIN_SLICE), so what
+# 32 costs is paid only by long windows: a 15-minute run makes 15 first requests, a first
+# run's 30 days 256 (8 rounds of 32 at once), even for an empty account.
+DEFAULT_CONCURRENT_TIME_SLICES = 32
 # A slice read ahead is held until its turn, at most this many items: memory stays bounded
 # (concurrent_time_slices x this), and a slice that holds more waits for its turn to go on.
 # So the window is cut finer than the slices read at once, SLICES_PER_READER each, though no
 # finer than MIN_SLICE (each slice costs a request even when empty).
 SLICE_BUFFER = 2000
 SLICES_PER_READER = 8
-MIN_SLICE = timedelta(minutes=5)
+MIN_SLICE = timedelta(minutes=1)
+READ_THROUGH = "read_through"  # a domain's state key: its events are all read up to this time
 
 Slice = tuple[datetime, datetime]
 
@@ -182,11 +189,24 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
         return list(dict.fromkeys([*names, *(d for d in seen if isinstance(d, str))]))
 
     def domain_begin(self, domain: str) -> datetime:
-        """Where `domain`'s events start: its bookmark, else start_date, else the longest
-        retention before the window's end (also for no domain: "")."""
+        """Where `domain`'s unread events start: its bookmark, else start_date, else the
+        longest retention before the window's end (also for no domain: ""); never before
+        the end of the last window read through, nor before the domain was created."""
         since = self.bookmark({"domain": domain}) if domain else None
-        if since is not None:
-            return since
+        if since is None:
+            since = self.default_begin()
+        later = [since]
+        if domain:
+            read = self.get_context_state({"domain": domain}).get(READ_THROUGH)
+            if isinstance(read, str):
+                later.append(datetime.fromisoformat(read))
+            created = self.domains.created.get(domain)
+            if created is not None:
+                later.append(created - LISTING_CLOCK_MARGIN)
+        return max(later)
+
+    def default_begin(self) -> datetime:
+        """Where a domain with no bookmark begins: start_date, else the longest retention."""
         if self.config.get("start_date"):
             start = datetime.fromisoformat(str(self.config["start_date"]).replace("Z", "+00:00"))
             return start if start.tzinfo else start.replace(tzinfo=timezone.utc)
@@ -273,6 +293,13 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
             if cutoff and record["timestamp"] < cutoff:
                 continue
             yield record
+        if self.report.failed(self.name, {}):  # reported, and the read stopped there
+            return
+        # The window read to its end: every domain in scope, quiet or not, has nothing
+        # unread before it.
+        read = self.window_end.isoformat()
+        for domain in self.domains_in_scope():
+            self.get_context_state({"domain": domain})[READ_THROUGH] = read
 
     @override
     def record_partition(self, record: Record, context: Context | None) -> Context | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from functools import cached_property
@@ -130,6 +131,8 @@ class DomainNames:
         """`configured` is the `domains` setting; `listing` reads the account's domains."""
         self.configured = configured_names(configured)
         self._listing = listing
+        self.created: dict[str, datetime] = {}
+        """When each listed domain was created (empty when the domains are configured)."""
 
     @cached_property
     def names(self) -> list[str]:
@@ -137,7 +140,15 @@ class DomainNames:
         if self.configured:
             return self.configured
         listing = self._listing
-        names = [d["name"] for d in listing.request_records(None) if d.get("state") == "active"]
+        names = []
+        for row in listing.request_records(None):
+            if row.get("state") != "active":
+                continue
+            names.append(row["name"])
+            with suppress(KeyError, TypeError, ValueError):  # none, or not a date: unknown
+                self.created[row["name"]] = datetime.fromisoformat(
+                    rfc2822_to_iso(row["created_at"])
+                )
         listing.logger.info("No domains configured; reading the %d active ones", len(names))
         return names
 

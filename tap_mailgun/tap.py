@@ -126,9 +126,10 @@ class TapMailgun(CheckedConfigFiles, Tap):
             "concurrent_time_slices",
             th.IntegerType(minimum=1, maximum=64),
             default=DEFAULT_CONCURRENT_TIME_SLICES,
-            description="With event_source logs, the window is read as this many time slices "
-            "at once, emitted in order (one query gives ~300 events/s at 250 ms a request). "
-            "1 reads it in one query.",
+            description="With event_source logs, the window is read as up to this many time "
+            "slices at once (none shorter than a minute), emitted in order: one query gives at "
+            "most 400 events/s at 250 ms a request, 32 slices measured 2,770. 1 reads it in one "
+            "query.",
         ),
         th.Property(
             "concurrent_domains",

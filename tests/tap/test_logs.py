@@ -48,6 +48,12 @@ def load(fake: FakeMailgun, domain: str, count: int, start_hours: float, step_s:
     return events
 
 
+def bookmarks(state: dict[str, Any]) -> dict[str, str]:
+    """Each domain's events bookmark in `state`."""
+    partitions = state["bookmarks"]["events"]["partitions"]
+    return {p["context"]["domain"]: p.get("replication_key_value") for p in partitions}
+
+
 def test_one_account_wide_query_paged_by_token(mailgun: FakeMailgun) -> None:
     events = load(mailgun, DOMAIN, 130, 3, step_s=2) + load(mailgun, OTHER_DOMAIN, 90, 3)
 
@@ -101,31 +107,30 @@ def test_records_have_the_events_api_shape_to_the_millisecond(mailgun: FakeMailg
     assert {k: logs[k] for k in same} == {k: events[k] for k in same}
 
 
-def test_each_domain_resumes_from_its_own_bookmark(mailgun: FakeMailgun) -> None:
-    first_a = load(mailgun, DOMAIN, 5, 5)
-    first_b = load(mailgun, OTHER_DOMAIN, 5, 4)
+def test_a_window_read_through_is_where_the_next_run_begins(mailgun: FakeMailgun) -> None:
+    """Each domain keeps its last event as bookmark, and the window's end as read through:
+    the next window starts there, even for a domain with nothing new."""
+    load(mailgun, DOMAIN, 5, 5)
+    load(mailgun, OTHER_DOMAIN, 5, 4)
     config = tap_config(mailgun, event_lag_minutes=0)  # so that new events come after run 1
     run1 = run_tap(config, "events")
     assert len(run1.records["events"]) == 10
-    marks = {
-        p["context"]["domain"]: p["replication_key_value"]
-        for p in run1.state["bookmarks"]["events"]["partitions"]
-    }
+    partitions = run1.state["bookmarks"]["events"]["partitions"]
+    marks = {p["context"]["domain"]: p["replication_key_value"] for p in partitions}
     last = {r["domain"]: r["timestamp"] for r in run1.records["events"]}
     assert marks == last  # each domain's own last event, to the millisecond
+    run1_end = max(parsedate_to_datetime(c.json()["end"]) for c in mailgun.calls("POST", LOGS))
+    assert {p["read_through"] for p in partitions} == {run1_end.isoformat()}
 
     first_calls = len(mailgun.calls("POST", LOGS))
     new = load(mailgun, DOMAIN, 3, 0, step_s=0.0004)  # three in one second, after run 1
     time.sleep(1.2)  # the window ends on a whole second
     run2 = run_tap(config, "events", state=run1.state)
 
-    # The window starts at the earliest bookmark, on its second; each domain drops what its
-    # own bookmark covers: only each one's last event (its millisecond) comes again.
     run2_calls = mailgun.calls("POST", LOGS)[first_calls:]
-    start = min(parsedate_to_datetime(c.json()["start"]) for c in run2_calls)
-    assert start.isoformat(timespec="microseconds") <= min(marks.values())
-    ids = [r["id"] for r in run2.records["events"]]
-    assert ids == [first_a[-1]["id"], first_b[-1]["id"]] + [e["id"] for e in new]
+    assert min(parsedate_to_datetime(c.json()["start"]) for c in run2_calls) == run1_end
+    assert [r["id"] for r in run2.records["events"]] == [e["id"] for e in new]
+    assert mailgun.violations == []
 
 
 def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun) -> None:
@@ -147,6 +152,8 @@ def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun
     assert run1.failures and "events" in run1.failures[0]
     emitted = [r["id"] for r in run1.records["events"]]
     assert len(emitted) == 100
+    partitions = run1.state["bookmarks"]["events"]["partitions"]
+    assert not any("read_through" in p for p in partitions), "a failed window is not read"
 
     run2 = run_tap(tap_config(mailgun), "events", state=run1.state)
 
@@ -155,6 +162,66 @@ def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun
     twice = set(emitted) & set(again)
     assert len(twice) <= 2, "only each domain's last emitted millisecond is read again"
     assert mailgun.violations == []
+
+
+def test_a_quiet_domain_does_not_hold_the_window_back(mailgun: FakeMailgun) -> None:
+    """A domain with no event for days, or none ever, begins where the last window ended:
+    the next run reads only what is new, not the whole account since its old bookmark."""
+    quiet = "mg.quiet.example"
+    mailgun.add_domain(quiet)
+    load(mailgun, quiet, 3, 24 * 10)  # ten days ago, then nothing
+    load(mailgun, DOMAIN, 200, 3, step_s=30)
+    config = tap_config(mailgun, domains=[], event_lag_minutes=0)
+    run1 = run_tap(config, "events")
+    assert len(run1.records["events"]) == 203
+    run1_end = max(parsedate_to_datetime(c.json()["end"]) for c in mailgun.calls("POST", LOGS))
+
+    before = len(mailgun.calls("POST", LOGS))
+    new = load(mailgun, DOMAIN, 4, 0, step_s=0.01)
+    time.sleep(1.5)  # the window ends on a whole second
+    run2 = run_tap(config, "events", state=run1.state)
+
+    calls = mailgun.calls("POST", LOGS)[before:]
+    assert [r["id"] for r in run2.records["events"]] == [e["id"] for e in new]
+    assert min(parsedate_to_datetime(c.json()["start"]) for c in calls) == run1_end
+    assert len(calls) == 1  # seconds of window: one slice, one page
+    marks = bookmarks(run2.state)
+    assert marks[quiet] == run1.records["events"][2]["timestamp"]  # its bookmark is kept
+    assert marks[OTHER_DOMAIN] is None  # never an event, yet read through
+
+
+def test_a_new_domain_begins_when_it_was_created(mailgun: FakeMailgun) -> None:
+    """A domain that joins the account's listing has no event before its created_at: the
+    run it first appears in reads from there, not the retention window."""
+    load(mailgun, DOMAIN, 5, 2)
+    config = tap_config(mailgun, domains=[], event_lag_minutes=0)
+    run1 = run_tap(config, "events")
+    created = datetime.fromtimestamp(int(hours_ago(1)), tz=timezone.utc)
+    fresh = "mg.new.example"
+    mailgun.add_domain(fresh, created=created)
+    new = load(mailgun, fresh, 3, 0.5)
+    time.sleep(1.2)
+
+    before = len(mailgun.calls("POST", LOGS))
+    run2 = run_tap(config, "events", state=run1.state)
+
+    calls = mailgun.calls("POST", LOGS)[before:]
+    assert [r["id"] for r in run2.records["events"]] == [e["id"] for e in new]
+    starts = [parsedate_to_datetime(c.json()["start"]) for c in calls]
+    assert min(starts) == created - timedelta(seconds=30)  # the listing's clock margin
+
+
+def test_the_default_cuts_long_windows_only(mailgun: FakeMailgun) -> None:
+    """32 slices at once by default; a window is never cut finer than a minute, so a
+    15-minute run makes 15 first requests and a first run's 30 days 256 (32 x 8)."""
+    first = run_tap(tap_config(mailgun), "domains").tap.streams["events"]
+    quarter = datetime.now(timezone.utc) - timedelta(minutes=45)
+    short = run_tap(tap_config(mailgun, start_date=quarter.isoformat()), "domains")
+    slices = short.tap.streams["events"].time_slices()  # type: ignore[attr-defined]
+
+    assert len(first.time_slices()) == 32 * 8  # type: ignore[attr-defined]
+    assert len(slices) == 15  # now - 30 minutes of lag, from 45 minutes ago
+    assert all(b - a >= timedelta(minutes=1) for a, b in slices)
 
 
 def test_the_window_is_read_in_time_slices_and_emitted_in_order(mailgun: FakeMailgun) -> None:
@@ -167,7 +234,7 @@ def test_the_window_is_read_in_time_slices_and_emitted_in_order(mailgun: FakeMai
 
     assert [r["id"] for r in sliced.records["events"]] == [r["id"] for r in one.records["events"]]
     assert len(sliced.records["events"]) == 390
-    assert sliced.state == one.state
+    assert bookmarks(sliced.state) == bookmarks(one.state)
     firsts = [c.json() for c in mailgun.calls("POST", LOGS)[first:]]
     windows = sorted(
         (parsedate_to_datetime(b["start"]), parsedate_to_datetime(b["end"]))
@@ -234,11 +301,12 @@ def test_switching_event_source_either_way_loses_and_repeats_nothing(
     seen: list[str] = []
     state: dict[str, Any] = {}
     for n, source in enumerate(["events", "logs", "events", "logs"]):
-        if n:  # new events in both domains between runs
-            batches.append(load(mailgun, DOMAIN, 25, 7 - n, step_s=0.3))
-            batches.append(load(mailgun, OTHER_DOMAIN, 5, 7 - n))
+        if n:  # new events in both domains between runs, after the last run's window
+            batches.append(load(mailgun, DOMAIN, 25, 0, step_s=0.01))
+            batches.append(load(mailgun, OTHER_DOMAIN, 5, 0, step_s=0.01))
+            time.sleep(1.5)  # the Logs API's window ends on a whole second
         config = tmp_path / "config.json"
-        config.write_text(json.dumps(tap_config(mailgun, event_source=source)))
+        config.write_text(json.dumps(tap_config(mailgun, event_source=source, event_lag_minutes=0)))
         args = ["--config", str(config)]
         if state:
             (tmp_path / "state.json").write_text(json.dumps(state))
