@@ -19,8 +19,9 @@ What it reproduces, because the tap has to cope with it:
   `user-variables` a JSON string, `domain.name`. `start`/`end` are RFC 2822 (whole seconds),
   by default the last day up to now; `events` and `domain` filters; a subaccount's domains
   only with `include_subaccounts`; `limit` at most 100. Where Mailgun documents nothing the
-  fake chooses the strict or plain answer: `[start, end)`, 400 on a `limit` of 0 or over
-  100, default `limit` 10 and `sort` timestamp:desc, equal timestamps ordered by id.
+  fake chooses the strict or plain answer: `[start, end)` (`logs_bounds` serves any of
+  `[)`, `(]`, `()`, `[]`, for the tap's tests), 400 on a `limit` of 0 or over 100, default
+  `limit` 10 and `sort` timestamp:desc, equal timestamps ordered by id.
   `pagination.token` is a cursor (timestamp, id) past the last event served, sent back with
   the same query (another query's token is refused), so an event stored late behind the
   cursor is not seen, as with the Events API. `pagination` holds `next` while more events
@@ -239,7 +240,10 @@ def logs_event_wanted(query: dict[str, Any], event: dict[str, Any]) -> bool:
     the Logs API keeps) and is of the types asked for."""
     stamp = epoch_millis(float(event["timestamp"])) / 1000
     kinds = query["events"]
-    return query["start"] <= stamp < query["end"] and (not kinds or event["event"] in kinds)
+    bounds = query.get("bounds", "[)")
+    after_start = query["start"] <= stamp if bounds[0] == "[" else query["start"] < stamp
+    before_end = stamp <= query["end"] if bounds[1] == "]" else stamp < query["end"]
+    return after_start and before_end and (not kinds or event["event"] in kinds)
 
 
 def _rfc2822(epoch: float) -> str:
@@ -288,6 +292,8 @@ class FakeMailgun(FakeAPI):
         self.dns: dict[str, dict[str, str]] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.validations: dict[str, int] = defaultdict(int)  # billed calls per address
+        # Whether the Logs API's `start` and `end` include their second: not documented.
+        self.logs_bounds = "[)"
         super().__init__(validate=validate, host=host, port=port, latency=latency)
 
     # --- loading API (the contract others build on) -------------------------------------
@@ -620,6 +626,7 @@ class FakeMailgun(FakeAPI):
             query = logs_query(body)
         except ValueError as exc:
             return json_response({"message": str(exc)}, 400)
+        query["bounds"] = self.logs_bounds
         paging = body.get("pagination") or {}
         after = None
         if paging.get("token"):

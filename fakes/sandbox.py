@@ -11,10 +11,9 @@ How it keeps its data between runs, so a second run moves only what is new:
   The simulated world is 60 days that end at the last midnight (UTC) at least an hour ago, so
   all of it is already history for the tap (which reads up to 30 minutes ago). The first start
   shows its first 29 days; every `demo` then moves the clock a whole simulated day forward,
-  whatever the hour, so each run has a new day of traffic (31 runs, then `reset`). The tap's
-  `event_lag_minutes` is its usual 30 after the simulated present, not after the real one: a
-  window read to its end is never read again (`read_through`), so a day revealed later must
-  come after it, as real traffic would.
+  whatever the hour, so each run has a new day of traffic (31 runs, then `reset`). The tap
+  reads up to the simulated present (`end_date`), not the real one: a window read to its end
+  is never read again (`read_through`), so the day a later run reveals must come after it.
 - Brevo's state (contacts, attributes, lists, events) is saved to .sandbox/brevo.json on stop
   and loaded on start.
 - Meltano keeps the tap's state in its system database (.meltano/meltano.db), under the state
@@ -53,7 +52,6 @@ from fakes.brevo import FakeBrevo
 from fakes.mailgun import FakeMailgun
 from fakes.server import FakeAPI
 from fakes.traffic import DEFAULT_DOMAINS, Traffic, TrafficSpec, load
-from tap_mailgun.streams import DEFAULT_EVENT_LAG_MINUTES
 from target_brevo.rules import DEFAULT_EVENT_NAMES, event_name_key
 from target_brevo.settings import DEFAULT_ALL_LIST_NAME
 
@@ -323,7 +321,7 @@ class Sandbox:
             "TAP_MAILGUN_BASE_URL": self.mailgun.base_url,
             "TAP_MAILGUN_API_KEY": MAILGUN_KEY,
             "TAP_MAILGUN_START_DATE": self.clock.start.isoformat(),
-            "TAP_MAILGUN_EVENT_LAG_MINUTES": str(self.event_lag_minutes()),
+            "TAP_MAILGUN_END_DATE": self.clock.now.isoformat(),
             "TARGET_BREVO_BASE_URL": f"{self.brevo.base_url}/v3",
             "TARGET_BREVO_API_KEY": BREVO_KEY,
             "TARGET_BREVO_ENGAGEMENT_STORE": str(self.directory / "engagement.sqlite"),
@@ -335,12 +333,6 @@ class Sandbox:
             "MAILGUN_HEALTH_UNTIL": f"{self.clock.now:%Y-%m-%d}",
             "MAILGUN_HEALTH_OUTPUT": str(self.directory / "mailgun-health.html"),
         }
-
-    def event_lag_minutes(self, lag: int = DEFAULT_EVENT_LAG_MINUTES) -> int:
-        """The tap's lag behind the real clock that puts it `lag` minutes behind the simulated
-        present (which is at least MIN_AGE in the past)."""
-        behind = datetime.now(timezone.utc) - self.clock.now
-        return max(0, int(behind.total_seconds() // 60)) + lag
 
     def violations(self) -> list[str]:
         """Requests either fake refused as the real API would."""

@@ -334,9 +334,14 @@ class EventsStream(DomainPartitionedStream):
 
     @cached_property
     def window_end(self) -> datetime:
-        """The end of this run's window, the same for every domain."""
+        """The end of this run's window, the same for every domain: now - event_lag_minutes,
+        or end_date when earlier."""
         lag = self.config.get("event_lag_minutes", DEFAULT_EVENT_LAG_MINUTES)
-        return datetime.now(timezone.utc) - timedelta(minutes=float(lag))
+        end = datetime.now(timezone.utc) - timedelta(minutes=float(lag))
+        if self.config.get("end_date"):
+            until = datetime.fromisoformat(str(self.config["end_date"]).replace("Z", "+00:00"))
+            end = min(end, until if until.tzinfo else until.replace(tzinfo=timezone.utc))
+        return end
 
     def window_begin(self, context: Context | None) -> datetime:
         """The partition's bookmark, else start_date, else the longest retention ago."""

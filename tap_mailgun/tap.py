@@ -73,6 +73,12 @@ class TapMailgun(CheckedConfigFiles, Tap):
             "reads them all.",
         ),
         th.Property(
+            "end_date",
+            th.DateTimeType,
+            description="Read events only before this moment (a backfill of a past period). "
+            "Default: now - event_lag_minutes, which it never passes.",
+        ),
+        th.Property(
             "event_lag_minutes",
             th.IntegerType(minimum=0),
             default=streams.DEFAULT_EVENT_LAG_MINUTES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,19 +92,22 @@ def run_pipeline(
 ) -> list[dict[str, Any]]:
     """`tap-mailgun ... | target-brevo ...`, a real pipe, both exiting 0; returns the target's
     STATE values (and appends its log to `logs`)."""
-    tap = subprocess.Popen([str(TAP), *tap_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    target = subprocess.Popen(
-        [TARGET, "--config", str(target_config)],
-        stdin=tap.stdout,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert tap.stdout is not None
-    tap.stdout.close()  # the target owns the read end now
-    out, err = target.communicate(timeout=120)
-    tap_err = tap.stderr.read().decode() if tap.stderr else ""
-    assert tap.wait(timeout=60) == 0, tap_err
+    # The tap's log goes to a file: a pipe nobody reads until the end fills (64 KB of log
+    # lines) and blocks the tap, and with it the whole pipeline.
+    with tempfile.TemporaryFile() as tap_log:
+        tap = subprocess.Popen([str(TAP), *tap_args], stdout=subprocess.PIPE, stderr=tap_log)
+        target = subprocess.Popen(
+            [TARGET, "--config", str(target_config)],
+            stdin=tap.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert tap.stdout is not None
+        tap.stdout.close()  # the target owns the read end now
+        out, err = target.communicate(timeout=120)
+        tap_log.seek(0)
+        assert tap.wait(timeout=60) == 0, tap_log.read().decode()[-3000:]
     assert target.returncode == 0, err
     if logs is not None:
         logs.append(err)
