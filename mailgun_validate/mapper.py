@@ -25,6 +25,7 @@ from typing import Any
 import click
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.mapper_base import InlineMapper
 from singer_sdk.singerlib import (
     ActivateVersionMessage,
@@ -280,9 +281,11 @@ class MailgunValidateMapper(InlineMapper):
     @classmethod
     @override
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
-        """Run as the SDK does; a refused key or a cache that cannot work ends the run with one
-        line, no traceback."""
-        with one_line_errors(cls.logger, ValidationRefusedError, SettingError):
+        """Run as the SDK does; a refused key, a cache that cannot work or a setting that does
+        not fit its schema ends the run with one line, no traceback."""
+        with one_line_errors(
+            cls.logger, ValidationRefusedError, SettingError, ConfigValidationError
+        ):
             super().invoke(*args, **kwargs)
 
 

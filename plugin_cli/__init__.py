@@ -10,7 +10,8 @@
 - `unresolved_host`: a request failed because its host name does not exist in DNS: retrying
   would fail the same way, so callers stop at once instead.
 - `one_line_errors`: the listed errors end the command in one line (click's `Error: ...`,
-  exit 1); their traceback goes to the debug log.
+  exit 1); their traceback goes to the debug log. `error_line` is that line; for settings
+  that fail the plugin's schema (singer-sdk's ConfigValidationError) it names each one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.plugin_base import PluginBase
 from typing_extensions import override
 
@@ -167,11 +169,23 @@ def unresolved_host(error: BaseException) -> str | None:
     return None
 
 
+def error_line(error: Exception) -> str:
+    """What a user reads of `error`: its message; for settings that do not fit the plugin's
+    schema, each failure (it names the setting) instead of the SDK's "Config validation
+    failed", and what to do."""
+    if isinstance(error, ConfigValidationError) and error.errors:
+        return (
+            f"{'; '.join(error.errors)}: correct the setting (--about lists each setting, its "
+            "type and its bounds)"
+        )
+    return str(error)
+
+
 @contextmanager
 def one_line_errors(logger: logging.Logger, *kinds: type[Exception]) -> Iterator[None]:
-    """Errors of `kinds` end the command with their message in one line (exit 1)."""
+    """Errors of `kinds` end the command with their `error_line` (exit 1)."""
     try:
         yield
     except kinds as error:
         logger.debug("Stopped on this error:", exc_info=True)
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(error_line(error)) from None

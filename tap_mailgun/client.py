@@ -46,7 +46,7 @@ from requests.adapters import HTTPAdapter
 from singer_sdk import RESTStream
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator, BaseHATEOASPaginator, OffsetPaginator
 from typing_extensions import override
 
@@ -110,7 +110,11 @@ class MailgunNoApiError(MailgunRunError):
 
 
 # What ends a run in one line, no traceback (TapMailgun.invoke): nothing else could sync.
-ONE_LINE_ERRORS: tuple[type[Exception], ...] = (MailgunRunError, SettingError)
+ONE_LINE_ERRORS: tuple[type[Exception], ...] = (
+    MailgunRunError,
+    SettingError,
+    ConfigValidationError,
+)
 
 
 class MailgunGoneError(FatalAPIError):

@@ -14,11 +14,15 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 import click
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader
-from singer_sdk.exceptions import MissingKeyPropertiesError, RecordsWithoutSchemaException
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from typing_extensions import override
 
-from plugin_cli import CheckedConfigFiles, SettingError, check_base_url
+from plugin_cli import CheckedConfigFiles, SettingError, check_base_url, error_line
 from target_brevo import rules
 from target_brevo.client import BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
@@ -389,10 +393,10 @@ class TargetBrevo(CheckedConfigFiles, SignalAwareTarget):
             cls._close_running()
             cls.logger.info("%s", skipped)
             _discard(kwargs.get("file_input") or sys.stdin)  # the tap must not fail on a pipe
-        except (BrevoError, SettingError, RunLockedError) as exc:
+        except (BrevoError, SettingError, RunLockedError, ConfigValidationError) as exc:
             cls._close_running()
             cls.logger.debug("Stopped on this error:", exc_info=True)
-            cls.logger.error("%s", exc)
+            cls.logger.error("%s", error_line(exc))
             raise SystemExit(1) from None
         except INPUT_ERRORS:
             cls._close_running()

@@ -130,3 +130,17 @@ def test_a_webhook_spool_that_is_no_spool_ends_in_one_line(
     assert line == (
         f"Error: cannot open the webhook spool {spool}: file is not a database (webhook_spool_path)"
     )
+
+
+def test_a_setting_out_of_its_bounds_is_named_in_one_line(
+    tmp_path: Path, mailgun: FakeMailgun
+) -> None:
+    config = config_file(tmp_path, tap_config(mailgun, concurrent_domains=0))
+
+    line = one_line_error(run_cli("--config", config))
+
+    assert line == (
+        "Error: 0 is less than the minimum of 1 in config['concurrent_domains']: correct the "
+        "setting (--about lists each setting, its type and its bounds)"
+    )
+    assert mailgun.calls() == []

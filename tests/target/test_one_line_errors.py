@@ -132,3 +132,15 @@ def test_a_brevo_host_that_does_not_resolve_fails_at_once(target: TargetRunner) 
     )
     assert "retry" not in run.stderr
     assert run.stdout == "", "no STATE: what the tap sent stays to be sent"
+
+
+def test_a_setting_of_the_wrong_type_is_named_in_one_line(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    run = target.run(EVENTS, batch_size_rows="many")
+
+    assert one_line_error(run).endswith(
+        "'many' is not of type 'integer', 'null' in config['batch_size_rows']: correct the "
+        "setting (--about lists each setting, its type and its bounds)"
+    )
+    assert brevo.calls() == []
