@@ -448,11 +448,9 @@ def _signal_in(exc: Exception) -> BaseException | None:
     """The signal's exception (a BaseException that is no Exception) a database driver turned
     into an error of its own when the signal came mid-query (psycopg does), if it did."""
     link: BaseException | None = exc
-    seen: set[int] = set()
-    while link is not None and id(link) not in seen:
+    while link is not None:
         if not isinstance(link, Exception):
             return link
-        seen.add(id(link))
         link = link.__cause__ or link.__context__
     return None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import random
 import sqlite3
 import subprocess
@@ -30,11 +29,8 @@ from target_brevo.client import (
     classify,
     fit_event,
 )
-from target_brevo.publisher import Publisher
 from target_brevo.rules import ContactState
-from target_brevo.settings import Settings
 from target_brevo.store import EngagementStore, store_url
-from target_brevo.summary import Summary
 from tests.target.conftest import API_KEY, at, on_both_stores
 
 
@@ -43,36 +39,6 @@ def facts(*records: dict[str, object]) -> list[rules.EventFacts]:
     out = [rules.event_facts(r, rules.DEFAULT_EVENT_NAMES) for r in records]
     assert all(isinstance(f, rules.EventFacts) for f in out)
     return out  # type: ignore[return-value]
-
-
-def test_a_failed_group_of_store_writes_leaves_nothing_for_another_commit(
-    store: EngagementStore,
-) -> None:
-    # The final flush's two threads share the store, each group of writes under one lock: a
-    # group that fails is rolled back, so the other thread's next commit cannot make half of
-    # it durable; a signal that a driver wrapped in an error of its own (psycopg does, when
-    # it comes mid-query) still stops the run as the signal.
-    client = BrevoClient("http://127.0.0.1:9/v3", API_KEY)
-    publisher = Publisher(client, store, Settings.from_config({}), Summary(), logging.getLogger())
-    store.apply_events(
-        facts(tap_record("delivered", at(0), event_id="1", recipient="a@x.com", message_id="m"))
-    )
-    store.commit()
-    ((key, _),) = store.pending_events()
-    with pytest.raises(RuntimeError, match="mid-group"), publisher._storing():
-        store.mark_sent([key])
-        raise RuntimeError("mid-group")
-    store.commit()  # what the events thread does after each batch
-    assert [k for k, _ in store.pending_events()] == [key]
-
-    def driver_error_raised_while_a_signal_unwinds() -> None:
-        try:
-            raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            raise OSError("cannot exit pipeline mode while busy") from None
-
-    with pytest.raises(KeyboardInterrupt), publisher._storing():
-        driver_error_raised_while_a_signal_unwinds()
 
 
 def test_aggregates_count_messages_not_events(store: EngagementStore) -> None:
