@@ -667,14 +667,17 @@ def test_stored_events_go_to_brevo_while_the_input_is_still_being_read(
 
 @on_both_stores
 def test_events_go_to_brevo_while_the_contacts_are_being_imported(
-    brevo: FakeBrevo, target: TargetRunner
+    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
 ) -> None:
     # Brevo paces contacts and events in separate buckets: the flush sends the pending events
     # from a thread of their own while it builds and imports the contacts. Here the import is
     # held by Brevo: every event must arrive meanwhile. Before, they went only after it.
     lines = singer_lines({"events": opened_events(450)})  # 3 batches; 450 contacts to import
+    config, data = tmp_path / "config.json", tmp_path / "input.singer"
+    config.write_text(json.dumps(target.config()))
+    data.write_text("\n".join(lines) + "\n")
     brevo.hold("POST /v3/contacts/import", after=0)
-    process = target.start(target.settings_file(), target.input_file(lines))
+    process = target.start(config, data)
     assert brevo.held.wait(timeout=60), "the import never came"
     wait_for(lambda: len(brevo.events) == 450, lambda: process.poll() is None)
     sent_while_held = len(brevo.events)
@@ -691,16 +694,19 @@ def test_events_go_to_brevo_while_the_contacts_are_being_imported(
 
 @on_both_stores
 def test_a_contacts_error_ends_the_run_after_the_events_batch_under_way_is_recorded(
-    brevo: FakeBrevo, target: TargetRunner
+    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
 ) -> None:
     # The import fails while Brevo holds the first events batch: the run stops with the
     # import's one-line error, but only once that batch is settled and recorded sent, so the
     # next run does not send it again; no further batch goes.
     lines = singer_lines({"events": opened_events(450)})
+    config, data = tmp_path / "config.json", tmp_path / "input.singer"
+    config.write_text(json.dumps(target.config()))
+    data.write_text("\n".join(lines) + "\n")
     brevo.hold("POST /v3/events/batch", after=0)
     brevo.fail_next("POST /v3/contacts/import", 400, {"code": "invalid_parameter",
                                                       "message": "Import refused"})  # fmt: skip
-    process = target.start(target.settings_file(), target.input_file(lines))
+    process = target.start(config, data)
     assert brevo.held.wait(timeout=60), "the first events batch never came"
     assert wait_for(lambda: imported(brevo), lambda: process.poll() is None)
     brevo.release()  # the held batch is answered 503, then sent again and accepted
