@@ -50,9 +50,6 @@ if TYPE_CHECKING:
 
 CONTACT_PAGE = 50_000  # dirty contacts held in memory at once (tens of MB at most)
 EVENT_PAGE = 10_000
-# Contacts read from the store at a time while the events thread sends: it commits after each
-# batch, and a read of a whole CONTACT_PAGE would keep the store from it for a second or more.
-STORE_SLICE = 2_000
 FIRST_CHECK_DELAY = 5.0  # an import of this run is not asked about before it is this old...
 MAX_CHECK_DELAY = 300.0  # ...then at doubling intervals up to this
 # GET /processes calls one run may make: Brevo allows 100 an hour, a run every 15 minutes
@@ -230,11 +227,8 @@ class Publisher:
         after = ""
         while page := self._dirty_page(after):
             after = page[-1].email
-            before: dict[str, tuple[bool, frozenset[int]]] = {}
-            for start in range(0, len(page), STORE_SLICE):
-                with self._storing():
-                    emails = [facts.email for facts in page[start : start + STORE_SLICE]]
-                    before.update(self.store.pushed(emails))
+            with self._storing():
+                before = self.store.pushed([facts.email for facts in page])
             groups: dict[GroupKey, list[tuple[str, bytes]]] = defaultdict(list)
             withheld = [
                 f.email for f in page if rules.withheld(f.validation_result, f.email in before)
@@ -271,17 +265,8 @@ class Publisher:
                         self.store.commit()
 
     def _dirty_page(self, after: str) -> list[rules.ContactFacts]:
-        """Up to CONTACT_PAGE dirty contacts after `after`, read STORE_SLICE at a time."""
-        page: list[rules.ContactFacts] = []
-        while len(page) < CONTACT_PAGE:
-            limit = min(STORE_SLICE, CONTACT_PAGE - len(page))
-            with self._storing():
-                part = self.store.dirty_contacts(after=after, limit=limit)
-            page += part
-            if len(part) < limit:
-                break
-            after = part[-1].email
-        return page
+        with self._storing():
+            return self.store.dirty_contacts(after=after, limit=CONTACT_PAGE)
 
     def _group(self, facts: rules.ContactFacts) -> tuple[bool, frozenset[int]]:
         list_ids = set(rules.list_ids(facts, self.settings.lists))
