@@ -28,7 +28,6 @@ import json
 import logging
 import random
 import ssl
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -155,22 +154,10 @@ def _never_connected(exc: BaseException) -> bool:
 
 @dataclass
 class CallStats:
-    """API calls made (or, in dry-run, planned) by endpoint, and retries; counted under a lock,
-    since the events batches of a flush go from a thread of their own."""
+    """API calls made (or, in dry-run, planned) by endpoint, and retries."""
 
     calls: Counter[str] = field(default_factory=Counter)
     retries: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def call(self, endpoint: str) -> None:
-        """One call made (or planned) to `endpoint`."""
-        with self.lock:
-            self.calls[endpoint] += 1
-
-    def retry(self) -> None:
-        """One retry."""
-        with self.lock:
-            self.retries += 1
 
 
 def _message(response: requests.Response) -> str:
@@ -396,7 +383,7 @@ class BrevoClient:
         """
         endpoint = f"{method} {label or path}"
         if self.dry_run and method != "GET":
-            self.stats.call(endpoint)  # planned
+            self.stats.calls[endpoint] += 1  # planned
             preview = (body or b"")[:500].decode(errors="replace")
             self.logger.info("dry-run: would %s %s%s %s", method, self.base_url, path, preview)
             return None
@@ -406,7 +393,7 @@ class BrevoClient:
             wait = self.pacer.wait_for(bucket)
             if wait > 0:
                 self.sleep(wait)
-            self.stats.call(endpoint)  # every attempt is a call Brevo counts
+            self.stats.calls[endpoint] += 1  # every attempt is a call Brevo counts
             try:
                 response = self.session.request(method, url, data=body, params=params, timeout=120)
             except requests.RequestException as exc:
@@ -475,7 +462,7 @@ class BrevoClient:
         )
 
     def _retry(self, endpoint: str, attempt: int, why: str, wait: float) -> None:
-        self.stats.retry()
+        self.stats.retries += 1
         self.logger.warning(
             "%s answered %s; retry %d of %d in %.1fs",
             endpoint,
@@ -699,19 +686,14 @@ class BrevoClient:
         self,
         items: Sequence[tuple[K, bytes]],
         on_batch: Callable[[list[K], list[tuple[K, str]], int], None],
-        *,
-        stop: threading.Event | None = None,
     ) -> None:
         """Send JSON-encoded events in batches within Brevo's limits.
 
         After each batch Brevo settled, `on_batch(done, refused, unnamed)` gets the keys that
         must never be sent again (accepted or refused for good), the (key, reason) of those
-        Brevo refused, and how many refusals a 207 counted without naming them. Once `stop`
-        is set, no further batch goes (the one under way is settled first).
+        Brevo refused, and how many refusals a 207 counted without naming them.
         """
         for chunk in chunk_by_size(items, MAX_EVENTS, MAX_EVENT_BYTES):
-            if stop is not None and stop.is_set():
-                return
             self._send_batch(chunk, on_batch)
 
     def _send_batch(

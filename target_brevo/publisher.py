@@ -1,40 +1,29 @@
 """Bringing Brevo up to date with the engagement store, at each point where state is emitted.
 
 The store is the outbox: sinks only write to it. `flush` then pushes, in this order,
-1. the attributes the field mapping needs and the import list (once per run, before anything
-   is written: with the first events batch sent while reading, else at the first flush),
+1. the attributes the field mapping needs (once per run, before any contact is written),
 2. every dirty contact, through /contacts/import grouped by (blocklist flag, list ids); once
    Brevo accepted an import (202) its contacts are clean and the import is kept in the store as
    unconfirmed, with its contacts; a contact withheld (`rules.withheld`: validated
    undeliverable or do_not_send, and never given to Brevo) is made clean unsent and counted,
-and alongside 2, from a thread of its own (`EventSender`; Brevo paces contacts and events in
-separate buckets, so the events wait for their pace while the contacts are built),
-3. every pending event, through /events/batch, committing "sent" after each accepted batch,
-   before the next goes; an event over Brevo's limits is sent with its text trimmed to fit
-   (`fit_event`) or, when it cannot fit, skipped with a warning and counted, so that one event
-   never blocks the run.
-The two threads share the store: each group of writes with its commit is taken under one lock
-(`_storing`), and one that fails is rolled back, so neither thread's commit makes half of the
-other's durable. An error in either ends the flush with that error once the events batch under
-way is settled; a signal abandons the batch under way, as it always did (unrecorded, it goes
-again with the next run). Only when `flush` returns does the target emit STATE, so state never
-runs ahead of what Brevo accepted. While the target still reads its input,
-`send_ready_events` sends the events already stored as fast as Brevo's pace allows without
-ever waiting, so that the run's waits for Brevo overlap its own work. Unconfirmed imports are
-checked sparingly, all at once with one GET /processes (a 100-per-hour bucket), never before
-FIRST_CHECK_DELAY and at growing intervals, within a budget per run, and at the next run's
-first flush: a completed one is forgotten, a failed one puts its contacts back to dirty, so
-they are imported again whatever STATE said.
+3. every pending event, through /events/batch, committing "sent" after each accepted batch;
+   an event over Brevo's limits is sent with its text trimmed to fit (`fit_event`) or, when it
+   cannot fit, skipped with a warning and counted, so that one event never blocks the run.
+Only when `flush` returns does the target emit STATE, so state never runs ahead of what Brevo
+accepted. While the target still reads its input, `send_ready_events` sends the events already
+stored as fast as Brevo's pace allows without ever waiting, so that the run's waits for Brevo
+overlap its own work instead of following it. Unconfirmed imports are checked sparingly, all
+at once with one GET /processes (a 100-per-hour bucket), never before FIRST_CHECK_DELAY and
+at growing intervals, within a budget per run, and at the next run's first flush: a completed
+one is forgotten, a failed one puts its contacts back to dirty, so they are imported again
+whatever STATE said.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -60,32 +49,6 @@ GroupKey = tuple[bool, frozenset[int], bool]  # blocklist, list ids, erases attr
 EventKey = tuple[str, str]  # a Mailgun event's id and timestamp
 
 
-class Abandoned(Exception):
-    """The flush was abandoned (a signal): the events thread leaves the store alone."""
-
-
-class EventSender(threading.Thread):
-    """A thread that runs `send(stop)` once and keeps what it raised for the flush to raise.
-
-    A daemon: a flush abandoned on a signal does not wait for the batch Brevo is holding.
-    """
-
-    def __init__(self, send: Callable[[threading.Event], None]) -> None:
-        super().__init__(name="brevo-events", daemon=True)
-        self.send = send
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        """Send until nothing is pending or `stop` is set; keep the error, if any."""
-        try:
-            self.send(self.stop)
-        except Abandoned:
-            pass
-        except BaseException as exc:  # raised again by the flush, in the main thread
-            self.error = exc
-
-
 class Publisher:
     """Pushes what the store holds outstanding to Brevo, in batches."""
 
@@ -108,8 +71,6 @@ class Publisher:
         self._next_check: float | None = None
         self._check_delay = FIRST_CHECK_DELAY
         self.process_calls = 0
-        self._store_lock = threading.Lock()
-        self._abandoned = False
 
     # --- once per run ---------------------------------------------------------------------
     def prepare(self) -> None:
@@ -173,71 +134,23 @@ class Publisher:
             self.check_imports()
         if not self.store.has_outstanding():
             return
-        self.prepare()  # first: its answers say whether base_url and the lists are right
-        if self.settings.dry_run:  # planned in order: a dry run's log reads the same each time
-            self._push_contacts()
-            self._push_events(threading.Event())
-            return
-        with self._events_alongside():
-            self._push_contacts()
-
-    @contextmanager
-    def _events_alongside(self) -> Iterator[None]:
-        """Push every pending event from an `EventSender` while the block runs, then wait for
-        it. An error (the block's first, else the sender's) ends the flush once the batch
-        under way is settled; a signal (a BaseException) abandons that batch at once."""
-        sender = EventSender(self._push_events)
-        sender.start()
-        try:
-            try:
-                yield
-            except Exception:
-                sender.stop.set()
-                sender.join()
-                if sender.error is not None:
-                    self.logger.debug("Events thread failed too", exc_info=sender.error)
-                raise
-            sender.join()
-        except BaseException:
-            if sender.is_alive():  # a signal: leave the batch under way to the next run
-                with self._store_lock:
-                    self._abandoned = True
-            raise
-        if sender.error is not None:
-            raise sender.error
-
-    @contextmanager
-    def _storing(self) -> Iterator[None]:
-        """One group of store reads or writes (and its commit), never interleaved with the
-        other thread's; rolled back when it fails, so no later commit makes half of it
-        durable. A signal is left to the target, which rolls back as it stops."""
-        with self._store_lock:
-            if self._abandoned:
-                raise Abandoned
-            try:
-                yield
-            except Exception as exc:
-                signal = _signal_in(exc)
-                if signal is not None:
-                    raise signal from None
-                self.store.rollback()
-                raise
+        self.prepare()
+        self._push_contacts()
+        self._push_events()
 
     def _push_contacts(self) -> None:
         after = ""
-        while page := self._dirty_page(after):
+        while page := self.store.dirty_contacts(after=after, limit=CONTACT_PAGE):
             after = page[-1].email
-            with self._storing():
-                before = self.store.pushed([facts.email for facts in page])
+            before = self.store.pushed([facts.email for facts in page])
             groups: dict[GroupKey, list[tuple[str, bytes]]] = defaultdict(list)
             withheld = [
                 f.email for f in page if rules.withheld(f.validation_result, f.email in before)
             ]
             if withheld:
-                with self._storing():
-                    self.store.mark_clean(withheld)
-                    self.store.commit()
-                    self.summary.contacts_withheld += len(withheld)
+                self.store.mark_clean(withheld)
+                self.store.commit()
+                self.summary.contacts_withheld += len(withheld)
             skip = set(withheld)
             for facts in page:
                 if facts.email in skip:
@@ -254,19 +167,14 @@ class Publisher:
                 for process_id, emails in self.client.import_contacts(
                     rows, sorted(list_ids), blocklist, erase=erase
                 ):
-                    with self._storing():
-                        if process_id is not None:  # None: dry-run
-                            self.store.record_import(process_id, emails)
-                            self._submitted.add(process_id)
-                            soonest = time.monotonic() + FIRST_CHECK_DELAY
-                            self._next_check = max(self._next_check or 0.0, soonest)
-                        self.store.mark_clean(emails)
-                        self._count_import(emails, blocklist, list_ids, before)
-                        self.store.commit()
-
-    def _dirty_page(self, after: str) -> list[rules.ContactFacts]:
-        with self._storing():
-            return self.store.dirty_contacts(after=after, limit=CONTACT_PAGE)
+                    if process_id is not None:  # None: dry-run
+                        self.store.record_import(process_id, emails)
+                        self._submitted.add(process_id)
+                        soonest = time.monotonic() + FIRST_CHECK_DELAY
+                        self._next_check = max(self._next_check or 0.0, soonest)
+                    self.store.mark_clean(emails)
+                    self._count_import(emails, blocklist, list_ids, before)
+                    self.store.commit()
 
     def _group(self, facts: rules.ContactFacts) -> tuple[bool, frozenset[int]]:
         list_ids = set(rules.list_ids(facts, self.settings.lists))
@@ -359,25 +267,18 @@ class Publisher:
         if self.settings.dry_run:
             return
         while self.client.events_ready():
-            page = self._fitting(MAX_EVENTS)
+            page = self.store.pending_events(MAX_EVENTS)
             if len(page) < MAX_EVENTS:  # a part batch waits to be filled: calls are the cost
                 return
-            self.prepare()  # what the flush would do first, done while the input is still read
-            self.client.send_events(page, self._events_answered)
+            self.client.send_events(self._fitting(page), self._events_answered)
 
-    def _push_events(self, stop: threading.Event) -> None:
-        """Send every pending event, page by page, until none is left or `stop` is set."""
-        while not stop.is_set() and (page := self._fitting(EVENT_PAGE)):
-            self.client.send_events(page, self._events_answered, stop=stop)
+    def _push_events(self) -> None:
+        while page := self.store.pending_events(limit=EVENT_PAGE):
+            self.client.send_events(self._fitting(page), self._events_answered)
 
-    def _fitting(self, limit: int) -> list[tuple[EventKey, bytes]]:
-        """Up to `limit` pending events as Brevo will take them; those that cannot fit are
-        marked sent (never to be tried again), counted and warned about, with their Mailgun
-        event id. Only an event that cannot fit makes the page shorter than the store's."""
-        with self._storing():
-            return self._fit(self.store.pending_events(limit))
-
-    def _fit(self, page: list[tuple[EventKey, bytes]]) -> list[tuple[EventKey, bytes]]:
+    def _fitting(self, page: list[tuple[EventKey, bytes]]) -> list[tuple[EventKey, bytes]]:
+        """The page's events as Brevo will take them; those that cannot fit are marked sent
+        (never to be tried again), counted and warned about, with their Mailgun event id."""
         fitting: list[tuple[EventKey, bytes]] = []
         unfit: list[EventKey] = []
         for key, payload in page:
@@ -410,15 +311,6 @@ class Publisher:
         rejected: list[tuple[tuple[str, str], str]],
         unnamed: int,
     ) -> None:
-        with self._storing():
-            self._record_answer(keys, rejected, unnamed)
-
-    def _record_answer(
-        self,
-        keys: list[tuple[str, str]],
-        rejected: list[tuple[tuple[str, str], str]],
-        unnamed: int,
-    ) -> None:
         for key, reason in rejected:
             if self.summary.skip(f"event refused by Brevo: {reason}"):
                 self.logger.warning("Brevo refused event %s at %s: %s", key[0], key[1], reason)
@@ -427,17 +319,6 @@ class Publisher:
         self.summary.events_sent += len(keys) - len(rejected) - unnamed
         self.store.mark_sent(keys)
         self.store.commit()
-
-
-def _signal_in(exc: Exception) -> BaseException | None:
-    """The signal's exception (a BaseException that is no Exception) a database driver turned
-    into an error of its own when the signal came mid-query (psycopg does), if it did."""
-    link: BaseException | None = exc
-    while link is not None:
-        if not isinstance(link, Exception):
-            return link
-        link = link.__cause__ or link.__context__
-    return None
 
 
 def _group_order(item: tuple[GroupKey, object]) -> tuple[bool, list[int], bool]:

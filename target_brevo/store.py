@@ -301,10 +301,6 @@ class EngagementStore:
             self._renew_lock()
         self.conn.commit()
 
-    def rollback(self) -> None:
-        """Drop everything since the last commit (a group of writes that did not finish)."""
-        self.conn.rollback()
-
     def close(self) -> None:
         """Roll back anything uncommitted, release the run lock and the database."""
         self.conn.rollback()

@@ -28,7 +28,6 @@ from tests.target.conftest import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -40,19 +39,6 @@ def opened_events(count: int) -> list[dict[str, object]]:
         )
         for i in range(count)
     ]
-
-
-def wait_for(condition: Callable[[], bool], running: Callable[[], bool]) -> bool:
-    """Whether `condition` came true within 60 s, while the target was still `running`."""
-    deadline = time.monotonic() + 60
-    while not condition() and time.monotonic() < deadline and running():
-        time.sleep(0.05)
-    return condition()
-
-
-def imported(fake: FakeBrevo) -> bool:
-    """Whether a contacts import reached Brevo."""
-    return bool(fake.calls("POST", "/contacts/import$"))
 
 
 def sent_ids(fake: FakeBrevo) -> Counter[str]:
@@ -459,8 +445,6 @@ def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
     brevo.hold("POST /v3/events/batch", after=0)
     first = target.start(target.settings_file(), target.input_file(lines))
     assert brevo.held.wait(timeout=60), "the first run never sent its events"
-    # the contacts go meanwhile (the events have a thread of their own): count after them
-    assert wait_for(lambda: imported(brevo), lambda: first.poll() is None)
     calls = len(brevo.requests)
     second = target.run(lines, run_lock_wait_seconds=0)  # the same store, the first mid-flush
     assert second.returncode == 1
@@ -499,8 +483,6 @@ def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
         worker = threading.Thread(target=listen, args=(first,))
         worker.start()
         assert brevo.held.wait(timeout=60), "the first run never sent its events"
-        # the contacts go meanwhile (the events have a thread of their own): count after them
-        assert wait_for(lambda: imported(brevo), worker.is_alive)
         calls = len(brevo.requests)
         with pytest.raises(RunLockedError, match="holds the engagement store"):
             second.listen(io.StringIO(text))
@@ -663,60 +645,3 @@ def test_stored_events_go_to_brevo_while_the_input_is_still_being_read(
     assert sent_while_reading >= 200  # at least one batch before the input ended
     assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(900)})  # each exactly once
     assert Run(process.returncode, stdout, stderr).states == [{"bookmarks": {"run": 1}}]
-
-
-@on_both_stores
-def test_events_go_to_brevo_while_the_contacts_are_being_imported(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
-) -> None:
-    # Brevo paces contacts and events in separate buckets: the flush sends the pending events
-    # from a thread of their own while it builds and imports the contacts. Here the import is
-    # held by Brevo: every event must arrive meanwhile. Before, they went only after it.
-    lines = singer_lines({"events": opened_events(450)})  # 3 batches; 450 contacts to import
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
-    config.write_text(json.dumps(target.config()))
-    data.write_text("\n".join(lines) + "\n")
-    brevo.hold("POST /v3/contacts/import", after=0)
-    process = target.start(config, data)
-    assert brevo.held.wait(timeout=60), "the import never came"
-    wait_for(lambda: len(brevo.events) == 450, lambda: process.poll() is None)
-    sent_while_held = len(brevo.events)
-    brevo.release()  # the held import is answered 503, then imported again
-    run = target.finish(process)
-    assert sent_while_held == 450, f"{sent_while_held} of 450 events sent while it was held"
-    assert run.returncode == 0, run.stderr
-    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
-    assert sorted(brevo.contacts) == sorted(f"user{i}@example.com" for i in range(450))
-    assert run.summary["events_sent"] == 450
-    assert run.summary["api_calls"]["POST /events/batch"] == 3
-    assert run.states == [{"bookmarks": {"run": 1}}]
-
-
-@on_both_stores
-def test_a_contacts_error_ends_the_run_after_the_events_batch_under_way_is_recorded(
-    brevo: FakeBrevo, target: TargetRunner, tmp_path: Path
-) -> None:
-    # The import fails while Brevo holds the first events batch: the run stops with the
-    # import's one-line error, but only once that batch is settled and recorded sent, so the
-    # next run does not send it again; no further batch goes.
-    lines = singer_lines({"events": opened_events(450)})
-    config, data = tmp_path / "config.json", tmp_path / "input.singer"
-    config.write_text(json.dumps(target.config()))
-    data.write_text("\n".join(lines) + "\n")
-    brevo.hold("POST /v3/events/batch", after=0)
-    brevo.fail_next("POST /v3/contacts/import", 400, {"code": "invalid_parameter",
-                                                      "message": "Import refused"})  # fmt: skip
-    process = target.start(config, data)
-    assert brevo.held.wait(timeout=60), "the first events batch never came"
-    assert wait_for(lambda: imported(brevo), lambda: process.poll() is None)
-    brevo.release()  # the held batch is answered 503, then sent again and accepted
-    run = target.finish(process)
-    assert run.returncode == 1
-    assert "POST /v3/contacts/import answered 400 Import refused" in run.stderr
-    assert "Traceback" not in run.stderr
-    assert run.states == []
-    assert len(brevo.events) == 200  # the batch under way, and no other
-    rerun = target.run(lines)
-    assert rerun.returncode == 0, rerun.stderr
-    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
-    assert rerun.summary["events_sent"] == 250
