@@ -71,6 +71,7 @@ NO_STATIC_DEFAULT = {
     "api_key": "a secret",
     "base_url": "tap: the region's API root, computed from `region`",
     "start_date": "30 days before each first run: Meltano has no relative dates",
+    "end_date": "unset: now - event_lag_minutes, moving with every run",
     "webhook_spool_path": "unset: no webhook_events stream",
     "stream_maps": "the SDK's, empty",
     "stream_map_config": "the SDK's, empty",
