@@ -25,6 +25,7 @@ from bench.results import write_results
 from bench.run import MAILGUN_KEY, ROOT, load_workload
 from bench.singer_output import count
 from fakes.tap_catalog import write_catalog
+from tap_mailgun.event_logs import DEFAULT_CONCURRENT_TIME_SLICES
 
 SOURCES = ("logs", "events")
 
@@ -113,7 +114,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--domains", type=int, default=2)
     parser.add_argument("--recipients", type=int, default=5_000)
     parser.add_argument("--latency-ms", type=float, default=250.0)
-    parser.add_argument("--slices", type=int, default=16, help="concurrent_time_slices (logs)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=DEFAULT_CONCURRENT_TIME_SLICES,
+        help="concurrent_time_slices (logs); the tap's default by default",
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "events-rate")
     args = parser.parse_args(argv)
