@@ -23,8 +23,10 @@ either way carries the bookmarks over.
   applies an event once, whichever source and precision) and leaves the bookmark as is.
 - boundaries: whether `start` and `end` include their second is not documented, so each
   query starts a second early and the tap keeps [start, end) of the slice itself.
-- paging: `pagination.token` until the last page (no `next`, an empty page, or a token
-  seen before), 100 items a page (the documented maximum), `sort: timestamp:asc`.
+- paging: `pagination.token` until the last page (no `next`), 100 items a page (the
+  documented maximum), `sort: timestamp:asc`. An empty page that still has a `next`, or a
+  token seen before, ends the query as an error would (the slice fails, no read_through):
+  not documented either way, and the events after it must not be taken as read.
 - time slices: 100 items a page, one page per round trip, bound a single query to 400 events a
   second at 250 ms; so the window is cut into slices of whole seconds, `concurrent_time_slices`
   of them read at once by worker threads (`OrderedPrefetch`: bounded buffers) and emitted in
@@ -34,6 +36,7 @@ either way carries the bookmarks over.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -41,6 +44,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 from typing_extensions import override
 
@@ -77,24 +81,33 @@ READ_THROUGH = "read_through"  # a domain's state key: its events are all read u
 Slice = tuple[datetime, datetime]
 
 
+EMPTY_PAGE_WITH_NEXT = "an empty page with a next token"
+
+
 class LogsPaginator(BaseAPIPaginator[str | None]):
-    """Follows `pagination.next` tokens; stops on a page without one, an empty page, or a
-    token already followed (which would loop)."""
+    """Follows `pagination.next` tokens; stops on a page without one, and also, saying why
+    in `cut_short`, on an empty page that has one or a token already followed (which would
+    loop): the query may not be read to its end then."""
 
     def __init__(self, body: Callable[[requests.Response], dict[str, Any]]) -> None:
         """`body` gives a response's decoded body (the stream decodes each page once)."""
         super().__init__(None)
         self._body = body
         self._followed: set[str] = set()
+        self.cut_short: str | None = None
 
     @override
     def get_next(self, response: requests.Response) -> str | None:
         """The next page's token, or None when this page is the last."""
         body = self._body(response)
         token = (body.get("pagination") or {}).get("next")
-        if not body.get("items") or not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token:
+            return None
+        if not body.get("items"):  # the SDK stops before asking: see parse_response
+            self.cut_short = EMPTY_PAGE_WITH_NEXT
             return None
         if token in self._followed:
+            self.cut_short = "a next token it had sent before"
             return None
         self._followed.add(token)
         return token
@@ -146,8 +159,26 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
 
     @override
     def get_new_paginator(self) -> LogsPaginator:
-        """Token paging."""
-        return LogsPaginator(self._page_body)
+        """Token paging; the thread's current query's paginator, for `_read_slice`."""
+        paginator = LogsPaginator(self._page_body)
+        self._paging.current = paginator
+        return paginator
+
+    @cached_property
+    def _paging(self) -> threading.local:
+        """Each reading thread's paginator of the query it reads."""
+        return threading.local()
+
+    @override
+    def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
+        """The page's items. An empty page ends the SDK's paging before the paginator sees
+        it: one that still has a next token cuts the query short, which its paginator says."""
+        items = super().parse_response(response)
+        if not items and (self._page_body(response).get("pagination") or {}).get("next"):
+            paginator: LogsPaginator | None = getattr(self._paging, "current", None)
+            if paginator is not None:
+                paginator.cut_short = EMPTY_PAGE_WITH_NEXT
+        return items
 
     def _page_body(self, response: requests.Response) -> dict[str, Any]:
         """A page's body, decoded once (by validate_response) for the parser and the paginator."""
@@ -261,10 +292,17 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
         return self._read_slices(self.time_slices())
 
     def _read_slice(self, piece: Slice) -> Iterable[dict[str, Any]]:
-        """One slice's items: its query, without the overlap's second before it."""
+        """One slice's items: its query, without the overlap's second before it. A query
+        Mailgun ended early fails the slice, as an error would: no read_through passes it."""
         for item in MailgunStream.read_pages(self, slice_context(piece)):
             if in_slice(item, piece):
                 yield item
+        paginator: LogsPaginator | None = getattr(self._paging, "current", None)
+        if paginator is not None and paginator.cut_short:
+            raise RetriableAPIError(
+                f"Mailgun ended a Logs API query early ({paginator.cut_short}), from "
+                f"{format_datetime(piece[0])}: the next run reads again from there"
+            )
 
     def _read_slices(self, slices: list[Slice]) -> Iterable[dict[str, Any]]:
         if len(slices) == 1:

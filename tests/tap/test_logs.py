@@ -165,6 +165,36 @@ def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun
     assert mailgun.violations == []
 
 
+def test_a_query_mailgun_ends_early_is_not_read_through(mailgun: FakeMailgun) -> None:
+    """An empty page that still has a next token (the documents do not say whether Mailgun
+    sends one): the read stops there, as after an error; the next run reads on from it."""
+    events = load(mailgun, DOMAIN, 250, 6, step_s=10)
+    answer = mailgun.logs
+    served: list[int] = []
+
+    def empty_second_page(request: Any) -> Any:
+        response = answer(request)
+        served.append(1)
+        if len(served) == 2:
+            body = json.loads(response.get_data())
+            body["items"] = []
+            return json_response(body)
+        return response
+
+    mailgun.logs = empty_second_page  # type: ignore[method-assign]
+    run1 = run_tap(tap_config(mailgun, concurrent_time_slices=1), "events")
+    del mailgun.logs
+    emitted = [r["id"] for r in run1.records["events"]]
+    partitions = run1.state["bookmarks"]["events"]["partitions"]
+
+    assert run1.failures and "ended a Logs API query early (an empty page" in run1.failures[0]
+    assert emitted == [e["id"] for e in events[:100]]
+    assert not any("read_through" in p for p in partitions)
+    run2 = run_tap(tap_config(mailgun), "events", state=run1.state)
+    again = [r["id"] for r in run2.records["events"]]
+    assert again[1:] == [e["id"] for e in events[100:]]  # and the bookmark's own event
+
+
 def test_a_quiet_domain_does_not_hold_the_window_back(mailgun: FakeMailgun) -> None:
     """A domain with no event for days, or none ever, begins where the last window ended:
     the next run reads only what is new, not the whole account since its old bookmark."""
