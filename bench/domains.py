@@ -7,8 +7,9 @@ every request after `--latency` seconds (250 ms: a far region, or a busy API):
 2. a first run (no state), then 20 new events per domain, then an incremental run from the
    first run's last STATE;
 3. for each run: requests by endpoint, wall time, and the floor: the requests made, those of
-   per-domain endpoints divided by the concurrency, times the latency (what a run would take
-   if the tap itself cost nothing); and the size of the last STATE.
+   per-domain endpoints divided by the concurrency (the Logs API's by its time slices), times
+   the latency (what a run would take if the tap itself cost nothing); and the size of the
+   last STATE.
 Results go to bench/results/<name>.json and .md. Usage: `python -m bench.domains --help`.
 """
 
@@ -31,9 +32,11 @@ from bench.results import provenance, write_results
 from bench.run import MAILGUN_KEY, ROOT, _write_json
 from bench.singer_output import count
 from fakes.events import mailgun_event
+from tap_mailgun.event_logs import DEFAULT_CONCURRENT_TIME_SLICES
 from tap_mailgun.streams import DEFAULT_CONCURRENT_DOMAINS
 
 EVENTS_PER_DOMAIN = 20
+LOGS_ENDPOINT = "POST /v1/analytics/logs"
 
 
 def domain_names(n: int) -> list[str]:
@@ -85,12 +88,22 @@ def last_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def floor_seconds(by_endpoint: dict[str, int], concurrency: int, latency: float) -> float:
+def floor_seconds(
+    by_endpoint: dict[str, int], concurrency: int, latency: float, slices: int = 1
+) -> float:
     """The least wall time for these requests: per-domain endpoints `concurrency` at a time,
-    account-wide ones one after the other, each costing `latency`."""
+    the Logs API's `slices` at a time (its time slices), other account-wide ones one after
+    the other, each costing `latency`."""
     per_domain = sum(n for e, n in by_endpoint.items() if "{domain}" in e)
-    account = sum(by_endpoint.values()) - per_domain
-    return round((account + per_domain / max(1, concurrency)) * latency, 2)
+    logs = by_endpoint.get(LOGS_ENDPOINT, 0)
+    account = sum(by_endpoint.values()) - per_domain - logs
+    parallel = per_domain / max(1, concurrency) + logs / max(1, slices)
+    return round((account + parallel) * latency, 2)
+
+
+def time_slices(args: argparse.Namespace) -> int:
+    """Logs API slices read at a time: the setting given, else the tap's default."""
+    return int(args.time_slices or DEFAULT_CONCURRENT_TIME_SLICES)
 
 
 def concurrency(args: argparse.Namespace) -> int:
@@ -123,7 +136,7 @@ def _run(
         "max_rss_mb": run.max_rss_mb,
         "requests": sum(requests.values()),
         "requests_by_endpoint": requests,
-        "floor_s": floor_seconds(requests, concurrency(args), args.latency),
+        "floor_s": floor_seconds(requests, concurrency(args), args.latency, time_slices(args)),
         "records": counts.records,
         "state_bytes": state_path.stat().st_size,
         **host,

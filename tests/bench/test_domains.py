@@ -33,3 +33,5 @@ def test_the_floor_divides_only_per_domain_requests_by_the_concurrency() -> None
     requests = {"GET /v3/{domain}/bounces": 100, "POST /v1/analytics/tags": 2}
     assert floor_seconds(requests, 10, 0.25) == (2 + 100 / 10) * 0.25
     assert floor_seconds(requests, 1, 0.25) == 102 * 0.25
+    with_logs = {**requests, "POST /v1/analytics/logs": 64}
+    assert floor_seconds(with_logs, 10, 0.25, slices=32) == (2 + 100 / 10 + 64 / 32) * 0.25
