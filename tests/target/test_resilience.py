@@ -69,6 +69,28 @@ def test_pacing_keeps_within_the_rate_limit(tmp_path: Path) -> None:
         assert fake.violations == []
 
 
+def test_the_final_flush_sends_events_while_it_builds_the_contacts(tmp_path: Path) -> None:
+    """At Brevo's pace the events batches left at the end wait for their window: the flush
+    sends those that may go while it builds and imports the contacts, not after them all."""
+    opened = [tap_record("opened", at(i), recipient=f"o{i}@example.org") for i in range(600)]
+    bounced = [
+        tap_record("failed", at(i), recipient=f"b{i}@example.org", severity="permanent")
+        for i in range(600)
+    ]
+    with FakeBrevo(rate_limits={"events": (1, 1.0)}) as fake:
+        run = TargetRunner(fake, tmp_path).run(singer_lines({"events": opened + bounced}))
+        assert run.returncode == 0, run.stderr
+        order = [r.path for r in fake.requests]
+
+    imports = [i for i, path in enumerate(order) if path == "/v3/contacts/import"]
+    batches = [i for i, path in enumerate(order) if path == "/v3/events/batch"]
+    assert len(imports) == 2  # the blocklisted and the others
+    assert len(batches) == 6  # never a 429: each waited for its window
+    assert batches[0] < imports[0], " ".join(p.rsplit("/", 1)[-1] for p in order)
+    assert run.summary["events_sent"] == 1200
+    assert fake.violations == []
+
+
 def test_5xx_and_425_are_retried_with_backoff(brevo: FakeBrevo, target: TargetRunner) -> None:
     brevo.fail_next("POST /v3/contacts/import", 502)
     brevo.fail_next("POST /v3/events/batch", 425)
