@@ -36,7 +36,6 @@ either way carries the bookmarks over.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -52,7 +51,12 @@ from tap_mailgun.client import MailgunStream
 from tap_mailgun.prefetch import STOP_WAIT_SECONDS, OrderedPrefetch
 from tap_mailgun.records import event_record
 from tap_mailgun.sdk_compat import StateOfRecordPartition
-from tap_mailgun.streams import EVENT_RETENTION_DAYS, LISTING_CLOCK_MARGIN, EventsStream
+from tap_mailgun.streams import (
+    EVENT_RETENTION_DAYS,
+    LISTING_CLOCK_MARGIN,
+    EventsStream,
+    config_moment,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -81,34 +85,37 @@ READ_THROUGH = "read_through"  # a domain's state key: its events are all read u
 Slice = tuple[datetime, datetime]
 
 
-EMPTY_PAGE_WITH_NEXT = "an empty page with a next token"
+class QueryCutShort(RetriableAPIError):
+    """Mailgun ended a Logs API query before its end (the reason is the message)."""
 
 
 class LogsPaginator(BaseAPIPaginator[str | None]):
-    """Follows `pagination.next` tokens; stops on a page without one, and also, saying why
-    in `cut_short`, on an empty page that has one or a token already followed (which would
-    loop): the query may not be read to its end then."""
+    """Follows `pagination.next` tokens and stops on a page without one. An empty page that
+    has one, or a token already followed (which would loop), raises QueryCutShort: the query
+    is not read to its end, and its events after that page must not be taken as read."""
 
     def __init__(self, body: Callable[[requests.Response], dict[str, Any]]) -> None:
         """`body` gives a response's decoded body (the stream decodes each page once)."""
         super().__init__(None)
         self._body = body
         self._followed: set[str] = set()
-        self.cut_short: str | None = None
+
+    @override
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        """The SDK asks this of an empty page, and stops: a page that says more follow
+        cuts the query short."""
+        if (self._body(response).get("pagination") or {}).get("next"):
+            raise QueryCutShort("an empty page with a next token")
+        return False
 
     @override
     def get_next(self, response: requests.Response) -> str | None:
         """The next page's token, or None when this page is the last."""
-        body = self._body(response)
-        token = (body.get("pagination") or {}).get("next")
+        token = (self._body(response).get("pagination") or {}).get("next")
         if not isinstance(token, str) or not token:
             return None
-        if not body.get("items"):  # the SDK stops before asking: see parse_response
-            self.cut_short = EMPTY_PAGE_WITH_NEXT
-            return None
         if token in self._followed:
-            self.cut_short = "a next token it had sent before"
-            return None
+            raise QueryCutShort("a next token it had sent before")
         self._followed.add(token)
         return token
 
@@ -159,26 +166,8 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
 
     @override
     def get_new_paginator(self) -> LogsPaginator:
-        """Token paging; the thread's current query's paginator, for `_read_slice`."""
-        paginator = LogsPaginator(self._page_body)
-        self._paging.current = paginator
-        return paginator
-
-    @cached_property
-    def _paging(self) -> threading.local:
-        """Each reading thread's paginator of the query it reads."""
-        return threading.local()
-
-    @override
-    def parse_response(self, response: requests.Response) -> Iterable[dict[str, Any]]:
-        """The page's items. An empty page ends the SDK's paging before the paginator sees
-        it: one that still has a next token cuts the query short, which its paginator says."""
-        items = super().parse_response(response)
-        if not items and (self._page_body(response).get("pagination") or {}).get("next"):
-            paginator: LogsPaginator | None = getattr(self._paging, "current", None)
-            if paginator is not None:
-                paginator.cut_short = EMPTY_PAGE_WITH_NEXT
-        return items
+        """Token paging."""
+        return LogsPaginator(self._page_body)
 
     def _page_body(self, response: requests.Response) -> dict[str, Any]:
         """A page's body, decoded once (by validate_response) for the parser and the paginator."""
@@ -256,10 +245,8 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
 
     def default_begin(self) -> datetime:
         """Where a domain with no bookmark begins: start_date, else the longest retention."""
-        if self.config.get("start_date"):
-            start = datetime.fromisoformat(str(self.config["start_date"]).replace("Z", "+00:00"))
-            return start if start.tzinfo else start.replace(tzinfo=timezone.utc)
-        return self.window_end - timedelta(days=EVENT_RETENTION_DAYS)
+        start = config_moment(self.config, "start_date")
+        return start or self.window_end - timedelta(days=EVENT_RETENTION_DAYS)
 
     @cached_property
     def window_start(self) -> datetime:
@@ -294,15 +281,15 @@ class LogsEventsStream(StateOfRecordPartition, EventsStream):
     def _read_slice(self, piece: Slice) -> Iterable[dict[str, Any]]:
         """One slice's items: its query, without the overlap's second before it. A query
         Mailgun ended early fails the slice, as an error would: no read_through passes it."""
-        for item in MailgunStream.read_pages(self, slice_context(piece)):
-            if in_slice(item, piece):
-                yield item
-        paginator: LogsPaginator | None = getattr(self._paging, "current", None)
-        if paginator is not None and paginator.cut_short:
+        try:
+            for item in MailgunStream.read_pages(self, slice_context(piece)):
+                if in_slice(item, piece):
+                    yield item
+        except QueryCutShort as cut:
             raise RetriableAPIError(
-                f"Mailgun ended a Logs API query early ({paginator.cut_short}), from "
+                f"Mailgun ended a Logs API query early ({cut}), from "
                 f"{format_datetime(piece[0])}: the next run reads again from there"
-            )
+            ) from None
 
     def _read_slices(self, slices: list[Slice]) -> Iterable[dict[str, Any]]:
         if len(slices) == 1:

@@ -116,6 +116,15 @@ def concurrent_domains(config: Any) -> int:
     return max(1, int(config.get("concurrent_domains") or DEFAULT_CONCURRENT_DOMAINS))
 
 
+def config_moment(config: Any, key: str) -> datetime | None:
+    """A date-time setting (ISO 8601, `Z` allowed) as an aware datetime, UTC when it names
+    no zone; None when unset."""
+    if not config.get(key):
+        return None
+    moment = datetime.fromisoformat(str(config[key]).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def load_schema(name: str) -> dict[str, Any]:
     """A JSON schema shipped in tap_mailgun/schemas/."""
     text = (resources.files("tap_mailgun") / "schemas" / f"{name}.json").read_text()
@@ -338,10 +347,8 @@ class EventsStream(DomainPartitionedStream):
         or end_date when earlier."""
         lag = self.config.get("event_lag_minutes", DEFAULT_EVENT_LAG_MINUTES)
         end = datetime.now(timezone.utc) - timedelta(minutes=float(lag))
-        if self.config.get("end_date"):
-            until = datetime.fromisoformat(str(self.config["end_date"]).replace("Z", "+00:00"))
-            end = min(end, until if until.tzinfo else until.replace(tzinfo=timezone.utc))
-        return end
+        until = config_moment(self.config, "end_date")
+        return end if until is None else min(end, until)
 
     def window_begin(self, context: Context | None) -> datetime:
         """The partition's bookmark, else start_date, else the longest retention ago."""
@@ -631,12 +638,9 @@ class MetricsStream(AnalyticsStream):
         )
         if since is not None:
             start = since - lookback
-        elif self.config.get("start_date"):
-            start = datetime.fromisoformat(str(self.config["start_date"]).replace("Z", "+00:00"))
         else:
-            start = now - timedelta(days=EVENT_RETENTION_DAYS)
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=timezone.utc)
+            configured = config_moment(self.config, "start_date")
+            start = configured or now - timedelta(days=EVENT_RETENTION_DAYS)
         resolution = self.config.get("metrics_resolution", "day")
         query: dict[str, Any] = {
             # A row's counts cover only the part of its bucket inside the query: start on a
