@@ -195,6 +195,39 @@ def test_a_query_mailgun_ends_early_is_not_read_through(mailgun: FakeMailgun) ->
     assert again[1:] == [e["id"] for e in events[100:]]  # and the bookmark's own event
 
 
+def test_a_next_token_sent_before_fails_the_query_instead_of_looping(
+    mailgun: FakeMailgun,
+) -> None:
+    """A page whose next token is one already followed would loop: the query stops there
+    as after an error, and the next run reads on from the last emitted event."""
+    events = load(mailgun, DOMAIN, 250, 6, step_s=10)
+    answer = mailgun.logs
+    tokens: list[str] = []
+
+    def second_page_points_back(request: Any) -> Any:
+        response = answer(request)
+        body = json.loads(response.get_data())
+        tokens.append(body["pagination"].get("next", ""))
+        if len(tokens) == 2:
+            body["pagination"]["next"] = tokens[0]
+            return json_response(body)
+        return response
+
+    mailgun.logs = second_page_points_back  # type: ignore[method-assign]
+    run1 = run_tap(tap_config(mailgun, concurrent_time_slices=1), "events")
+    del mailgun.logs
+    emitted = [r["id"] for r in run1.records["events"]]
+    partitions = run1.state["bookmarks"]["events"]["partitions"]
+
+    assert run1.failures and "(a next token it had sent before)" in run1.failures[0]
+    assert len(tokens) == 2, "the token is not followed again"
+    assert emitted == [e["id"] for e in events[:200]]
+    assert not any("read_through" in p for p in partitions)
+    run2 = run_tap(tap_config(mailgun), "events", state=run1.state)
+    again = [r["id"] for r in run2.records["events"]]
+    assert again[1:] == [e["id"] for e in events[200:]]  # and the bookmark's own event
+
+
 def test_a_quiet_domain_does_not_hold_the_window_back(mailgun: FakeMailgun) -> None:
     """A domain with no event for days, or none ever, begins where the last window ended:
     the next run reads only what is new, not the whole account since its old bookmark."""
