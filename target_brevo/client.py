@@ -334,6 +334,7 @@ class Pacer:
 
 
 EVENTS_BUCKET = bucket_of("/events/batch")
+CONTACTS_BUCKET = bucket_of("/contacts")
 
 
 class BrevoClient:
@@ -497,6 +498,11 @@ class BrevoClient:
         reset = self._header(response, "x-sib-ratelimit-reset")
         if remaining is not None and limit is not None and reset is not None:
             self.pacer.observe(bucket, limit, remaining, reset)
+
+    def ready(self, bucket: str) -> bool:
+        """Whether a call to `bucket` (EVENTS_BUCKET, CONTACTS_BUCKET...) would go now,
+        without waiting for Brevo's pace."""
+        return self.pacer.ready(bucket)
 
     def _json(
         self, method: str, path: str, payload: Any, **kwargs: Any
@@ -678,10 +684,6 @@ class BrevoClient:
         return found, calls, len(found) == len(wanted)
 
     # --- events ---------------------------------------------------------------------------
-    def events_ready(self) -> bool:
-        """Whether an events batch would go now, without waiting for Brevo's pace."""
-        return self.pacer.ready(EVENTS_BUCKET)
-
     def send_events(
         self,
         items: Sequence[tuple[K, bytes]],

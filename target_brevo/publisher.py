@@ -29,11 +29,20 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from target_brevo import rules
-from target_brevo.client import MAX_EVENTS, BrevoClient, BrevoError, fit_event
+from target_brevo.client import (
+    CONTACTS_BUCKET,
+    EVENTS_BUCKET,
+    MAX_EVENTS,
+    BrevoClient,
+    BrevoError,
+    fit_event,
+)
 from target_brevo.settings import DEFAULT_ALL_LIST_NAME, Settings
 from target_brevo.summary import WARNINGS_PER_REASON
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from target_brevo.store import EngagementStore
     from target_brevo.summary import Summary
 
@@ -71,6 +80,7 @@ class Publisher:
         self.logger = logger
         self._all_list: int | None = None
         self._prepared = False
+        self._steps: Iterator[None] | None = None
         self._submitted: set[int] = set()  # imports submitted in this run
         self._next_check: float | None = None
         self._check_delay = FIRST_CHECK_DELAY
@@ -79,8 +89,36 @@ class Publisher:
     # --- once per run ---------------------------------------------------------------------
     def prepare(self) -> None:
         """Create missing attributes and resolve the import list, once per run."""
-        if self._prepared:
+        while self._prepare_step():
+            pass
+
+    def prepare_ready(self) -> None:
+        """Make the preparation's calls that Brevo's contacts budget allows now, never waiting
+        for it: while the target reads, so that the flush does not wait for them (the bucket
+        allows 10 calls a second, and a first run creates eight attributes). Not in a dry
+        run, whose flush plans everything at the end."""
+        if self.settings.dry_run:
             return
+        while self.client.ready(CONTACTS_BUCKET) and self._prepare_step():
+            pass
+
+    def _prepare_step(self) -> bool:
+        """Make the preparation's next call(s); whether any are left. A step that raised
+        starts the preparation again at the next call."""
+        if self._prepared:
+            return False
+        if self._steps is None:
+            self._steps = self._prepare_steps()
+        try:
+            next(self._steps, None)
+        except BaseException:
+            self._steps = None
+            raise
+        return not self._prepared
+
+    def _prepare_steps(self) -> Iterator[None]:
+        """The preparation, paused before each call to Brevo."""
+        yield
         existing = self.client.attributes()
         for field, attribute in self.settings.field_mapping.items():
             kind = rules.FIELD_TYPES.get(field)
@@ -88,6 +126,7 @@ class Publisher:
                 continue
             have = existing.get(attribute)
             if have is None:
+                yield
                 self.logger.info("Creating Brevo attribute %s (%s)", attribute, kind)
                 self.client.create_attribute(attribute, kind)
             elif have != kind:
@@ -96,6 +135,7 @@ class Publisher:
                     "map %s to another attribute in field_mapping",
                     attribute, have, kind, field, field,
                 )  # fmt: skip
+        yield
         lists = self.client.list_ids()
         for role, list_id in self.settings.lists.items():
             if list_id not in lists:
@@ -103,6 +143,7 @@ class Publisher:
                     f"list {list_id} (lists.{role}) does not exist in Brevo; "
                     "fix the lists setting or create the list"
                 )
+        yield
         self._all_list = self._resolve_all_list(lists)
         self._prepared = True
 
@@ -274,7 +315,7 @@ class Publisher:
         """
         if self.settings.dry_run:
             return
-        while self.client.events_ready():
+        while self.client.ready(EVENTS_BUCKET):
             page = self.store.pending_events(MAX_EVENTS)
             if len(page) < MAX_EVENTS:  # a part batch waits to be filled: calls are the cost
                 return

@@ -226,8 +226,10 @@ class TargetBrevo(CheckedConfigFiles, SignalAwareTarget):
             self._busy -= 1
 
     def meanwhile(self) -> None:
-        """Between two records, once the run started: send the stored events Brevo's pace
-        allows now (`Publisher.send_ready_events`), at most every MEANWHILE_SECONDS."""
+        """Between two records or two parts of a batch's writing, once the run started, at
+        most every MEANWHILE_SECONDS: send the stored events Brevo's pace allows now
+        (`Publisher.send_ready_events`), and make the run's preparation calls its contacts
+        budget allows now (`Publisher.prepare_ready`), so that the flush waits for neither."""
         if not self._started:
             return
         now = time.monotonic()
@@ -236,6 +238,7 @@ class TargetBrevo(CheckedConfigFiles, SignalAwareTarget):
         self._next_meanwhile = now + MEANWHILE_SECONDS
         with self.writing():
             self.publisher.send_ready_events()
+            self.publisher.prepare_ready()
 
     def start_run(self) -> None:
         """Take the store for this run, then rewrite every contact if the rules changed.

@@ -389,6 +389,58 @@ def test_invalid_emails_are_skipped_and_counted(brevo: FakeBrevo, target: Target
     assert "Skipped bounces record 'nobody': invalid email" in run.stderr
 
 
+def test_the_first_events_and_the_preparation_go_after_a_thousand_records_not_a_batch(
+    brevo: FakeBrevo, tmp_path: Path
+) -> None:
+    # batch_size_rows stays at its default (10,000): a sink's first batch is 1,000 records
+    # and each next one twice the last, so Brevo starts after a thousand records, and the
+    # run's attributes and import list are made while the input is still open, not in the
+    # flush (where the contacts bucket's 10 calls a second held the events up).
+    records = opened_events(1_300)
+    runner = TargetRunner(brevo, tmp_path)
+    process = runner.start(runner.settings_file())
+    assert process.stdin is not None
+    process.stdin.write("\n".join(singer_lines({"events": records})[:-1]) + "\n")
+    process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if brevo.events and brevo.calls("POST", "/contacts/lists$"):
+            break
+        time.sleep(0.05)
+    sent_while_reading = len(brevo.events)
+    prepared_while_reading = [r.path for r in brevo.requests if "/contacts" in r.path]
+    state = json.dumps({"type": "STATE", "value": {"bookmarks": {"run": 1}}})
+    stdout, stderr = process.communicate(state + "\n", timeout=120)
+    assert process.returncode == 0, stderr
+    assert sent_while_reading == 1_000  # the first batch's, in full batches of 200
+    assert "/v3/contacts/attributes/normal/MG_OPEN_RATE" in prepared_while_reading
+    assert "/v3/contacts/lists" in prepared_while_reading  # the import list, created
+    assert "/v3/contacts/import" not in prepared_while_reading  # contacts wait for the flush
+    assert len(brevo.calls("GET", "/contacts/attributes$")) == 1  # prepared once
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(1_300)})
+    assert Run(process.returncode, stdout, stderr).states == [{"bookmarks": {"run": 1}}]
+    assert brevo.violations == []
+
+
+def test_a_missing_list_found_while_reading_stops_the_run_and_the_rerun_sends_the_rest(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    # The preparation now runs while the input is read: its error stops the run there, with
+    # its one line, after the first batch's events went; the rerun sends only the others.
+    lines = singer_lines({"events": opened_events(1_300)})
+    missing = target.run(lines, lists={"engaged": 999})
+    assert missing.returncode == 1
+    assert "list 999 (lists.engaged) does not exist in Brevo" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert missing.states == []
+    assert len(brevo.events) == 1_000  # the first batch's, before the error
+    engaged = brevo.add_list("engaged")
+    rerun = target.run(lines, lists={"engaged": engaged})
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(1_300)})
+    assert rerun.states == [{"bookmarks": {"run": 1}}]
+
+
 @on_both_stores
 def test_a_crash_between_two_batches_then_a_rerun_sends_every_event_once(
     brevo: FakeBrevo, target: TargetRunner
