@@ -35,6 +35,14 @@ LIST_MEMBER_STREAM = "list_members"
 # after a thousand records rather than ten thousand, and later batches keep a large batch's
 # lower cost per record.
 FIRST_BATCH_ROWS = 1_000
+# While the run waits for Brevo's events budget (`SinkHost.brevo_bound`), a batch is written to
+# the store, and committed, this many facts at a time, with Brevo's turn (`SinkHost.meanwhile`)
+# between two parts: writing 10,000 records takes about a second, long enough to miss the next
+# rate-limit window. Smaller commits cost CPU (each rewrites the index pages it touches), which
+# is spare only then: otherwise the batch is written whole. A crash between two parts is a
+# crash between two batches: the input since the last STATE is read again, its events already
+# stored count once (`EngagementStore.apply_events`) and its contacts merge to the same state.
+STORE_PART_ROWS = 1_000
 
 
 @runtime_checkable
@@ -50,6 +58,9 @@ class SinkHost(Protocol):
 
     def meanwhile(self) -> None:
         """A moment between two records: the target may send Brevo what it already stored."""
+
+    def brevo_bound(self) -> bool:
+        """Whether the run now waits for Brevo's events budget, not for its own work."""
 
 
 def host_of(target: Target) -> SinkHost:
@@ -105,13 +116,20 @@ class BrevoSink(RawTimestampSink):
 
     @override
     def process_batch(self, context: dict[str, Any]) -> None:
-        """Write the batch's facts to the store and commit them; the next batch is larger."""
+        """Write the batch's facts to the store and commit them, in parts while Brevo's pace
+        bounds the run (STORE_PART_ROWS); the next batch is larger."""
         batch, self.pending = self.pending, []
         self._batch_rows = min(2 * self._batch_rows, super().max_size)
-        if batch:
-            with self.host.writing():
-                self.store(batch)
+        if not batch:
+            return
+        part = STORE_PART_ROWS if self.host.brevo_bound() else len(batch)
+        # One stretch of writing for the whole batch: a signal between two parts aborts (the
+        # batch's facts are no longer pending: a drain then would lose the rest of them).
+        with self.host.writing():
+            for start in range(0, len(batch), part):
+                self.store(batch[start : start + part])
                 self.host.store.commit()
+                self.host.meanwhile()
 
     def facts(self, record: dict[str, Any]) -> Any:
         """The facts one record contributes, the reason it is skipped, or None when another

@@ -24,7 +24,7 @@ from typing_extensions import override
 
 from plugin_cli import CheckedConfigFiles, SettingError, check_base_url, error_line
 from target_brevo import rules
-from target_brevo.client import BrevoClient, BrevoError
+from target_brevo.client import EVENTS_BUCKET, BrevoClient, BrevoError
 from target_brevo.publisher import Publisher
 from target_brevo.sdk_compat import SignalAwareTarget
 from target_brevo.settings import CONFIG_SCHEMA, DEFAULT_BASE_URL, Settings, SettingsError
@@ -239,6 +239,11 @@ class TargetBrevo(CheckedConfigFiles, SignalAwareTarget):
         with self.writing():
             self.publisher.send_ready_events()
             self.publisher.prepare_ready()
+
+    def brevo_bound(self) -> bool:
+        """Whether the run now waits for Brevo: its events bucket is used up for this window
+        (`SinkHost.brevo_bound`)."""
+        return self._started and not self.client.ready(EVENTS_BUCKET)
 
     def start_run(self) -> None:
         """Take the store for this run, then rewrite every contact if the rules changed.

@@ -6,6 +6,7 @@ import gc
 import io
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -571,6 +572,41 @@ def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+
+
+@pytest.mark.parametrize(("events_per_second", "in_parts"), [(5, True), (None, False)])
+def test_a_batch_is_written_in_parts_while_brevos_pace_bounds_the_run(
+    tmp_path: Path, events_per_second: int | None, in_parts: bool
+) -> None:
+    # 2,500 events: batches of 1,000 and (at the end) 1,500. At Brevo's pace the first
+    # batch's 1,000 events use up the events window, so the second is written 1,000 then 500,
+    # with Brevo's turn between the two; with room to spare it is written whole. What another
+    # connection sees committed at each of Brevo's turns tells which.
+    limits = {"events": (events_per_second, 1.0)} if events_per_second else None
+    store = tmp_path / "engagement.sqlite"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    committed: list[int] = []
+    with FakeBrevo(rate_limits=limits) as brevo:
+        try:
+            runner = TargetBrevo(config=TargetRunner(brevo, tmp_path).config())
+            turn = runner.meanwhile
+
+            def seen_then_turn() -> None:
+                with sqlite3.connect(store) as other:
+                    row = other.execute("SELECT count(*) FROM brevo_events").fetchone()
+                committed.append(row[0])
+                turn()
+
+            runner.meanwhile = seen_then_turn  # type: ignore[method-assign]
+            text = "\n".join(singer_lines({"events": opened_events(2_500)})) + "\n"
+            runner.listen(io.StringIO(text))
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(2_500)})
+        assert brevo.violations == []
+    assert (2_000 in committed) is in_parts, sorted(set(committed))
+    assert committed[-1] == 2_500
 
 
 def test_only_the_command_line_tunes_the_garbage_collector(target: TargetRunner) -> None:
