@@ -96,8 +96,9 @@ class Publisher:
         """Make the preparation's calls that Brevo's contacts budget allows now, never waiting
         for it: while the target reads, so that the flush does not wait for them (the bucket
         allows 10 calls a second, and a first run creates eight attributes). Not in a dry
-        run, whose flush plans everything at the end."""
-        if self.settings.dry_run:
+        run, whose flush plans everything at the end, nor while nothing waits for Brevo (the
+        flush then makes no call at all)."""
+        if self._prepared or self.settings.dry_run or not self.store.has_outstanding():
             return
         while self.client.ready(CONTACTS_BUCKET) and self._prepare_step():
             pass
@@ -143,28 +144,33 @@ class Publisher:
                     f"list {list_id} (lists.{role}) does not exist in Brevo; "
                     "fix the lists setting or create the list"
                 )
-        yield
-        self._all_list = self._resolve_all_list(lists)
+        yield from self._resolve_all_list(lists)
         self._prepared = True
 
-    def _resolve_all_list(self, lists: dict[int, str]) -> int | None:
-        """Brevo's import needs a list: lists.all, else one named DEFAULT_ALL_LIST_NAME."""
+    def _resolve_all_list(self, lists: dict[int, str]) -> Iterator[None]:
+        """Brevo's import needs a list: lists.all, else one named DEFAULT_ALL_LIST_NAME, made
+        (in the first folder, or a new one) when missing; paused before each call."""
         wanted = self.settings.all_list
         if wanted is not None:
             if wanted not in lists:
                 raise BrevoError(f"list {wanted} (lists.all) does not exist in Brevo; fix lists")
-            return wanted
+            self._all_list = wanted
+            return
         for list_id, name in lists.items():
             if name == DEFAULT_ALL_LIST_NAME:
-                return list_id
+                self._all_list = list_id
+                return
+        yield
         folders = self.client.folder_ids()
-        folder = (
-            min(folders)
-            if folders
-            else self.client.create("/contacts/folders", {"name": "Mailgun"})
-        )
+        folder: int | None  # None: a dry run's folder, which it only plans
+        if folders:
+            folder = min(folders)
+        else:
+            yield
+            folder = self.client.create("/contacts/folders", {"name": "Mailgun"})
+        yield
         self.logger.info("Creating Brevo list %r for imported contacts", DEFAULT_ALL_LIST_NAME)
-        return self.client.create(
+        self._all_list = self.client.create(
             "/contacts/lists", {"name": DEFAULT_ALL_LIST_NAME, "folderId": folder}
         )
 

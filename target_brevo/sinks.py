@@ -118,14 +118,15 @@ class BrevoSink(RawTimestampSink):
     def process_batch(self, context: dict[str, Any]) -> None:
         """Write the batch's facts to the store and commit them, in parts while Brevo's pace
         bounds the run (STORE_PART_ROWS); the next batch is larger."""
-        batch, self.pending = self.pending, []
-        self._batch_rows = min(2 * self._batch_rows, super().max_size)
-        if not batch:
+        if not self.pending:
             return
-        part = STORE_PART_ROWS if self.host.brevo_bound() else len(batch)
-        # One stretch of writing for the whole batch: a signal between two parts aborts (the
-        # batch's facts are no longer pending: a drain then would lose the rest of them).
+        # The facts leave `pending` only inside the stretch of writing: a signal before it
+        # finds them still pending and its drain writes them; one inside it, or between two
+        # parts, aborts the run without STATE (a drain then would lose what was taken).
         with self.host.writing():
+            batch, self.pending = self.pending, []
+            self._batch_rows = min(2 * self._batch_rows, super().max_size)
+            part = STORE_PART_ROWS if self.host.brevo_bound() else len(batch)
             for start in range(0, len(batch), part):
                 self.store(batch[start : start + part])
                 self.host.store.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from fakes.brevo import FakeBrevo
 from fakes.events import tap_record
 from target_brevo.store import RunLockedError
-from target_brevo.target import TargetBrevo
+from target_brevo.target import TargetBrevo, Terminated
 from tests.target.conftest import (
     Run,
     TargetRunner,
@@ -423,6 +424,20 @@ def test_the_first_events_and_the_preparation_go_after_a_thousand_records_not_a_
     assert brevo.violations == []
 
 
+def test_a_run_with_nothing_for_brevo_makes_no_preparation_call(
+    brevo: FakeBrevo, target: TargetRunner
+) -> None:
+    # The same 1,300 events again (a tap replaying after a lost STATE): all known, nothing
+    # waits for Brevo, so the run prepares nothing, while reading or in its flush.
+    lines = singer_lines({"events": opened_events(1_300)})
+    assert target.run(lines).returncode == 0
+    before = len(brevo.requests)
+    again = target.run(lines)
+    assert again.returncode == 0, again.stderr
+    assert again.summary["duplicates_ignored"] == 1_300
+    assert [r.path for r in brevo.requests[before:] if "/contacts" in r.path] == []
+
+
 def test_a_missing_list_found_while_reading_stops_the_run_and_the_rerun_sends_the_rest(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
@@ -483,6 +498,42 @@ def test_a_signal_during_a_flush_rolls_back_and_exits_non_zero_without_state(
     assert rerun.returncode == 0, rerun.stderr
     assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(450)})
     assert rerun.summary["events_sent"] == 250
+
+
+def test_a_signal_as_a_batch_begins_to_be_written_emits_no_state_ahead_of_the_store(
+    brevo: FakeBrevo, target: TargetRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 500 events, the tap's STATE, 500 more: the 1,000th fills the first batch, and SIGTERM
+    # arrives as that batch begins to be written (here: when it asks whether Brevo's pace
+    # bounds the run). Either the batch is written and then the STATE, or neither: a STATE
+    # emitted while the batch's facts were neither pending nor stored loses them for good.
+    first, second = opened_events(1_000)[:500], opened_events(1_000)[500:]
+    lines = [
+        *singer_lines({"events": first}, state={"bookmarks": {"run": 1}}),
+        *(json.dumps({"type": "RECORD", "stream": "events", "record": r}) for r in second),
+    ]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner = TargetBrevo(config=target.config())
+        asked = runner.brevo_bound
+
+        def signalled_then_asked() -> bool:
+            runner.brevo_bound = asked  # type: ignore[method-assign]
+            os.kill(os.getpid(), signal.SIGTERM)
+            return asked()
+
+        runner.brevo_bound = signalled_then_asked  # type: ignore[method-assign]
+        with pytest.raises(Terminated):
+            runner.listen(io.StringIO("\n".join(lines) + "\n"))
+        runner.close()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert capsys.readouterr().out == ""  # no STATE
+    end = json.dumps({"type": "STATE", "value": {"bookmarks": {"run": 2}}})
+    rerun = target.run([*lines, end])
+    assert rerun.returncode == 0, rerun.stderr
+    assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(1_000)})
 
 
 def test_a_signal_between_writes_writes_what_was_read_and_emits_its_state(
@@ -579,10 +630,11 @@ def test_a_batch_is_written_in_parts_while_brevos_pace_bounds_the_run(
     tmp_path: Path, events_per_second: int | None, in_parts: bool
 ) -> None:
     # 2,500 events: batches of 1,000 and (at the end) 1,500. At Brevo's pace the first
-    # batch's 1,000 events use up the events window, so the second is written 1,000 then 500,
-    # with Brevo's turn between the two; with room to spare it is written whole. What another
-    # connection sees committed at each of Brevo's turns tells which.
-    limits = {"events": (events_per_second, 1.0)} if events_per_second else None
+    # batch's 1,000 events use up the events window (5 calls in 3 s: wide enough for the rest
+    # of the input to be read before it ends, on a slow machine too), so the second is written
+    # 1,000 then 500, with Brevo's turn between the two; with room to spare it is written
+    # whole. What another connection sees committed at each of Brevo's turns tells which.
+    limits = {"events": (events_per_second, 3.0)} if events_per_second else None
     store = tmp_path / "engagement.sqlite"
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     committed: list[int] = []
