@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     mailgun = IndexedFakeMailgun(api_key=MAILGUN_KEY, validate=False)
     runs: dict[str, Any] = {}
     with mailgun:
-        load_workload(mailgun, args.events, args.recipients, args.domains, args.seed)
+        days = args.window_minutes / 1440 if args.window_minutes else 30.0
+        load_workload(mailgun, args.events, args.recipients, args.domains, args.seed, days=days)
         oldest = min(float(e[0]["timestamp"]) for e in mailgun.events.values() if e)
         start_date = datetime.fromtimestamp(oldest - 3600, tz=timezone.utc).isoformat()
+        end_date = None
+        if args.window_minutes:  # one busy run's window: its messages' first events only
+            start = datetime.fromtimestamp(int(oldest), tz=timezone.utc)
+            start_date = start.isoformat()
+            end_date = (start + timedelta(minutes=args.window_minutes)).isoformat()
         for source in SOURCES:
             config = work / f"tap-{source}.json"
             settings = {
@@ -48,6 +54,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "base_url": mailgun.base_url,
                 "domains": sorted(mailgun.domains),
                 "start_date": start_date,
+                "end_date": end_date,
                 "event_source": source,
                 "concurrent_time_slices": args.slices,
             }
@@ -81,6 +88,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "latency_ms": args.latency_ms,
         "loaded_events": args.events,
+        "window_minutes": args.window_minutes,
         "concurrent_time_slices": args.slices,
         "domains": args.domains,
         "runs": runs,
@@ -94,7 +102,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"`make bench-events` ({result['when']}; {m['cpu_model']}, {m['cores']} cores, "
         f"Python {m['python']}, singer-sdk {m['singer_sdk']}): {result['loaded_events']:,} "
         f"events over {result['domains']} domains, {result['latency_ms']} ms added to every "
-        f"Mailgun answer; logs read {result['concurrent_time_slices']} time slices at once.",
+        f"Mailgun answer; logs read {result['concurrent_time_slices']} time slices at once"
+        + (
+            f"; messages sent over {result['window_minutes']} minutes, the window those minutes."
+            if result.get("window_minutes")
+            else "."
+        ),
         "",
         "| event_source | events | wall | Mailgun requests | events/s of wall time |",
         "|---|---:|---:|---:|---:|",
@@ -119,6 +132,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=int,
         default=DEFAULT_CONCURRENT_TIME_SLICES,
         help="concurrent_time_slices (logs); the tap's default by default",
+    )
+    parser.add_argument(
+        "--window-minutes",
+        type=float,
+        help="send the messages over this many minutes and read exactly those minutes (one "
+        "busy account's incremental run) instead of 30 days from an hour before the first",
     )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "events-rate")

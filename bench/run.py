@@ -48,13 +48,22 @@ TARGET_STREAMS = ("events", "bounces", "complaints", "unsubscribes", "list_membe
 
 
 def load_workload(
-    fake: IndexedFakeMailgun, events: int, recipients: int, domains: int, seed: int
+    fake: IndexedFakeMailgun,
+    events: int,
+    recipients: int,
+    domains: int,
+    seed: int,
+    *,
+    days: float = 30.0,
 ) -> dict[str, int]:
-    """Fill the fake Mailgun with the seeded traffic generator; returns what went in."""
+    """Fill the fake Mailgun with the seeded traffic generator, its messages sent over `days`;
+    returns what went in."""
     names = traffic.DEFAULT_DOMAINS[:domains] + tuple(
         f"mg{i}.example.com" for i in range(len(traffic.DEFAULT_DOMAINS), domains)
     )
-    spec = traffic.TrafficSpec.for_events(events, recipients=recipients, domains=names, seed=seed)
+    spec = traffic.TrafficSpec.for_events(
+        events, recipients=recipients, domains=names, seed=seed, days=days
+    )
     # for_events guesses the events per message; one counting pass makes the size what was asked.
     produced = sum(1 for _ in traffic.Traffic(spec).events())
     spec = dataclasses.replace(spec, messages=max(1, round(spec.messages * events / produced)))
