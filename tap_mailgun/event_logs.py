@@ -65,17 +65,20 @@ if TYPE_CHECKING:
 LOGS_PAGE_LIMIT = 100  # "The maximum number of items returned (100 max)" (the spec)
 # Time slices of a window read at once (`concurrent_time_slices`): bench/README.md, "The events
 # path": at 250 ms a request one query gives at most 400 events/s (a page of 100 a round
-# trip); 32 slices gave 2,770 events/s. Short windows get fewer slices (MIN_SLICE), so what
-# 32 costs is paid only by long windows: a 15-minute run makes 15 first requests, a first
-# run's 30 days 256 (8 rounds of 32 at once), even for an empty account.
+# trip); 32 slices gave 2,770 events/s. Short windows get fewer slices (MIN_SLICE): a
+# 15-minute run makes 90 first requests (3 rounds of 32 at once), a first run's 30 days 256
+# (8 rounds), even for an empty account.
 DEFAULT_CONCURRENT_TIME_SLICES = 32
 # A slice read ahead is held until its turn, at most this many items: memory stays bounded
 # (concurrent_time_slices x this), and a slice that holds more waits for its turn to go on.
 # So the window is cut finer than the slices read at once, SLICES_PER_READER each, though no
-# finer than MIN_SLICE (each slice costs a request even when empty).
+# finer than MIN_SLICE (each slice costs a request even when empty). A busy account's
+# 15-minute window holds thousands of events a minute: slices of a minute held more than
+# SLICE_BUFFER and were read one page a round trip (934 events/s for 60,000 events in 20
+# minutes, bench/README.md "The events path"); slices of 10 s are read ahead whole.
 SLICE_BUFFER = 2000
 SLICES_PER_READER = 8
-MIN_SLICE = timedelta(minutes=1)
+MIN_SLICE = timedelta(seconds=10)
 # Mailgun does not document whether `start` and `end` include their second (README, "The Logs
 # API: what Mailgun documents"). Each slice asks from a second before its start and keeps
 # only [start, end) itself: an event on a boundary's .000 is read once whichever they are.

@@ -299,7 +299,7 @@ def test_each_event_once_whatever_the_bounds_include(mailgun: FakeMailgun) -> No
         wanted = [e["id"] for e in events if now - 40 * 60 <= e["timestamp"] < end.timestamp()]
         got = [r["id"] for r in run1.records["events"] + run2.records["events"]]
         assert got == wanted, bounds
-    assert len(wanted) > 20 * 60 - 120  # run 1 in 10 slices of a minute, run 2 more
+    assert len(wanted) > 20 * 60 - 120  # run 1 in 32 slices of 18 s or 19 s, run 2 more
 
 
 def test_end_date_ends_the_window_and_the_next_run_goes_on_from_it(mailgun: FakeMailgun) -> None:
@@ -319,16 +319,16 @@ def test_end_date_ends_the_window_and_the_next_run_goes_on_from_it(mailgun: Fake
 
 
 def test_the_default_cuts_long_windows_only(mailgun: FakeMailgun) -> None:
-    """32 slices at once by default; a window is never cut finer than a minute, so a
-    15-minute run makes 15 first requests and a first run's 30 days 256 (32 x 8)."""
+    """32 slices at once by default; a window is never cut finer than 10 seconds, so a
+    15-minute run makes 90 first requests and a first run's 30 days 256 (32 x 8)."""
     first = run_tap(tap_config(mailgun), "domains").tap.streams["events"]
     quarter = datetime.now(timezone.utc) - timedelta(minutes=45)
     short = run_tap(tap_config(mailgun, start_date=quarter.isoformat()), "domains")
     slices = short.tap.streams["events"].time_slices()  # type: ignore[attr-defined]
 
     assert len(first.time_slices()) == 32 * 8  # type: ignore[attr-defined]
-    assert len(slices) == 15  # now - 30 minutes of lag, from 45 minutes ago
-    assert all(b - a >= timedelta(minutes=1) for a, b in slices)
+    assert len(slices) == 90  # now - 30 minutes of lag, from 45 minutes ago
+    assert all(b - a >= timedelta(seconds=10) for a, b in slices)
 
 
 def test_the_window_is_read_in_time_slices_and_emitted_in_order(mailgun: FakeMailgun) -> None:
