@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -191,3 +192,13 @@ class TargetRunner:
 def target(brevo: FakeBrevo, tmp_path: Path, engagement_store: str) -> TargetRunner:
     """The console script wired to this test's fake Brevo and engagement store."""
     return TargetRunner(brevo, tmp_path, engagement_store)
+
+
+@pytest.fixture
+def in_process_target() -> Iterator[None]:
+    """For a test that builds TargetBrevo in its own process: singer-sdk installs SIGINT and
+    SIGTERM handlers then, and the test's process gets its own back afterwards."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)

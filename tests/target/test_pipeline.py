@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import signal
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -368,6 +367,7 @@ class StateWitness(io.StringIO):
         return super().write(text)
 
 
+@pytest.mark.usefixtures("in_process_target")
 def test_each_state_goes_out_only_once_brevo_holds_what_it_covers(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
@@ -379,16 +379,11 @@ def test_each_state_goes_out_only_once_brevo_holds_what_it_covers(
         )
         lines.append(json.dumps({"type": "RECORD", "stream": "events", "record": record}))
         lines.append(json.dumps({"type": "STATE", "value": {"through": n}}))
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     witness = StateWitness(brevo)
-    try:
-        runner = TargetBrevo(config=target.config())
-        runner._MAX_RECORD_AGE_IN_MINUTES = 0.0  # drain (and emit STATE) after every record
-        with contextlib.redirect_stdout(witness):
-            runner.listen(io.StringIO("\n".join(lines) + "\n"))
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    runner = TargetBrevo(config=target.config())
+    runner._MAX_RECORD_AGE_IN_MINUTES = 0.0  # drain (and emit STATE) after every record
+    with contextlib.redirect_stdout(witness):
+        runner.listen(io.StringIO("\n".join(lines) + "\n"))
     states = [state["through"] for state, _, _ in witness.seen]
     assert len(set(states)) >= 4, states  # several STATEs went out, not only the last
     assert states == sorted(states) and states[-1] == 4

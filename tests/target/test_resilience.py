@@ -500,6 +500,7 @@ def test_a_signal_during_a_flush_rolls_back_and_exits_non_zero_without_state(
     assert rerun.summary["events_sent"] == 250
 
 
+@pytest.mark.usefixtures("in_process_target")
 def test_a_signal_as_a_batch_begins_to_be_written_emits_no_state_ahead_of_the_store(
     brevo: FakeBrevo, target: TargetRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -512,23 +513,18 @@ def test_a_signal_as_a_batch_begins_to_be_written_emits_no_state_ahead_of_the_st
         *singer_lines({"events": first}, state={"bookmarks": {"run": 1}}),
         *(json.dumps({"type": "RECORD", "stream": "events", "record": r}) for r in second),
     ]
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        runner = TargetBrevo(config=target.config())
-        asked = runner.brevo_bound
+    runner = TargetBrevo(config=target.config())
+    asked = runner.brevo_bound
 
-        def signalled_then_asked() -> bool:
-            runner.brevo_bound = asked  # type: ignore[method-assign]
-            os.kill(os.getpid(), signal.SIGTERM)
-            return asked()
+    def signalled_then_asked() -> bool:
+        runner.brevo_bound = asked  # type: ignore[method-assign]
+        os.kill(os.getpid(), signal.SIGTERM)
+        return asked()
 
-        runner.brevo_bound = signalled_then_asked  # type: ignore[method-assign]
-        with pytest.raises(Terminated):
-            runner.listen(io.StringIO("\n".join(lines) + "\n"))
-        runner.close()
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    runner.brevo_bound = signalled_then_asked  # type: ignore[method-assign]
+    with pytest.raises(Terminated):
+        runner.listen(io.StringIO("\n".join(lines) + "\n"))
+    runner.close()
     assert capsys.readouterr().out == ""  # no STATE
     end = json.dumps({"type": "STATE", "value": {"bookmarks": {"run": 2}}})
     rerun = target.run([*lines, end])
@@ -588,12 +584,12 @@ def test_a_second_run_on_the_same_store_fails_clearly_while_the_first_runs(
 
 
 @on_both_stores
+@pytest.mark.usefixtures("in_process_target")
 def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
     brevo: FakeBrevo, target: TargetRunner
 ) -> None:
     text = "\n".join(singer_lines({"events": opened_events(3)})) + "\n"
     brevo.hold("POST /v3/events/batch", after=0)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     errors: list[BaseException] = []
 
     def listen(runner: TargetBrevo) -> None:
@@ -602,30 +598,27 @@ def test_two_targets_in_one_process_are_two_runs_that_cannot_overlap(
         except BaseException as exc:  # the test thread reports it, not the worker
             errors.append(exc)
 
-    try:
-        first = TargetBrevo(config=target.config())
-        # built while the first runs: holds nothing
-        second = TargetBrevo(config=target.config(run_lock_wait_seconds=0))
-        worker = threading.Thread(target=listen, args=(first,))
-        worker.start()
-        assert brevo.held.wait(timeout=60), "the first run never sent its events"
-        calls = len(brevo.requests)
-        with pytest.raises(RunLockedError, match="holds the engagement store"):
-            second.listen(io.StringIO(text))
-        second.close()
-        assert len(brevo.requests) == calls  # the second made no call at all
-        brevo.release()  # the held batch fails (503) and is retried by the first run
-        worker.join(timeout=120)
-        assert not worker.is_alive() and errors == []
-        assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
-        TargetBrevo(config=target.config()).listen(io.StringIO(text))  # the store is free again
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    first = TargetBrevo(config=target.config())
+    # built while the first runs: holds nothing
+    second = TargetBrevo(config=target.config(run_lock_wait_seconds=0))
+    worker = threading.Thread(target=listen, args=(first,))
+    worker.start()
+    assert brevo.held.wait(timeout=60), "the first run never sent its events"
+    calls = len(brevo.requests)
+    with pytest.raises(RunLockedError, match="holds the engagement store"):
+        second.listen(io.StringIO(text))
+    second.close()
+    assert len(brevo.requests) == calls  # the second made no call at all
+    brevo.release()  # the held batch fails (503) and is retried by the first run
+    worker.join(timeout=120)
+    assert not worker.is_alive() and errors == []
+    assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
+    TargetBrevo(config=target.config()).listen(io.StringIO(text))  # the store is free again
     assert sent_ids(brevo) == Counter({"o0": 1, "o1": 1, "o2": 1})
 
 
 @pytest.mark.parametrize(("events_per_second", "in_parts"), [(5, True), (None, False)])
+@pytest.mark.usefixtures("in_process_target")
 def test_a_batch_is_written_in_parts_while_brevos_pace_bounds_the_run(
     tmp_path: Path, events_per_second: int | None, in_parts: bool
 ) -> None:
@@ -636,39 +629,30 @@ def test_a_batch_is_written_in_parts_while_brevos_pace_bounds_the_run(
     # whole. What another connection sees committed at each of Brevo's turns tells which.
     limits = {"events": (events_per_second, 3.0)} if events_per_second else None
     store = tmp_path / "engagement.sqlite"
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     committed: list[int] = []
     with FakeBrevo(rate_limits=limits) as brevo:
-        try:
-            runner = TargetBrevo(config=TargetRunner(brevo, tmp_path).config())
-            turn = runner.meanwhile
+        runner = TargetBrevo(config=TargetRunner(brevo, tmp_path).config())
+        turn = runner.meanwhile
 
-            def seen_then_turn() -> None:
-                with sqlite3.connect(store) as other:
-                    row = other.execute("SELECT count(*) FROM brevo_events").fetchone()
-                committed.append(row[0])
-                turn()
+        def seen_then_turn() -> None:
+            with sqlite3.connect(store) as other:
+                row = other.execute("SELECT count(*) FROM brevo_events").fetchone()
+            committed.append(row[0])
+            turn()
 
-            runner.meanwhile = seen_then_turn  # type: ignore[method-assign]
-            text = "\n".join(singer_lines({"events": opened_events(2_500)})) + "\n"
-            runner.listen(io.StringIO(text))
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
+        runner.meanwhile = seen_then_turn  # type: ignore[method-assign]
+        text = "\n".join(singer_lines({"events": opened_events(2_500)})) + "\n"
+        runner.listen(io.StringIO(text))
         assert sent_ids(brevo) == Counter({f"o{i}": 1 for i in range(2_500)})
         assert brevo.violations == []
     assert (2_000 in committed) is in_parts, sorted(set(committed))
     assert committed[-1] == 2_500
 
 
+@pytest.mark.usefixtures("in_process_target")
 def test_only_the_command_line_tunes_the_garbage_collector(target: TargetRunner) -> None:
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     before = (gc.get_threshold(), gc.get_freeze_count())
-    try:
-        TargetBrevo(config=target.config()).listen(io.StringIO(""))
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    TargetBrevo(config=target.config()).listen(io.StringIO(""))
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
     config = target.settings_file()
     code = (
