@@ -20,6 +20,7 @@ from tests.tap.conftest import (
     API_KEY,
     DOMAIN,
     OTHER_DOMAIN,
+    Run,
     hours_ago,
     run_cli,
     run_tap,
@@ -27,6 +28,8 @@ from tests.tap.conftest import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fakes.mailgun import FakeMailgun
 
 LOGS = "/v1/analytics/logs"
@@ -165,25 +168,34 @@ def test_an_interrupted_read_resumes_at_the_boundary_second(mailgun: FakeMailgun
     assert mailgun.violations == []
 
 
+def read_with_page_two_altered(
+    mailgun: FakeMailgun, alter: Callable[[dict[str, Any], dict[str, Any]], None]
+) -> tuple[Run, int]:
+    """A run reading `events` in one Logs API query whose second page is what Mailgun would
+    send, changed by `alter(page, first_page)`; and how many pages were asked for."""
+    answer = mailgun.logs
+    pages: list[dict[str, Any]] = []
+
+    def altered(request: Any) -> Any:
+        response = answer(request)
+        pages.append(json.loads(response.get_data()))
+        if len(pages) != 2:
+            return response
+        alter(pages[1], pages[0])
+        return json_response(pages[1])
+
+    mailgun.logs = altered  # type: ignore[method-assign]
+    try:
+        return run_tap(tap_config(mailgun, concurrent_time_slices=1), "events"), len(pages)
+    finally:
+        del mailgun.logs
+
+
 def test_a_query_mailgun_ends_early_is_not_read_through(mailgun: FakeMailgun) -> None:
     """An empty page that still has a next token (the documents do not say whether Mailgun
     sends one): the read stops there, as after an error; the next run reads on from it."""
     events = load(mailgun, DOMAIN, 250, 6, step_s=10)
-    answer = mailgun.logs
-    served: list[int] = []
-
-    def empty_second_page(request: Any) -> Any:
-        response = answer(request)
-        served.append(1)
-        if len(served) == 2:
-            body = json.loads(response.get_data())
-            body["items"] = []
-            return json_response(body)
-        return response
-
-    mailgun.logs = empty_second_page  # type: ignore[method-assign]
-    run1 = run_tap(tap_config(mailgun, concurrent_time_slices=1), "events")
-    del mailgun.logs
+    run1, _ = read_with_page_two_altered(mailgun, lambda page, _first: page.update(items=[]))
     emitted = [r["id"] for r in run1.records["events"]]
     partitions = run1.state["bookmarks"]["events"]["partitions"]
 
@@ -201,26 +213,16 @@ def test_a_next_token_sent_before_fails_the_query_instead_of_looping(
     """A page whose next token is one already followed would loop: the query stops there
     as after an error, and the next run reads on from the last emitted event."""
     events = load(mailgun, DOMAIN, 250, 6, step_s=10)
-    answer = mailgun.logs
-    tokens: list[str] = []
 
-    def second_page_points_back(request: Any) -> Any:
-        response = answer(request)
-        body = json.loads(response.get_data())
-        tokens.append(body["pagination"].get("next", ""))
-        if len(tokens) == 2:
-            body["pagination"]["next"] = tokens[0]
-            return json_response(body)
-        return response
+    def points_back(page: dict[str, Any], first: dict[str, Any]) -> None:
+        page["pagination"]["next"] = first["pagination"]["next"]
 
-    mailgun.logs = second_page_points_back  # type: ignore[method-assign]
-    run1 = run_tap(tap_config(mailgun, concurrent_time_slices=1), "events")
-    del mailgun.logs
+    run1, pages = read_with_page_two_altered(mailgun, points_back)
     emitted = [r["id"] for r in run1.records["events"]]
     partitions = run1.state["bookmarks"]["events"]["partitions"]
 
     assert run1.failures and "(a next token it had sent before)" in run1.failures[0]
-    assert len(tokens) == 2, "the token is not followed again"
+    assert pages == 2, "the token is not followed again"
     assert emitted == [e["id"] for e in events[:200]]
     assert not any("read_through" in p for p in partitions)
     run2 = run_tap(tap_config(mailgun), "events", state=run1.state)
