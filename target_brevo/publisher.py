@@ -118,8 +118,7 @@ class Publisher:
         return not self._prepared
 
     def _prepare_steps(self) -> Iterator[None]:
-        """The preparation, paused before each call to Brevo."""
-        yield
+        """The preparation, paused between two calls to Brevo."""
         existing = self.client.attributes()
         for field, attribute in self.settings.field_mapping.items():
             kind = rules.FIELD_TYPES.get(field)
@@ -149,7 +148,7 @@ class Publisher:
 
     def _resolve_all_list(self, lists: dict[int, str]) -> Iterator[None]:
         """Brevo's import needs a list: lists.all, else one named DEFAULT_ALL_LIST_NAME, made
-        (in the first folder, or a new one) when missing; paused before each call."""
+        (in the first folder, or a new one) when missing; paused between two calls."""
         wanted = self.settings.all_list
         if wanted is not None:
             if wanted not in lists:

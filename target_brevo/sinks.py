@@ -57,7 +57,8 @@ class SinkHost(Protocol):
         """A stretch of writing (the first starts the run) that a signal aborts, never re-enters."""
 
     def meanwhile(self) -> None:
-        """A moment between two records: the target may send Brevo what it already stored."""
+        """A moment between two records, or two parts of a batch's writing: the target may
+        send Brevo what it already stored."""
 
     def brevo_bound(self) -> bool:
         """Whether the run now waits for Brevo's events budget, not for its own work."""

@@ -242,8 +242,8 @@ class TargetBrevo(CheckedConfigFiles, SignalAwareTarget):
 
     def brevo_bound(self) -> bool:
         """Whether the run now waits for Brevo: its events bucket is used up for this window
-        (`SinkHost.brevo_bound`)."""
-        return self._started and not self.client.ready(EVENTS_BUCKET)
+        (`SinkHost.brevo_bound`; never before the run's first answer from Brevo)."""
+        return not self.client.ready(EVENTS_BUCKET)
 
     def start_run(self) -> None:
         """Take the store for this run, then rewrite every contact if the rules changed.
